@@ -1,0 +1,550 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultCSDS is the Domain API base of LivePerson Conversational Cloud.
+const DefaultCSDS = "https://api.liveperson.net"
+
+// loginVersion is the `v` query parameter of the Login Service API.
+const loginVersion = "1.3"
+
+// domainCacheTTL bounds how long a Domain API answer is reused. Hosts rarely
+// move; a stale answer is still used when the Domain API itself fails.
+const domainCacheTTL = time.Hour
+
+// maxErrorBody bounds how much of an error response is read and kept.
+const maxErrorBody = 16 << 10
+
+// Credentials identify the CC user the proxy acts as. Exactly one of
+// Password or AppKey+Secret is set.
+type Credentials struct {
+	AccountID string
+	Username  string
+	Password  string // user login
+
+	AppKey            string // application login: OAuth2 client_id (or OAuth1 consumer key)
+	Secret            string // OAuth2 client_secret (or OAuth1 consumer secret)
+	AccessToken       string // OAuth1 only; empty = "dummy"
+	AccessTokenSecret string // OAuth1 only; empty = "dummy"
+}
+
+// Mode names the login flavour, for logs.
+func (c Credentials) Mode() string {
+	if c.AppKey != "" {
+		return "application"
+	}
+	return "user"
+}
+
+// String never shows a secret: Credentials can end up in a %v by accident.
+func (c Credentials) String() string {
+	return fmt.Sprintf("account %s, %s login as %q", c.AccountID, c.Mode(), c.Username)
+}
+
+// GoString keeps %#v as safe as %v.
+func (c Credentials) GoString() string { return c.String() }
+
+// Session is one logged-in CC session. Its fields are secrets; String
+// redacts them.
+type Session struct {
+	Bearer    string
+	CSRF      string
+	SessionID string        // value of the Session_id cookie
+	TTL       time.Duration // sessionTTl as CC announced it (0 if absent)
+	BaseURL   string        // scheme://host of the agentVep host that issued it
+	Obtained  time.Time
+
+	// authValue is "Bearer <token>", built once so the per-request path
+	// does not concatenate.
+	authValue string
+}
+
+// AuthorizationValue is the value of the Authorization header for this
+// session.
+func (s *Session) AuthorizationValue() string {
+	if s.authValue == "" {
+		return "Bearer " + s.Bearer
+	}
+	return s.authValue
+}
+
+// String never shows a secret.
+func (s *Session) String() string {
+	if s == nil {
+		return "<no session>"
+	}
+	return fmt.Sprintf("session at %s obtained %s", s.BaseURL, s.Obtained.Format(time.RFC3339))
+}
+
+// GoString keeps %#v as safe as %v.
+func (s *Session) GoString() string { return s.String() }
+
+// APIError is a non-2xx answer of the Domain API or the Login Service.
+type APIError struct {
+	Op             string        // "domain lookup", "login", "refresh", "logout"
+	StatusCode     int           // HTTP status
+	InternalCode   int           // error.internalCode, 0 if absent
+	Message        string        // error.message, or the plain-string error
+	ResponseStatus string        // error.responseStatus, if present
+	RetryAfter     time.Duration // from the Retry-After header, 0 if absent
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: HTTP %d", e.Op, e.StatusCode)
+	if e.InternalCode != 0 {
+		fmt.Fprintf(&b, " (internal code %d)", e.InternalCode)
+	}
+	if e.Message != "" {
+		fmt.Fprintf(&b, ": %s", e.Message)
+	}
+	return b.String()
+}
+
+// parseAPIError reads CC's error envelope and its real-world variants:
+// {"error":{"time","message","internalCode","responseStatus"}} (time as
+// text or ISO, responseStatus optional), {"error":"plain text"}, or a body
+// that is not JSON at all.
+func parseAPIError(op string, resp *http.Response, body []byte) *APIError {
+	e := &APIError{Op: op, StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	var env struct {
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(body, &env) == nil && len(env.Error) > 0 {
+		var text string
+		var obj struct {
+			Message        string          `json:"message"`
+			InternalCode   json.RawMessage `json:"internalCode"`
+			ResponseStatus string          `json:"responseStatus"`
+		}
+		switch {
+		case json.Unmarshal(env.Error, &text) == nil:
+			e.Message = text
+		case json.Unmarshal(env.Error, &obj) == nil:
+			e.Message = obj.Message
+			e.ResponseStatus = obj.ResponseStatus
+			e.InternalCode = parseLooseInt(obj.InternalCode)
+		}
+	} else if len(body) > 0 && !bytes.ContainsAny(body, "{}<") {
+		e.Message = string(body)
+	}
+	e.Message = truncate(strings.TrimSpace(e.Message), 200)
+	return e
+}
+
+// parseLooseInt accepts 10 or "10": the envelope's producers disagree.
+func parseLooseInt(raw json.RawMessage) int {
+	var n int
+	if json.Unmarshal(raw, &n) == nil {
+		return n
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		n, _ = strconv.Atoi(strings.TrimSpace(s))
+	}
+	return n
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date; 0 when absent or
+// unparsable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		if secs > 24*3600 {
+			secs = 24 * 3600
+		}
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// ClientConfig sets up a Client.
+type ClientConfig struct {
+	// CSDS is the Domain API base URL; empty = DefaultCSDS.
+	CSDS string
+	// Domain, when set, is the agentVep host (optionally with a scheme) and
+	// the Domain API is not asked.
+	Domain string
+	// CAFile is an optional PEM bundle trusted in addition to the system
+	// roots.
+	CAFile string
+	// UserAgent is sent on every call.
+	UserAgent string
+	// Transport overrides the HTTP transport (tests). Nil = a clone of
+	// http.DefaultTransport, which honours HTTPS_PROXY and NO_PROXY.
+	Transport http.RoundTripper
+}
+
+// Client speaks to the Domain API and the Login Service API. It is safe for
+// concurrent use and holds no session state of its own.
+type Client struct {
+	csds      *url.URL
+	domain    *url.URL // nil: ask the Domain API
+	userAgent string
+	http      *http.Client
+
+	mu          sync.Mutex
+	domainCache map[string]cachedHost // account -> agentVep base URL
+}
+
+type cachedHost struct {
+	baseURL string
+	fetched time.Time
+}
+
+// NewClient checks the configuration and builds a client. It does no
+// network I/O.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.CSDS == "" {
+		cfg.CSDS = DefaultCSDS
+	}
+	csds, err := parseBaseURL(cfg.CSDS, "")
+	if err != nil {
+		return nil, fmt.Errorf("csds: %w", err)
+	}
+	c := &Client{csds: csds, userAgent: cfg.UserAgent, domainCache: map[string]cachedHost{}}
+	if cfg.Domain != "" {
+		if c.domain, err = parseBaseURL(cfg.Domain, csds.Scheme); err != nil {
+			return nil, fmt.Errorf("domain: %w", err)
+		}
+	}
+	rt := cfg.Transport
+	if rt == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if cfg.CAFile != "" {
+			pool, err := loadCAFile(cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("ca_file: %w", err)
+			}
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		rt = tr
+	}
+	// No cookie jar: Session_id is sent explicitly, so a jar's Secure and
+	// domain rules cannot silently drop it.
+	c.http = &http.Client{
+		Transport: rt,
+		// CC's login endpoints do not redirect; following one could
+		// send credentials somewhere unexpected.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return c, nil
+}
+
+// CloseIdleConnections releases pooled connections, for a client that is
+// being replaced.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
+func loadCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate found", path)
+	}
+	return pool, nil
+}
+
+// parseBaseURL accepts "https://host[:port]" or a bare "host[:port]" (which
+// takes defaultScheme). Plain http is allowed only for loopback hosts.
+func parseBaseURL(raw, defaultScheme string) (*url.URL, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return nil, errors.New("empty")
+	}
+	if !strings.Contains(raw, "://") {
+		if defaultScheme == "" {
+			return nil, fmt.Errorf("%q: missing scheme (https://...)", raw)
+		}
+		raw = defaultScheme + "://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", raw, err)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return nil, fmt.Errorf("%q: scheme must be https (or http for loopback)", raw)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("%q: missing host", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%q: only scheme, host, port and path are allowed", raw)
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return nil, fmt.Errorf("%q: plain http is allowed only for loopback hosts; use https", raw)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	return u, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// LoginBaseURL returns the agentVep base URL for the account: the configured
+// domain, or the Domain API's answer (cached; a stale answer is used if the
+// Domain API fails).
+func (c *Client) LoginBaseURL(ctx context.Context, account string) (string, error) {
+	if c.domain != nil {
+		return c.domain.String(), nil
+	}
+	c.mu.Lock()
+	cached, ok := c.domainCache[account]
+	c.mu.Unlock()
+	if ok && time.Since(cached.fetched) < domainCacheTTL {
+		return cached.baseURL, nil
+	}
+	host, err := c.LookupService(ctx, account, "agentVep")
+	if err != nil {
+		if ok {
+			return cached.baseURL, nil
+		}
+		return "", err
+	}
+	u, err := parseBaseURL(host, c.csds.Scheme)
+	if err != nil {
+		return "", fmt.Errorf("domain lookup: agentVep host: %w", err)
+	}
+	base := u.String()
+	c.mu.Lock()
+	c.domainCache[account] = cachedHost{baseURL: base, fetched: time.Now()}
+	c.mu.Unlock()
+	return base, nil
+}
+
+// ForgetDomain drops the cached agentVep host, so that the next login asks
+// the Domain API again (after a connection failure, the host may have moved).
+func (c *Client) ForgetDomain(account string) {
+	c.mu.Lock()
+	delete(c.domainCache, account)
+	c.mu.Unlock()
+}
+
+type serviceURI struct {
+	Service string `json:"service"`
+	Account string `json:"account"`
+	BaseURI string `json:"baseURI"`
+}
+
+// LookupService asks the Domain API for a service's host (bare host[:port],
+// no scheme). Service names are case-sensitive.
+func (c *Client) LookupService(ctx context.Context, account, service string) (string, error) {
+	u := *c.csds
+	u.Path += "/api/account/" + url.PathEscape(account) + "/service/" + url.PathEscape(service) + "/baseURI.json"
+	u.RawQuery = "version=1.0"
+	body, _, err := c.do(ctx, "domain lookup", http.MethodGet, u.String(), nil, "")
+	if err != nil {
+		return "", err
+	}
+	host, err := parseDomainReply(body, service)
+	if err != nil {
+		return "", fmt.Errorf("domain lookup: %w", err)
+	}
+	return host, nil
+}
+
+// parseDomainReply reads the single-service object or the baseURIs array
+// form and returns the host for service.
+func parseDomainReply(body []byte, service string) (string, error) {
+	var reply struct {
+		serviceURI
+		BaseURIs []serviceURI `json:"baseURIs"`
+	}
+	if err := json.Unmarshal(body, &reply); err != nil {
+		return "", fmt.Errorf("reply is not JSON: %w", err)
+	}
+	if reply.BaseURI != "" && (reply.Service == "" || reply.Service == service) {
+		return strings.TrimSpace(reply.BaseURI), nil
+	}
+	for _, s := range reply.BaseURIs {
+		if s.Service == service && s.BaseURI != "" {
+			return strings.TrimSpace(s.BaseURI), nil
+		}
+	}
+	return "", fmt.Errorf("no baseURI for service %q in reply", service)
+}
+
+type loginRequest struct {
+	Username          string `json:"username"`
+	Password          string `json:"password,omitempty"`
+	AppKey            string `json:"appKey,omitempty"`
+	Secret            string `json:"secret,omitempty"`
+	AccessToken       string `json:"accessToken,omitempty"`
+	AccessTokenSecret string `json:"accessTokenSecret,omitempty"`
+}
+
+type loginReply struct {
+	Bearer     string          `json:"bearer"`
+	CSRF       string          `json:"csrf"`
+	SessionTTL json.RawMessage `json:"sessionTTl"`
+}
+
+// Login performs a user or application login and returns the new session.
+func (c *Client) Login(ctx context.Context, cr Credentials) (*Session, error) {
+	base, err := c.LoginBaseURL(ctx, cr.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	req := loginRequest{Username: cr.Username}
+	if cr.AppKey != "" {
+		req.AppKey, req.Secret = cr.AppKey, cr.Secret
+		req.AccessToken, req.AccessTokenSecret = orDummy(cr.AccessToken), orDummy(cr.AccessTokenSecret)
+	} else {
+		req.Password = cr.Password
+	}
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	body, resp, err := c.do(ctx, "login", http.MethodPost, c.accountURL(base, cr.AccountID, "login")+"?v="+loginVersion, payload, "")
+	if err != nil {
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) {
+			c.ForgetDomain(cr.AccountID)
+		}
+		return nil, err
+	}
+	var reply loginReply
+	if err := json.Unmarshal(body, &reply); err != nil {
+		return nil, fmt.Errorf("login: reply is not JSON: %w", err)
+	}
+	sess := &Session{Bearer: reply.Bearer, CSRF: reply.CSRF, BaseURL: base, Obtained: time.Now()}
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "Session_id" {
+			sess.SessionID = ck.Value
+		}
+	}
+	switch {
+	case sess.Bearer == "":
+		return nil, errors.New("login: reply has no bearer")
+	case sess.CSRF == "":
+		return nil, errors.New("login: reply has no csrf")
+	case sess.SessionID == "":
+		return nil, errors.New("login: reply set no Session_id cookie")
+	}
+	if ms := parseLooseInt(reply.SessionTTL); ms > 0 {
+		sess.TTL = time.Duration(ms) * time.Millisecond
+	}
+	sess.authValue = "Bearer " + sess.Bearer
+	return sess, nil
+}
+
+func orDummy(s string) string {
+	if s == "" {
+		return "dummy"
+	}
+	return s
+}
+
+// Refresh keeps the session alive. An *APIError with status 401 means the
+// session is gone.
+func (c *Client) Refresh(ctx context.Context, account string, s *Session) error {
+	return c.sessionCall(ctx, "refresh", account, s)
+}
+
+// Logout ends the session on CC's side.
+func (c *Client) Logout(ctx context.Context, account string, s *Session) error {
+	return c.sessionCall(ctx, "logout", account, s)
+}
+
+func (c *Client) sessionCall(ctx context.Context, op, account string, s *Session) error {
+	payload, err := json.Marshal(struct {
+		CSRF string `json:"csrf"`
+	}{s.CSRF})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	_, _, err = c.do(ctx, op, http.MethodPost, c.accountURL(s.BaseURL, account, op)+"?v="+loginVersion, payload, s.SessionID)
+	return err
+}
+
+func (c *Client) accountURL(base, account, method string) string {
+	return base + "/api/account/" + url.PathEscape(account) + "/" + method
+}
+
+// do sends one request and returns the body of a 2xx answer, or an
+// *APIError. Transport errors are wrapped with op; the URL they name holds
+// no secret.
+func (c *Client) do(ctx context.Context, op, method, target string, payload []byte, sessionID string) ([]byte, *http.Response, error) {
+	var body io.Reader
+	if payload != nil {
+		body = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.userAgent != "" {
+		req.Header.Set("User-Agent", c.userAgent)
+	}
+	if sessionID != "" {
+		req.AddCookie(&http.Cookie{Name: "Session_id", Value: sessionID})
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	defer resp.Body.Close()
+	limit := int64(maxErrorBody)
+	if resp.StatusCode/100 == 2 {
+		limit = 4 << 20 // a login reply carries account data; bound it anyway
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: reading reply: %w", op, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, nil, parseAPIError(op, resp, data)
+	}
+	return data, resp, nil
+}

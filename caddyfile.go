@@ -1,0 +1,133 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("lpauth", parseCaddyfile)
+	// Right after forward_auth: a basic_auth or forward_auth guard runs
+	// first, and a site-level lpauth covers the handle and route blocks
+	// below it.
+	httpcaddyfile.RegisterDirectiveOrder("lpauth", httpcaddyfile.After, "forward_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var handler Handler
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return &handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	lpauth [<matcher>] {
+//	    account_id  <id>
+//	    username    <name>
+//	    password    <password>
+//	    app_key     <key>
+//	    secret      <secret>
+//	    access_token        <token>
+//	    access_token_secret <secret>
+//	    csds        <url>
+//	    domain      <host[:port]|url>
+//	    refresh_interval <duration>
+//	    retry_body_limit <size>
+//	    login_timeout    <duration>
+//	    ca_file          <path>
+//	}
+//
+// Give exactly one of password, or app_key with secret. Secrets belong in
+// `{env.NAME}` placeholders, which are expanded when the config is loaded
+// and so never appear in the adapted JSON. Defaults: csds
+// https://api.liveperson.net, refresh_interval 5m, retry_body_limit 1MiB,
+// login_timeout 10s.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("lpauth: %s given more than once", name)
+		}
+		seen[name] = true
+		var val string
+		if !d.Args(&val) {
+			return d.Errf("lpauth: %s needs a value", name)
+		}
+		if d.NextArg() {
+			return d.Errf("lpauth: %s takes one value, got another: %q", name, d.Val())
+		}
+		var err error
+		switch name {
+		case "account_id":
+			h.AccountID = val
+		case "username":
+			h.Username = val
+		case "password":
+			h.Password = val
+		case "app_key":
+			h.AppKey = val
+		case "secret":
+			h.Secret = val
+		case "access_token":
+			h.AccessToken = val
+		case "access_token_secret":
+			h.AccessTokenSecret = val
+		case "csds":
+			h.CSDS = val
+		case "domain":
+			h.Domain = val
+		case "ca_file":
+			h.CAFile = val
+		case "refresh_interval":
+			h.RefreshInterval, err = parsePositiveDuration(val)
+		case "login_timeout":
+			h.LoginTimeout, err = parsePositiveDuration(val)
+		case "retry_body_limit":
+			h.RetryBodyLimit, err = parseSize(val)
+		default:
+			return d.Errf("lpauth: unrecognized subdirective %q", name)
+		}
+		if err != nil {
+			return d.Errf("lpauth: %s: %v", name, err)
+		}
+	}
+	return nil
+}
+
+func parsePositiveDuration(s string) (caddy.Duration, error) {
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if dur <= 0 {
+		return 0, fmt.Errorf("must be positive, got %q", s)
+	}
+	return caddy.Duration(dur), nil
+}
+
+func parseSize(s string) (int64, error) {
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 || n > 1<<40 {
+		return 0, fmt.Errorf("must be between 1B and 1TiB, got %q", s)
+	}
+	return int64(n), nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

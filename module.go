@@ -1,0 +1,450 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the tuning fields.
+const (
+	DefaultRefreshInterval = 5 * time.Minute
+	DefaultRetryBodyLimit  = 1 << 20
+	DefaultLoginTimeout    = 10 * time.Second
+)
+
+// keepers holds one session keeper per identity. It keeps state across
+// config changes: a `caddy reload` with the same identity, and several
+// sites with the same identity, share one session.
+var keepers = caddy.NewUsagePool()
+
+// Handler logs in to LivePerson Conversational Cloud (CC) and adds
+// `Authorization: Bearer <token>` to every request it passes on, replacing
+// any Authorization header the client sent. Put it in front of
+// `reverse_proxy` to a CC API.
+//
+// The session is obtained lazily by the first request that needs it, kept
+// alive by periodic refreshes, and logged out when Caddy stops. When
+// upstream answers 401, the handler asks CC whether the session is still
+// alive; if not, it logs in again (once, however many requests saw the 401)
+// and retries each request once with its buffered body. A 401 that is about
+// the endpoint itself (the session is alive) goes to the client.
+//
+// When no session can be had (CC is down, the credentials are wrong, a
+// login is backing off), the handler answers 503 Service Unavailable with a
+// `Retry-After` header, as an error that `handle_errors` can shape.
+type Handler struct {
+	// The CC account (site) id. Required.
+	AccountID string `json:"account_id,omitempty"`
+
+	// The CC user: an agent for user login, the bot user for application
+	// login. Required.
+	Username string `json:"username,omitempty"`
+
+	// The user's password, for user login. Give it as `{env.NAME}` so it
+	// never lands in the config. Exactly one of password or app_key+secret.
+	Password string `json:"password,omitempty"`
+
+	// Application login: the OAuth2 client_id (or OAuth1 consumer key).
+	AppKey string `json:"app_key,omitempty"`
+
+	// Application login: the OAuth2 client_secret (or OAuth1 consumer
+	// secret). Give it as `{env.NAME}`.
+	Secret string `json:"secret,omitempty"`
+
+	// OAuth1 application login only. Default: "dummy" (the OAuth2 form).
+	AccessToken string `json:"access_token,omitempty"`
+
+	// OAuth1 application login only. Default: "dummy" (the OAuth2 form).
+	AccessTokenSecret string `json:"access_token_secret,omitempty"`
+
+	// The Domain API base URL. Hosts found through it are spoken to with
+	// its scheme. Plain http is accepted only for loopback hosts.
+	// Default: https://api.liveperson.net
+	CSDS string `json:"csds,omitempty"`
+
+	// The agentVep (login) host, as host[:port] or a URL. When set, the
+	// Domain API is not asked. Without a scheme it takes that of csds.
+	Domain string `json:"domain,omitempty"`
+
+	// How often the session is refreshed. Default: 5m
+	RefreshInterval caddy.Duration `json:"refresh_interval,omitempty"`
+
+	// The largest request body, in bytes, that is buffered so it can be
+	// replayed after a 401. Larger bodies stream through untouched, and a
+	// 401 to them goes to the client. Default: 1MiB
+	RetryBodyLimit int64 `json:"retry_body_limit,omitempty"`
+
+	// Bound on one login round trip (Domain API lookup included), and on
+	// how long a request waits for a login. Default: 10s
+	LoginTimeout caddy.Duration `json:"login_timeout,omitempty"`
+
+	// A PEM file of extra CA certificates trusted for CC, beside the system
+	// roots (for corporate TLS proxies).
+	CAFile string `json:"ca_file,omitempty"`
+
+	keeper  *Keeper
+	poolKey string
+	logger  *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.lpauth",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// pooledKeeper lets the usage pool log the session out when the last
+// config using it is unloaded.
+type pooledKeeper struct{ *Keeper }
+
+// Destruct logs out; failures are already logged through the observer.
+func (p pooledKeeper) Destruct() error {
+	_ = p.Close()
+	return nil
+}
+
+// Provision expands placeholders, checks the configuration and joins (or
+// creates) the keeper of this identity. It does no network I/O.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	cfg, err := h.resolve()
+	if err != nil {
+		return err
+	}
+	client, err := NewClient(cfg.client)
+	if err != nil {
+		return fmt.Errorf("lpauth: %w", err)
+	}
+	tuning := Tuning{
+		Client:          client,
+		RefreshInterval: cfg.refreshInterval,
+		LoginTimeout:    cfg.loginTimeout,
+		Observer:        h.logEvent,
+	}
+	key := identityKey(cfg)
+	val, _, err := keepers.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return pooledKeeper{NewKeeper(cfg.creds, nil, tuning)}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("lpauth: %w", err)
+	}
+	h.poolKey = key
+	h.keeper = val.(pooledKeeper).Keeper
+	h.keeper.Configure(tuning)
+	return nil
+}
+
+// Cleanup releases this config's hold on the keeper; the last one to go
+// logs the session out.
+func (h *Handler) Cleanup() error {
+	if h.poolKey == "" {
+		return nil
+	}
+	_, err := keepers.Delete(h.poolKey)
+	h.poolKey = ""
+	return err
+}
+
+// resolved is the configuration after placeholders and defaults.
+type resolved struct {
+	creds           Credentials
+	client          ClientConfig
+	refreshInterval time.Duration
+	loginTimeout    time.Duration
+	retryBodyLimit  int64
+}
+
+// resolve expands `{env.*}` and other global placeholders, fills defaults
+// and checks every field; errors name the field.
+func (h *Handler) resolve() (resolved, error) {
+	var r resolved
+	repl := caddy.NewReplacer()
+	var firstErr error
+	expand := func(field, v string) string {
+		if v == "" || firstErr != nil {
+			return v
+		}
+		out, err := repl.ReplaceOrErr(v, true, true)
+		if err != nil {
+			firstErr = fmt.Errorf("lpauth: %s: %w", field, err)
+		}
+		return out
+	}
+	r.creds = Credentials{
+		AccountID:         expand("account_id", h.AccountID),
+		Username:          expand("username", h.Username),
+		Password:          expand("password", h.Password),
+		AppKey:            expand("app_key", h.AppKey),
+		Secret:            expand("secret", h.Secret),
+		AccessToken:       expand("access_token", h.AccessToken),
+		AccessTokenSecret: expand("access_token_secret", h.AccessTokenSecret),
+	}
+	r.client = ClientConfig{
+		CSDS:      expand("csds", h.CSDS),
+		Domain:    expand("domain", h.Domain),
+		CAFile:    expand("ca_file", h.CAFile),
+		UserAgent: "caddy-lpauth",
+	}
+	if firstErr != nil {
+		return r, firstErr
+	}
+	c := r.creds
+	switch {
+	case c.AccountID == "":
+		return r, errors.New("lpauth: account_id is required")
+	case c.Username == "":
+		return r, errors.New("lpauth: username is required")
+	case c.Password != "" && (c.AppKey != "" || c.Secret != ""):
+		return r, errors.New("lpauth: give either password (user login) or app_key and secret (application login), not both")
+	case c.Password == "" && c.AppKey == "" && c.Secret == "":
+		return r, errors.New("lpauth: password (user login) or app_key and secret (application login) is required")
+	case c.AppKey != "" && c.Secret == "":
+		return r, errors.New("lpauth: secret is required with app_key")
+	case c.Secret != "" && c.AppKey == "":
+		return r, errors.New("lpauth: app_key is required with secret")
+	case c.AppKey == "" && (c.AccessToken != "" || c.AccessTokenSecret != ""):
+		return r, errors.New("lpauth: access_token and access_token_secret belong to application login (app_key)")
+	}
+	var err error
+	if r.refreshInterval, err = positiveOr("refresh_interval", time.Duration(h.RefreshInterval), DefaultRefreshInterval); err != nil {
+		return r, err
+	}
+	if r.loginTimeout, err = positiveOr("login_timeout", time.Duration(h.LoginTimeout), DefaultLoginTimeout); err != nil {
+		return r, err
+	}
+	switch {
+	case h.RetryBodyLimit < 0:
+		return r, fmt.Errorf("lpauth: retry_body_limit must not be negative, got %d", h.RetryBodyLimit)
+	case h.RetryBodyLimit == 0:
+		r.retryBodyLimit = DefaultRetryBodyLimit
+	default:
+		r.retryBodyLimit = h.RetryBodyLimit
+	}
+	h.RetryBodyLimit = r.retryBodyLimit
+	return r, nil
+}
+
+func positiveOr(field string, v, def time.Duration) (time.Duration, error) {
+	switch {
+	case v < 0:
+		return 0, fmt.Errorf("lpauth: %s must be positive, got %s", field, v)
+	case v == 0:
+		return def, nil
+	}
+	return v, nil
+}
+
+// identityKey hashes what makes a session: account, user, credentials and
+// where they are sent. Hashed so that no secret is kept as a map key.
+func identityKey(r resolved) string {
+	c := r.creds
+	h := sha256.New()
+	for _, part := range []string{c.AccountID, c.Username, c.Password, c.AppKey, c.Secret,
+		c.AccessToken, c.AccessTokenSecret, r.client.CSDS, r.client.Domain} {
+		fmt.Fprintf(h, "%d:%s|", len(part), part)
+	}
+	return "lpauth:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// bufPool holds buffers for held-back 401 responses.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// ServeHTTP adds the bearer and handles an upstream 401.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	sess, err := h.keeper.Session(r.Context())
+	if err != nil {
+		return h.unavailable(w, err)
+	}
+	body, replayable, err := h.bufferBody(r)
+	if err != nil {
+		return err
+	}
+	if cur := h.keeper.Current(); cur != nil {
+		sess = cur // reading the body may have taken a while
+	}
+	setAuthorization(r, sess)
+
+	if !replayable {
+		rec := caddyhttp.NewResponseRecorder(w, nil, nil)
+		err := next.ServeHTTP(rec, r)
+		if rec.Status() == http.StatusUnauthorized {
+			// Too late to retry this one, but the next requests should
+			// find a live session.
+			h.keeper.UnauthorizedLater(sess)
+		}
+		return err
+	}
+
+	before := w.Header().Clone()
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer bufPool.Put(buf)
+	rec := caddyhttp.NewResponseRecorder(w, buf, holdBack401)
+	err = next.ServeHTTP(rec, r)
+	if err != nil || !rec.Buffered() || rec.Status() != http.StatusUnauthorized {
+		return err // streamed through, or nothing written
+	}
+	retry, err := h.keeper.Unauthorized(r.Context(), sess)
+	if retry == nil && err == nil {
+		return rec.WriteResponse() // the 401 is the endpoint's own
+	}
+	// Nothing of the held-back 401 may leak into what replaces it.
+	restoreHeader(w.Header(), before)
+	if err != nil {
+		return h.unavailable(w, err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	setAuthorization(r, retry)
+	if c := h.logger.Check(zapcore.DebugLevel, "retrying after upstream 401"); c != nil {
+		c.Write(zap.String("account_id", h.keeper.creds.AccountID), zap.String("uri", r.RequestURI))
+	}
+	return next.ServeHTTP(w, r)
+}
+
+func holdBack401(status int, _ http.Header) bool { return status == http.StatusUnauthorized }
+
+// setAuthorization replaces whatever Authorization the client sent. A fresh
+// slice per request: later handlers may edit header values in place.
+func setAuthorization(r *http.Request, s *Session) {
+	r.Header["Authorization"] = []string{s.AuthorizationValue()}
+}
+
+func restoreHeader(h, saved http.Header) {
+	for k := range h {
+		delete(h, k)
+	}
+	for k, v := range saved {
+		h[k] = v
+	}
+}
+
+// bufferBody reads a body of up to the limit so it can be replayed. A
+// larger one is put back together (what was read, then the rest) and
+// streamed. It returns the buffered bytes and whether the request can be
+// replayed.
+func (h *Handler) bufferBody(r *http.Request) ([]byte, bool, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, true, nil
+	}
+	limit := h.RetryBodyLimit
+	if r.ContentLength > limit {
+		return nil, false, nil
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, false, caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+		}
+		return nil, false, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("lpauth: reading request body: %w", err))
+	}
+	if n > limit {
+		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf.Bytes()), r.Body), r.Body}
+		return nil, false, nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
+	return buf.Bytes(), true, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// unavailable answers 503 with Retry-After, as an error handle_errors can
+// shape.
+func (h *Handler) unavailable(w http.ResponseWriter, err error) error {
+	wait := time.Second
+	var u *UnavailableError
+	if errors.As(err, &u) && u.RetryAfter > wait {
+		wait = u.RetryAfter
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	return caddyhttp.Error(http.StatusServiceUnavailable, err)
+}
+
+// logEvent logs what the keeper reports. No field carries a secret.
+func (h *Handler) logEvent(ev Event) {
+	fields := []zap.Field{
+		zap.String("account_id", ev.Account),
+		zap.String("login", ev.Mode),
+		zap.String("username", ev.Username),
+	}
+	if ev.Host != "" {
+		fields = append(fields, zap.String("host", ev.Host))
+	}
+	if ev.Duration > 0 {
+		fields = append(fields, zap.Duration("duration", ev.Duration))
+	}
+	if ev.Err != nil {
+		fields = append(fields, zap.Error(ev.Err))
+		var apiErr *APIError
+		if errors.As(ev.Err, &apiErr) {
+			fields = append(fields, zap.Int("status", apiErr.StatusCode))
+		}
+	}
+	switch ev.Kind {
+	case EventLogin:
+		h.logger.Info("logged in to CC", fields...)
+	case EventLoginFailed:
+		fields = append(fields, zap.Int("consecutive_failures", ev.Failures),
+			zap.Time("next_attempt", ev.NextAttempt))
+		if classify(ev.Err) == failConfig {
+			h.logger.Error("CC login refused: check account_id, username and credentials; retrying slowly so the user is not locked", fields...)
+		} else {
+			h.logger.Warn("CC login failed", fields...)
+		}
+	case EventRefresh:
+		h.logger.Debug("refreshed CC session", fields...)
+	case EventRefreshFailed:
+		h.logger.Warn("CC session refresh failed; will try again", fields...)
+	case EventSessionLost:
+		h.logger.Warn("CC session is gone; logging in again", fields...)
+	case EventLogout:
+		h.logger.Info("logged out of CC", fields...)
+	case EventLogoutFailed:
+		var apiErr *APIError
+		if errors.As(ev.Err, &apiErr) {
+			h.logger.Warn("CC logout failed", fields...)
+		} else {
+			// Typical at shutdown of a one-process demo, whose emulator
+			// stops listening first.
+			h.logger.Debug("CC logout failed", fields...)
+		}
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddy.Destructor            = pooledKeeper{}
+)
