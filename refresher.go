@@ -119,17 +119,17 @@ type Keeper struct {
 	ctx    context.Context // ends at Close; logins and refreshes run on it
 	cancel context.CancelFunc
 
-	mu           sync.Mutex
-	closed       bool
-	failures     int // consecutive failed logins of failClass
-	failClass    failureClass
-	nextAttempt  time.Time
-	lastErr      error
-	stopRetry    func() bool
-	stopRefresh  func() bool
-	aliveBearer  string
-	aliveUntil   time.Time
-	lastRefresh  time.Time
+	mu          sync.Mutex
+	closed      bool
+	failures    int // consecutive failed logins of failClass
+	failClass   failureClass
+	nextAttempt time.Time
+	lastErr     error
+	stopRetry   func() bool
+	stopRefresh func() bool
+	aliveBearer string
+	aliveUntil  time.Time
+	lastRefresh time.Time
 }
 
 // NewKeeper returns a keeper for creds. It does no network I/O: the first

@@ -1,0 +1,224 @@
+// Package caddyccemu serves the ccemu Conversational Cloud emulator from
+// Caddy as the terminal handler "http.handlers.ccemu" (Caddyfile directive
+// "ccemu"). Emulators are pooled by account, base URI and domain form, so
+// sessions and counters survive a config reload.
+package caddyccemu
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/lpauth/caddy-lpauth/ccemu"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+	httpcaddyfile.RegisterHandlerDirective("ccemu", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("ccemu", httpcaddyfile.Before, "respond")
+}
+
+// pool keeps emulators alive across reloads.
+var pool = caddy.NewUsagePool()
+
+// pooled adapts an Emulator to caddy.Destructor; it holds only memory.
+type pooled struct{ *ccemu.Emulator }
+
+func (pooled) Destruct() error { return nil }
+
+// Handler serves the emulator (Domain API, Login Service, data API) and,
+// under ControlPath, its control API. It never calls the next handler.
+type Handler struct {
+	// AccountID is the emulated account. Default "12345678".
+	AccountID string `json:"account_id,omitempty"`
+	// SessionTTL is the idle session lifetime, reported to clients as
+	// sessionTTl. Default 8h.
+	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+	// LoginRate is how many login attempts are accepted per
+	// LoginRateWindow before 429. Default 0 (unlimited).
+	LoginRate int `json:"login_rate,omitempty"`
+	// LoginRateWindow is the sliding window for LoginRate. Default 1m.
+	LoginRateWindow caddy.Duration `json:"login_rate_window,omitempty"`
+	// BaseURI is the host[:port] the Domain API hands out for every
+	// service. Default: the request's Host, so clients come back here.
+	BaseURI string `json:"base_uri,omitempty"`
+	// ControlPath, when set (for example "/_ccemu"), serves the control
+	// API (counters, fault injection, reset) under that path. Default
+	// unset: no control API. Do not expose it to untrusted clients.
+	ControlPath string `json:"control_path,omitempty"`
+	// DomainArrayForm makes single-service Domain API lookups answer
+	// {"baseURIs":[...]} instead of the object form. Default false.
+	DomainArrayForm bool `json:"domain_array_form,omitempty"`
+
+	emu     *ccemu.Emulator
+	control http.Handler
+	key     string
+	loaded  bool
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.ccemu",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision gets the pooled emulator and applies this config's tuning to it.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	if h.AccountID == "" {
+		h.AccountID = ccemu.DefaultAccountID
+	}
+	if h.SessionTTL < 0 || h.LoginRate < 0 || h.LoginRateWindow < 0 {
+		return errNegative
+	}
+	if h.ControlPath != "" && !strings.HasPrefix(h.ControlPath, "/") {
+		return errControlPath
+	}
+	h.key = h.AccountID + "|" + h.BaseURI + "|" + strconv.FormatBool(h.DomainArrayForm)
+	v, _, err := pool.LoadOrNew(h.key, func() (caddy.Destructor, error) {
+		return pooled{ccemu.New(ccemu.Config{
+			AccountID:       h.AccountID,
+			BaseURI:         h.BaseURI,
+			DomainArrayForm: h.DomainArrayForm,
+		})}, nil
+	})
+	if err != nil {
+		return err
+	}
+	h.loaded = true
+	h.emu = v.(pooled).Emulator
+	// Unset values restore the defaults, so deleting a setting and
+	// reloading takes effect on the surviving emulator.
+	h.emu.SetSessionTTL(time.Duration(h.SessionTTL))
+	h.emu.SetLoginRate(h.LoginRate, time.Duration(h.LoginRateWindow))
+	if h.ControlPath != "" {
+		h.control = h.emu.ControlHandler(h.ControlPath)
+	}
+	return nil
+}
+
+type configError string
+
+func (e configError) Error() string { return string(e) }
+
+const (
+	errNegative    = configError("ccemu: session_ttl, login_rate and login_rate_window must not be negative")
+	errControlPath = configError("ccemu: control_path must start with /")
+)
+
+// Cleanup releases this config's reference to the pooled emulator.
+func (h *Handler) Cleanup() error {
+	if !h.loaded {
+		return nil
+	}
+	h.loaded = false
+	_, err := pool.Delete(h.key)
+	return err
+}
+
+// ServeHTTP answers every request itself; next is never called.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if cp := strings.TrimSuffix(h.ControlPath, "/"); h.control != nil &&
+		(r.URL.Path == cp || strings.HasPrefix(r.URL.Path, cp+"/")) {
+		h.control.ServeHTTP(w, r)
+		return nil
+	}
+	h.emu.ServeHTTP(w, r)
+	return nil
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var m Handler
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return &m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	ccemu {
+//	    account_id   <id>
+//	    session_ttl  <duration>
+//	    login_rate   <n> [<window>]
+//	    base_uri     <host[:port]>
+//	    control_path <path>
+//	    domain_array_form
+//	}
+//
+// Every subdirective is optional; the block may be omitted.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		switch sub {
+		case "account_id", "base_uri", "control_path":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			switch sub {
+			case "account_id":
+				h.AccountID = v
+			case "base_uri":
+				h.BaseURI = v
+			case "control_path":
+				if !strings.HasPrefix(v, "/") {
+					return d.Errf("control_path %q must start with /", v)
+				}
+				h.ControlPath = v
+			}
+		case "session_ttl":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("session_ttl: invalid duration %q", v)
+			}
+			h.SessionTTL = caddy.Duration(dur)
+		case "login_rate":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 0 {
+				return d.Errf("login_rate: invalid count %q", args[0])
+			}
+			h.LoginRate = n
+			if len(args) == 2 {
+				dur, err := caddy.ParseDuration(args[1])
+				if err != nil || dur <= 0 {
+					return d.Errf("login_rate: invalid window %q", args[1])
+				}
+				h.LoginRateWindow = caddy.Duration(dur)
+			}
+		case "domain_array_form":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.DomainArrayForm = true
+		default:
+			return d.Errf("unknown ccemu subdirective %q", sub)
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+)

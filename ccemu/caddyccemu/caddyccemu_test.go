@@ -1,0 +1,106 @@
+package caddyccemu
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`ccemu {
+		account_id   999
+		session_ttl  2m
+		login_rate   5 30s
+		base_uri     localhost:8080
+		control_path /_ccemu
+		domain_array_form
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	want := Handler{
+		AccountID: "999", SessionTTL: caddy.Duration(2 * time.Minute), LoginRate: 5,
+		LoginRateWindow: caddy.Duration(30 * time.Second), BaseURI: "localhost:8080",
+		ControlPath: "/_ccemu", DomainArrayForm: true,
+	}
+	if h != want {
+		t.Errorf("got %+v\nwant %+v", h, want)
+	}
+
+	var empty Handler
+	if err := empty.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`ccemu`)); err != nil || empty != (Handler{}) {
+		t.Errorf("bare directive: %v %+v", err, empty)
+	}
+
+	for input, wantErr := range map[string]string{
+		"ccemu {\n bogus 1\n}":            "bogus",
+		"ccemu {\n session_ttl soon\n}":   "session_ttl",
+		"ccemu {\n login_rate many\n}":    "login_rate",
+		"ccemu {\n login_rate 1 2 3\n}":   "argument",
+		"ccemu {\n account_id\n}":         "argument",
+		"ccemu {\n control_path x\n}":     "control_path",
+		"ccemu extra":                     "argument",
+		"ccemu {\n login_rate 2 never\n}": "window",
+	} {
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%q: error %v, want one mentioning %q", input, err, wantErr)
+		}
+	}
+}
+
+// A reload provisions a new Handler before cleaning up the old one; both
+// must share one emulator, and the newest tuning must win.
+func TestPoolSurvivesReload(t *testing.T) {
+	old := &Handler{AccountID: "pool-test", ControlPath: "/_ccemu"}
+	if err := old.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	body := strings.NewReader(`{"username":"demo-agent","password":"demo-password"}`)
+	_ = old.ServeHTTP(rec, httptest.NewRequest("POST", "/api/account/pool-test/login?v=1.3", body), nil)
+	if rec.Code != 200 {
+		t.Fatalf("login: %d %s", rec.Code, rec.Body)
+	}
+
+	neu := &Handler{AccountID: "pool-test", SessionTTL: caddy.Duration(time.Minute)}
+	if err := neu.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if neu.emu != old.emu || neu.emu.Counters().Logins != 1 {
+		t.Fatalf("emulator not shared across reload: %+v", neu.emu.Counters())
+	}
+	rec = httptest.NewRecorder()
+	body = strings.NewReader(`{"username":"demo-agent","password":"demo-password"}`)
+	_ = neu.ServeHTTP(rec, httptest.NewRequest("POST", "/api/account/pool-test/login", body), nil)
+	if !strings.Contains(rec.Body.String(), `"sessionTTl":"60000"`) {
+		t.Errorf("new session_ttl not applied: %s", rec.Body)
+	}
+	// neu has no control_path, so the path reaches the emulator (404).
+	rec = httptest.NewRecorder()
+	_ = neu.ServeHTTP(rec, httptest.NewRequest("GET", "/_ccemu/counters", nil), nil)
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("control path without control_path: %d", rec.Code)
+	}
+	rec = httptest.NewRecorder()
+	_ = old.ServeHTTP(rec, httptest.NewRequest("GET", "/_ccemu/counters", nil), nil)
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"logins":2`) {
+		t.Errorf("control API: %d %s", rec.Code, rec.Body)
+	}
+	if err := neu.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := pool.References(neu.key); ok {
+		t.Error("pool entry kept after the last Cleanup")
+	}
+}

@@ -1,0 +1,596 @@
+// Package ccemu emulates the parts of LivePerson Conversational Cloud that a
+// client of the Login Service needs: the Domain API (CSDS), the Login Service
+// (agentVep: login, refresh, logout) and a bearer-protected data API that
+// echoes what it received. It is meant for tests (mount it on an
+// httptest.Server), for demos and for users who want to exercise their own
+// apps without a real account. It imports only the standard library.
+//
+// # Endpoints (Emulator.ServeHTTP)
+//
+//	GET  /api/account/{id}/service/{service}/baseURI.json?version=1.0
+//	     {"service":"agentVep","account":"12345678","baseURI":"<host>"}
+//	     (or {"baseURIs":[...]} with Config.DomainArrayForm). Also answered
+//	     under the legacy prefix /csdr/account/{id}/service/....
+//	GET  /api/account/{id}/service/baseURI.json?version=1.0
+//	     {"baseURIs":[{"service","account","baseURI"},...]} for every known
+//	     service (agentVep, msgHist, facadeMsg, sentinel, ...).
+//	POST /api/account/{id}/login?v=1.3   (v=1.2 too; missing v accepted
+//	     unless Config.RequireVersion)
+//	     body {"username","password"} (user login) or
+//	     {"username","appKey","secret","accessToken","accessTokenSecret"}
+//	     (application login; the two token values are ignored). Answers
+//	     the documented body (csrf, wsuk, config, csdsCollectionResponse,
+//	     accountData, sessionTTl as a string of ms, bearer) and sets the
+//	     Session_id cookie.
+//	POST /api/account/{id}/refresh       Session_id cookie + {"csrf":"..."};
+//	     200 with an empty body; extends the idle deadline to now+TTL.
+//	POST /api/account/{id}/logout        same checks; ends the session.
+//	ANY  /api/account/{id}/<anything else>
+//	     the data API: needs "Authorization: Bearer <bearer>" of a live
+//	     session and answers a JSON echo of the request (method, path, query,
+//	     body length and SHA-256, header facts; never the bearer or cookies).
+//	     ?delay=500ms sleeps (max 30s) before the bearer is checked;
+//	     ?status=418 answers that status on an authorised call;
+//	     /api/account/{id}/always-401 always answers 401.
+//
+// Errors use the Login Service envelope
+//
+//	{"error":{"time":"Sep 22, 2016 4:10:15 PM","message":"...","internalCode":N,"responseStatus":"UNAUTHORIZED"}}
+//
+// with internalCode 1 for a rejected bearer, 4 for a missing or expired
+// session and 10 for a CSRF mismatch. An injected 500 on login answers the
+// real-world string variant {"error":"LeLogin1 failed - ..."}.
+//
+// # Sessions
+//
+// The session TTL is idle: a session dies when now > last login or refresh +
+// TTL (default 8h). Data calls do not extend it. A user may hold several live
+// sessions; logging in again does not end the older ones.
+//
+// # Defaults
+//
+// Account DefaultAccountID, one user DefaultUsername/DefaultPassword and one
+// application DefaultAppUser/DefaultAppKey/DefaultAppSecret; no login rate
+// limit; the Domain API points every service at the request's Host so that
+// clients come back to the emulator.
+//
+// # Knobs
+//
+// FailNextLogins, DelayNextLogins, FailNextRefreshes, ExpireSessions,
+// SetSessionTTL and SetLoginRate change behaviour at run time; Counters,
+// LoginAttemptTimes and IssuedSecrets let tests observe it. ControlHandler
+// exposes the same knobs (never the secrets) over HTTP.
+package ccemu
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults used when the corresponding Config field is empty.
+const (
+	DefaultAccountID = "12345678"
+	DefaultUsername  = "demo-agent"
+	DefaultPassword  = "demo-password"
+	DefaultAppUser   = "demo-bot"
+	DefaultAppKey    = "demo-app-key"
+	DefaultAppSecret = "demo-app-secret"
+
+	// DefaultSessionTTL is the documented sessionTTl of 28800000 ms.
+	DefaultSessionTTL = 8 * time.Hour
+	// DefaultLoginRateWindow is the window LoginRate counts in.
+	DefaultLoginRateWindow = time.Minute
+	// MaxDataDelay caps the data API's ?delay= parameter.
+	MaxDataDelay = 30 * time.Second
+)
+
+// Internal codes carried in the error envelope. 1, 4 and 10 are the ones
+// clients are likely to look at.
+const (
+	codeBearer        = 1
+	codeBadRequest    = 2
+	codeBadCreds      = 3
+	codeNoSession     = 4
+	codeBadAccount    = 5
+	codeRateLimited   = 6
+	codeNotFound      = 7
+	codeMethod        = 8
+	codeInjected      = 9
+	codeCSRF          = 10
+	loginRetryAfter   = "5" // seconds; the app-login page says wait 5 s after a 429
+	maxUnauthDrain    = 128 << 20
+	maxLoginBody      = 1 << 20
+	sessionCookieName = "Session_id"
+)
+
+// Messages clients may match on.
+const (
+	msgBearer    = "Bearer token is missing, invalid or expired"
+	msgNoSession = "Session does not exist or expired"
+	msgCSRF      = "CSRF token invalid! The CSRF token on request does not match the CSRF token on the session"
+	msgLeLogin   = "LeLogin1 failed - invalid url received from app server"
+)
+
+// services is what the all-services lookup lists; every one points at the
+// emulator's host.
+var services = []string{
+	"agentVep", "msgHist", "accountConfigReadOnly", "accountConfigReadWrite",
+	"leDataReporting", "facadeMsg", "sentinel", "idp", "smt", "engHistDomain",
+	"asyncMessaging", "asyncMessagingEnt", "msdkgw", "msgEwtAPI", "pusher",
+	"rtbf", "swift", "faasGW", "faasUI", "messagingRestApiDomain",
+	"liveEngageUI", "visitorFeed", "etool",
+}
+
+// App is an application (bot) login: the bot user's name plus its API key.
+type App struct{ Username, AppKey, Secret string }
+
+// Config configures an Emulator. The zero value is usable.
+type Config struct {
+	// AccountID is the only account the emulator knows; default DefaultAccountID.
+	AccountID string
+	// Users maps username to password; nil means {DefaultUsername: DefaultPassword}.
+	Users map[string]string
+	// Apps are the accepted application logins; nil means one
+	// {DefaultAppUser, DefaultAppKey, DefaultAppSecret}.
+	Apps []App
+	// SessionTTL is the idle TTL; default DefaultSessionTTL. Reported to
+	// clients as sessionTTl, a string of milliseconds.
+	SessionTTL time.Duration
+	// LoginRate is the number of login attempts accepted per LoginRateWindow
+	// before 429; 0 means unlimited.
+	LoginRate int
+	// LoginRateWindow defaults to DefaultLoginRateWindow.
+	LoginRateWindow time.Duration
+	// BaseURI is the host[:port] the Domain API answers; "" means the
+	// request's Host, so clients come back to the emulator.
+	BaseURI string
+	// DomainArrayForm makes the single-service lookup answer
+	// {"baseURIs":[...]} (as the current docs show) instead of the object
+	// form real clients read.
+	DomainArrayForm bool
+	// RequireVersion makes a login without ?v= a 400; by default it is accepted.
+	RequireVersion bool
+}
+
+// Counters reports what the emulator has seen since New or Reset.
+type Counters struct {
+	DomainLookups         int64 `json:"domain_lookups"`
+	LoginAttempts         int64 `json:"login_attempts"` // every POST to /login, whatever its outcome
+	Logins                int64 `json:"logins"`         // successful logins
+	Refreshes             int64 `json:"refreshes"`      // every refresh call
+	RefreshesOK           int64 `json:"refreshes_ok"`
+	Logouts               int64 `json:"logouts"`                 // successful logouts
+	DataCalls             int64 `json:"data_calls"`              // data API calls answered 2xx
+	UnauthorizedDataCalls int64 `json:"unauthorized_data_calls"` // data API calls answered 401
+	LiveSessions          int   `json:"live_sessions"`
+}
+
+type session struct {
+	id, csrf, bearer string
+	loginName        string
+	deadline         time.Time
+}
+
+// Emulator is an in-memory Conversational Cloud. It is safe for concurrent
+// use; create it with New.
+type Emulator struct {
+	accountID       string
+	users           map[string]string
+	apps            []App
+	baseURI         string
+	domainArrayForm bool
+	requireVersion  bool
+
+	mu          sync.Mutex
+	ttl         time.Duration
+	rateN       int
+	rateWindow  time.Duration
+	rateLog     []time.Time // accepted attempts still inside the window
+	sessions    map[string]*session
+	byBearer    map[string]*session
+	failLogins  int
+	failStatus  int
+	failRetry   time.Duration
+	delayLogins int
+	delay       time.Duration
+	failRefresh int
+	failRefStat int
+	counters    Counters
+	attempts    []time.Time
+	secrets     []string
+}
+
+// New returns an Emulator configured by cfg; empty fields take the defaults
+// documented on Config.
+func New(cfg Config) *Emulator {
+	e := &Emulator{
+		accountID:       cfg.AccountID,
+		baseURI:         cfg.BaseURI,
+		domainArrayForm: cfg.DomainArrayForm,
+		requireVersion:  cfg.RequireVersion,
+		users:           map[string]string{},
+		sessions:        map[string]*session{},
+		byBearer:        map[string]*session{},
+	}
+	if e.accountID == "" {
+		e.accountID = DefaultAccountID
+	}
+	if cfg.Users == nil {
+		e.users[DefaultUsername] = DefaultPassword
+	}
+	for u, p := range cfg.Users {
+		e.users[u] = p
+		e.secrets = append(e.secrets, p)
+	}
+	if cfg.Users == nil {
+		e.secrets = append(e.secrets, DefaultPassword)
+	}
+	if cfg.Apps == nil {
+		e.apps = []App{{DefaultAppUser, DefaultAppKey, DefaultAppSecret}}
+	} else {
+		e.apps = append([]App(nil), cfg.Apps...)
+	}
+	for _, a := range e.apps {
+		e.secrets = append(e.secrets, a.Secret)
+	}
+	e.SetSessionTTL(cfg.SessionTTL)
+	e.SetLoginRate(cfg.LoginRate, cfg.LoginRateWindow)
+	return e
+}
+
+// AccountID returns the account the emulator answers for.
+func (e *Emulator) AccountID() string { return e.accountID }
+
+// SetSessionTTL sets the idle TTL for sessions created or refreshed from now
+// on; d <= 0 restores DefaultSessionTTL.
+func (e *Emulator) SetSessionTTL(d time.Duration) {
+	if d <= 0 {
+		d = DefaultSessionTTL
+	}
+	e.mu.Lock()
+	e.ttl = d
+	e.mu.Unlock()
+}
+
+// SetLoginRate limits login attempts to n per window (sliding) and forgets
+// earlier attempts; n <= 0 means unlimited and window <= 0 means
+// DefaultLoginRateWindow.
+func (e *Emulator) SetLoginRate(n int, window time.Duration) {
+	if n < 0 {
+		n = 0
+	}
+	if window <= 0 {
+		window = DefaultLoginRateWindow
+	}
+	e.mu.Lock()
+	e.rateN, e.rateWindow = n, window
+	e.rateLog = nil // a new limit starts with a clean window
+	e.mu.Unlock()
+}
+
+// FailNextLogins makes the next n login attempts answer status with the
+// error envelope (500 answers the string variant seen in the wild). A status
+// outside 400-599 means 500. retryAfter > 0 adds a Retry-After header in whole
+// seconds (rounded up). n <= 0 cancels the knob.
+func (e *Emulator) FailNextLogins(n int, status int, retryAfter time.Duration) {
+	if status < 400 || status > 599 {
+		status = http.StatusInternalServerError
+	}
+	e.mu.Lock()
+	e.failLogins, e.failStatus, e.failRetry = max(n, 0), status, retryAfter
+	e.mu.Unlock()
+}
+
+// DelayNextLogins makes the next n login attempts wait d before answering; the
+// wait ends early when the client goes away. n <= 0 cancels the knob.
+func (e *Emulator) DelayNextLogins(n int, d time.Duration) {
+	e.mu.Lock()
+	e.delayLogins, e.delay = max(n, 0), d
+	e.mu.Unlock()
+}
+
+// FailNextRefreshes makes the next n refresh calls answer status (outside
+// 400-599 means 500) before any session check. n <= 0 cancels the knob.
+func (e *Emulator) FailNextRefreshes(n int, status int) {
+	if status < 400 || status > 599 {
+		status = http.StatusInternalServerError
+	}
+	e.mu.Lock()
+	e.failRefresh, e.failRefStat = max(n, 0), status
+	e.mu.Unlock()
+}
+
+// ExpireSessions ends every session as if its TTL had run out and returns how
+// many were live.
+func (e *Emulator) ExpireSessions() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := e.liveLocked(time.Now())
+	e.sessions = map[string]*session{}
+	e.byBearer = map[string]*session{}
+	return n
+}
+
+// Reset clears the fault knobs, counters, login attempt times, the rate-limit
+// history and all sessions. The session TTL and login rate stay as set, and
+// IssuedSecrets keeps its history because old secrets may still be in logs.
+func (e *Emulator) Reset() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.failLogins, e.delayLogins, e.failRefresh = 0, 0, 0
+	e.counters = Counters{}
+	e.attempts = nil
+	e.rateLog = nil
+	e.sessions = map[string]*session{}
+	e.byBearer = map[string]*session{}
+}
+
+// Counters returns a snapshot of the counters.
+func (e *Emulator) Counters() Counters {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.counters
+	c.LiveSessions = e.liveLocked(time.Now())
+	return c
+}
+
+// LoginAttemptTimes returns the start time of every login attempt, in order.
+func (e *Emulator) LoginAttemptTimes() []time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]time.Time(nil), e.attempts...)
+}
+
+// IssuedSecrets returns every bearer, csrf and Session_id value ever issued
+// plus every configured password and app secret, so tests can check that
+// none of them leaks into logs. It is deliberately not exposed over HTTP.
+func (e *Emulator) IssuedSecrets() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.secrets...)
+}
+
+// liveLocked counts unexpired sessions and drops expired ones.
+func (e *Emulator) liveLocked(now time.Time) int {
+	n := 0
+	for id, s := range e.sessions {
+		if now.After(s.deadline) {
+			e.dropLocked(id, s)
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+func (e *Emulator) dropLocked(id string, s *session) {
+	delete(e.sessions, id)
+	delete(e.byBearer, s.bearer)
+}
+
+// ServeHTTP answers the Domain API, the Login Service and the data API.
+func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/api/account/"):
+		p = strings.TrimPrefix(p, "/api/account/")
+	case strings.HasPrefix(p, "/csdr/account/"):
+		// The legacy prefix only ever served the Domain API.
+		id, rest, _ := strings.Cut(strings.TrimPrefix(p, "/csdr/account/"), "/")
+		if svc, ok := domainPath(rest); ok && id != "" {
+			e.domain(w, r, id, svc)
+			return
+		}
+		writeError(w, http.StatusNotFound, codeNotFound, "Not found")
+		return
+	default:
+		writeError(w, http.StatusNotFound, codeNotFound, "Not found")
+		return
+	}
+	id, rest, _ := strings.Cut(p, "/")
+	if id == "" {
+		writeError(w, http.StatusNotFound, codeNotFound, "Not found")
+		return
+	}
+	if svc, ok := domainPath(rest); ok {
+		e.domain(w, r, id, svc)
+		return
+	}
+	switch rest {
+	case "login":
+		e.login(w, r, id)
+	case "refresh":
+		e.sessionCall(w, r, id, false)
+	case "logout":
+		e.sessionCall(w, r, id, true)
+	default:
+		e.data(w, r, id, rest)
+	}
+}
+
+// domainPath recognises "service/baseURI.json" (svc "") and
+// "service/{svc}/baseURI.json".
+func domainPath(rest string) (svc string, ok bool) {
+	rest, ok = strings.CutPrefix(rest, "service/")
+	if !ok {
+		return "", false
+	}
+	if rest == "baseURI.json" {
+		return "", true
+	}
+	svc, ok = strings.CutSuffix(rest, "/baseURI.json")
+	if !ok || svc == "" || strings.Contains(svc, "/") {
+		return "", false
+	}
+	return svc, true
+}
+
+type serviceURI struct {
+	Service string `json:"service"`
+	Account string `json:"account"`
+	BaseURI string `json:"baseURI"`
+}
+
+type baseURIs struct {
+	BaseURIs []serviceURI `json:"baseURIs"`
+}
+
+func (e *Emulator) host(r *http.Request) string {
+	if e.baseURI != "" {
+		return e.baseURI
+	}
+	if r.Host != "" {
+		return r.Host
+	}
+	return "localhost"
+}
+
+func (e *Emulator) allServices(r *http.Request) []serviceURI {
+	h := e.host(r)
+	out := make([]serviceURI, len(services))
+	for i, s := range services {
+		out[i] = serviceURI{s, e.accountID, h}
+	}
+	return out
+}
+
+func (e *Emulator) domain(w http.ResponseWriter, r *http.Request, id, svc string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET, HEAD")
+		return
+	}
+	e.mu.Lock()
+	e.counters.DomainLookups++
+	e.mu.Unlock()
+	if id != e.accountID {
+		writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
+		return
+	}
+	if v := r.URL.Query().Get("version"); v != "" && v != "1.0" {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "Unsupported version "+v)
+		return
+	}
+	if svc == "" {
+		writeJSON(w, http.StatusOK, baseURIs{e.allServices(r)})
+		return
+	}
+	known := false
+	for _, s := range services {
+		if s == svc { // case-sensitive, as in the real Domain API
+			known = true
+			break
+		}
+	}
+	if !known {
+		writeError(w, http.StatusNotFound, codeNotFound, "Service "+svc+" not found")
+		return
+	}
+	one := serviceURI{svc, e.accountID, e.host(r)}
+	if e.domainArrayForm {
+		writeJSON(w, http.StatusOK, baseURIs{[]serviceURI{one}})
+		return
+	}
+	writeJSON(w, http.StatusOK, one)
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether the full wait ran.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// randHex returns n random bytes hex-encoded; crypto/rand.Read never fails
+// (it aborts the program instead).
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func equal(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, http.StatusMethodNotAllowed, codeMethod, "Method not allowed")
+}
+
+// errTime mimics the Java date format of the documented CSRF error.
+const errTimeLayout = "Jan 2, 2006 3:04:05 PM"
+
+type errorBody struct {
+	Time           string `json:"time"`
+	Message        string `json:"message"`
+	InternalCode   int    `json:"internalCode"`
+	ResponseStatus string `json:"responseStatus"`
+}
+
+// responseStatus turns 429 into "TOO_MANY_REQUESTS", as the Java enum does.
+func responseStatus(status int) string {
+	t := http.StatusText(status)
+	if t == "" {
+		return strconv.Itoa(status)
+	}
+	t = strings.NewReplacer(" ", "_", "-", "_", "'", "").Replace(t)
+	return strings.ToUpper(t)
+}
+
+func writeError(w http.ResponseWriter, status, code int, msg string) {
+	writeJSON(w, status, map[string]errorBody{"error": {
+		Time:           time.Now().UTC().Format(errTimeLayout),
+		Message:        msg,
+		InternalCode:   code,
+		ResponseStatus: responseStatus(status),
+	}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// errBadBody is returned when a JSON body cannot be decoded.
+var errBadBody = errors.New("bad body")
+
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxLoginBody))
+	if err := dec.Decode(v); err != nil {
+		return errBadBody
+	}
+	return nil
+}
+
+// numericString derives a stable decimal id from s.
+func numericString(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return strconv.FormatUint(uint64(binary.BigEndian.Uint32(sum[:4])), 10)
+}

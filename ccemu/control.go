@@ -1,0 +1,187 @@
+package ccemu
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ControlHandler returns the HTTP control API mounted under prefix (for
+// example "/_ccemu"). It never reveals secrets. Endpoints, all JSON:
+//
+//	GET  {prefix}/counters                                   Counters plus login_attempt_times (RFC 3339)
+//	POST {prefix}/expire                                     {"expired":N}
+//	POST {prefix}/fail-logins?count=1&status=500&retry_after=5s
+//	POST {prefix}/delay-logins?count=1&delay=200ms
+//	POST {prefix}/fail-refreshes?count=1&status=500
+//	POST {prefix}/login-rate?n=10&window=1m                  n=0 disables the limit
+//	POST {prefix}/session-ttl?ttl=2s
+//	POST {prefix}/reset
+//
+// count defaults to 1 and status to 500; retry_after and window accept a Go
+// duration or whole seconds. A bad parameter answers 400 naming it, a wrong
+// method 405.
+func (e *Emulator) ControlHandler(prefix string) http.Handler {
+	prefix = strings.TrimSuffix(prefix, "/")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, ok := strings.CutPrefix(r.URL.Path, prefix+"/")
+		if !ok {
+			writeError(w, http.StatusNotFound, codeNotFound, "Not found")
+			return
+		}
+		e.control(w, r, name)
+	})
+}
+
+type controlCounters struct {
+	Counters
+	LoginAttemptTimes []string `json:"login_attempt_times"`
+}
+
+// paramError names the offending query parameter.
+type paramError string
+
+func (p paramError) Error() string { return string(p) }
+
+func badParam(name, want string) error {
+	return paramError("invalid query parameter " + name + ": " + want)
+}
+
+func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) {
+	want := http.MethodPost
+	if name == "counters" {
+		want = http.MethodGet
+	}
+	switch name {
+	case "counters", "expire", "fail-logins", "delay-logins", "fail-refreshes", "login-rate", "session-ttl", "reset":
+	default:
+		writeError(w, http.StatusNotFound, codeNotFound, "Unknown control endpoint "+name)
+		return
+	}
+	if r.Method != want && !(want == http.MethodGet && r.Method == http.MethodHead) {
+		methodNotAllowed(w, want)
+		return
+	}
+	q := r.URL.Query()
+	var out any
+	var err error
+	switch name {
+	case "counters":
+		c := controlCounters{Counters: e.Counters(), LoginAttemptTimes: []string{}}
+		for _, t := range e.LoginAttemptTimes() {
+			c.LoginAttemptTimes = append(c.LoginAttemptTimes, t.UTC().Format(time.RFC3339Nano))
+		}
+		out = c
+	case "expire":
+		out = map[string]int{"expired": e.ExpireSessions()}
+	case "reset":
+		e.Reset()
+		out = map[string]bool{"reset": true}
+	case "fail-logins":
+		var n, status int
+		var retry time.Duration
+		if n, err = intParam(q, "count", 1, 0); err == nil {
+			if status, err = statusParam(q); err == nil {
+				retry, err = durationParam(q, "retry_after", 0, false)
+			}
+		}
+		if err == nil {
+			e.FailNextLogins(n, status, retry)
+			out = map[string]any{"count": n, "status": status, "retry_after": retry.String()}
+		}
+	case "delay-logins":
+		var n int
+		var d time.Duration
+		if n, err = intParam(q, "count", 1, 0); err == nil {
+			d, err = durationParam(q, "delay", -1, true)
+		}
+		if err == nil {
+			e.DelayNextLogins(n, d)
+			out = map[string]any{"count": n, "delay": d.String()}
+		}
+	case "fail-refreshes":
+		var n, status int
+		if n, err = intParam(q, "count", 1, 0); err == nil {
+			status, err = statusParam(q)
+		}
+		if err == nil {
+			e.FailNextRefreshes(n, status)
+			out = map[string]any{"count": n, "status": status}
+		}
+	case "login-rate":
+		var n int
+		var win time.Duration
+		if n, err = intParam(q, "n", -1, 0); err == nil {
+			win, err = durationParam(q, "window", DefaultLoginRateWindow, true)
+		}
+		if err == nil {
+			e.SetLoginRate(n, win)
+			out = map[string]any{"n": n, "window": win.String()}
+		}
+	case "session-ttl":
+		var d time.Duration
+		if d, err = durationParam(q, "ttl", -1, true); err == nil {
+			e.SetSessionTTL(d)
+			out = map[string]any{"ttl": d.String()}
+		}
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// intParam parses a non-negative integer; def < 0 makes the parameter required.
+func intParam(q url.Values, name string, def, lo int) (int, error) {
+	v := q.Get(name)
+	if v == "" {
+		if def < 0 {
+			return 0, badParam(name, "required")
+		}
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo {
+		return 0, badParam(name, "want an integer >= "+strconv.Itoa(lo))
+	}
+	return n, nil
+}
+
+func statusParam(q url.Values) (int, error) {
+	v := q.Get("status")
+	if v == "" {
+		return http.StatusInternalServerError, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 400 || n > 599 {
+		return 0, badParam("status", "want an HTTP status between 400 and 599")
+	}
+	return n, nil
+}
+
+// durationParam parses a Go duration or whole seconds; def < 0 makes the
+// parameter required, positive demands a value > 0.
+func durationParam(q url.Values, name string, def time.Duration, positive bool) (time.Duration, error) {
+	v := q.Get(name)
+	if v == "" {
+		if def < 0 {
+			return 0, badParam(name, "required")
+		}
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, nerr := strconv.Atoi(v)
+		if nerr != nil {
+			return 0, badParam(name, "want a duration such as 500ms or 5s")
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < 0 || (positive && d == 0) {
+		return 0, badParam(name, "want a positive duration")
+	}
+	return d, nil
+}

@@ -1,0 +1,140 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lpauth/caddy-lpauth/ccemu"
+)
+
+// emulator starts a CC emulator over real HTTP on loopback.
+func emulator(t testing.TB, cfg ccemu.Config) (*ccemu.Emulator, *httptest.Server) {
+	t.Helper()
+	emu := ccemu.New(cfg)
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	return emu, srv
+}
+
+func userCreds() Credentials {
+	return Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: ccemu.DefaultPassword}
+}
+
+func appCreds() Credentials {
+	return Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultAppUser, AppKey: ccemu.DefaultAppKey, Secret: ccemu.DefaultAppSecret}
+}
+
+func testClient(t testing.TB, srv *httptest.Server) *Client {
+	t.Helper()
+	c, err := NewClient(ClientConfig{CSDS: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// testKeeper builds a keeper against srv; it is closed when the test ends.
+func testKeeper(t testing.TB, srv *httptest.Server, creds Credentials, clock Clock, tune func(*Tuning)) *Keeper {
+	t.Helper()
+	tuning := Tuning{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second}
+	if tune != nil {
+		tune(&tuning)
+	}
+	k := NewKeeper(creds, clock, tuning)
+	t.Cleanup(func() { _ = k.Close() })
+	return k
+}
+
+// dataCall calls the emulator's data API with the session's bearer.
+func dataCall(t testing.TB, srv *httptest.Server, s *Session) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/account/"+ccemu.DefaultAccountID+"/probe", nil)
+	req.Header.Set("Authorization", s.AuthorizationValue())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// fakeClock is a Clock whose time moves only when the test says so.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	at      time.Time
+	f       func()
+	stopped bool
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ft := &fakeTimer{at: c.now.Add(d), f: f}
+	c.timers = append(c.timers, ft)
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		was := !ft.stopped
+		ft.stopped = true
+		return was
+	}
+}
+
+// Advance moves time forward and runs the timers that fell due, in order.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due []*fakeTimer
+	rest := c.timers[:0]
+	for _, ft := range c.timers {
+		switch {
+		case ft.stopped:
+		case !ft.at.After(c.now):
+			ft.stopped = true
+			due = append(due, ft)
+		default:
+			rest = append(rest, ft)
+		}
+	}
+	c.timers = rest
+	c.mu.Unlock()
+	sort.Slice(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
+	for _, ft := range due {
+		ft.f()
+	}
+}
+
+func bg() context.Context { return context.Background() }

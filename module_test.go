@@ -1,0 +1,578 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+// Integration tests: a real Caddy (caddytest, in this process) runs lpauth in
+// front of reverse_proxy to the CC emulator, served over HTTP on loopback.
+// caddytest replaces the one running config on each load, so these tests
+// must not run in parallel with each other.
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/lpauth/caddy-lpauth/ccemu"
+)
+
+const proxyURL = "http://127.0.0.1:9080"
+
+const testPasswordEnv = "LPAUTH_TEST_PASSWORD"
+
+// caddyConfig returns a Caddyfile with lpauth in front of reverse_proxy to
+// the emulator. extra goes inside the lpauth block; global into the global
+// options.
+func caddyConfig(srv *httptest.Server, extra, global string) string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	skip_install_trust
+	auto_https off
+	default_bind 127.0.0.1
+	%s
+}
+http://127.0.0.1:9080 {
+	lpauth {
+		account_id 12345678
+		username demo-agent
+		password {env.%s}
+		csds %s
+		%s
+	}
+	reverse_proxy %s
+}
+`, global, testPasswordEnv, srv.URL, extra, strings.TrimPrefix(srv.URL, "http://"))
+}
+
+// loadCaddy loads a config into the in-process Caddy. A caddytest that
+// skips (its prerequisites missing, or -short) fails instead: these tests
+// are the point of CI.
+func loadCaddy(t *testing.T, config string) *caddytest.Tester {
+	t.Helper()
+	if testing.Short() {
+		t.Fatal("the integration tests do not run with -short")
+	}
+	if os.Getenv(testPasswordEnv) == "" {
+		os.Setenv(testPasswordEnv, ccemu.DefaultPassword)
+	}
+	httpClient.CloseIdleConnections()
+	tester := caddytest.NewTester(t)
+	loaded := false
+	defer func() {
+		if !loaded {
+			t.Error("caddytest did not load the config (skipped or failed)")
+		}
+	}()
+	tester.InitServer(config, "caddyfile")
+	loaded = !t.Failed()
+	return tester
+}
+
+// unloadCaddy replaces the config with one without lpauth, which is what
+// stopping Caddy does to the module.
+func unloadCaddy(t *testing.T) {
+	t.Helper()
+	loadCaddy(t, "{\n\tadmin localhost:2999\n\tskip_install_trust\n\tauto_https off\n}\n")
+}
+
+var httpClient = &http.Client{Timeout: 30 * time.Second}
+
+type echoReply struct {
+	Method            string `json:"method"`
+	Path              string `json:"path"`
+	BodyLength        int64  `json:"body_length"`
+	BodySHA256        string `json:"body_sha256"`
+	AuthorizationSent bool   `json:"authorization_present"`
+	BearerFingerprint string `json:"bearer_fingerprint"`
+	CookiePresent     bool   `json:"cookie_present"`
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   []byte
+	took   time.Duration
+}
+
+func send(t testing.TB, method, path string, body []byte, hdr ...string) result {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, proxyURL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	start := time.Now()
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Errorf("%s %s: %v", method, path, err)
+		return result{}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Errorf("%s %s: reading body: %v", method, path, err)
+	}
+	return result{status: resp.StatusCode, header: resp.Header, body: data, took: time.Since(start)}
+}
+
+func (r result) echo(t testing.TB) echoReply {
+	t.Helper()
+	var e echoReply
+	if err := json.Unmarshal(r.body, &e); err != nil {
+		t.Fatalf("status %d, body is not the emulator's echo: %q", r.status, r.body)
+	}
+	return e
+}
+
+func dataPath(rest string) string { return "/api/account/" + ccemu.DefaultAccountID + "/" + rest }
+
+func randomBody(t testing.TB, n int) ([]byte, string) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return b, hex.EncodeToString(sum[:])
+}
+
+func fingerprint(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])[:8]
+}
+
+func TestProxyInjectsBearerReplacingClientHeader(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "", ""))
+	if n := emu.Counters(); n.LoginAttempts != 0 || n.DomainLookups != 0 {
+		t.Fatalf("loading the config contacted CC: %+v", n)
+	}
+	for range 5 {
+		r := send(t, "GET", dataPath("conversations"), nil, "Authorization", "Basic Zm9vOmJhcg==")
+		if r.status != 200 {
+			t.Fatalf("status %d: %s", r.status, r.body)
+		}
+		e := r.echo(t)
+		if !e.AuthorizationSent || e.BearerFingerprint == fingerprint("Zm9vOmJhcg==") {
+			t.Fatalf("upstream did not get our bearer: %+v", e)
+		}
+	}
+	if n := emu.Counters(); n.Logins != 1 || n.DomainLookups != 1 {
+		t.Fatalf("5 requests: %+v; want 1 Domain API lookup and 1 login", n)
+	}
+}
+
+func TestProxyConcurrentPOSTsAfterExpiry(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "", ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d", r.status)
+	}
+	emu.ExpireSessions()
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			body, sum := randomBody(t, 16<<10+i*997)
+			r := send(t, "POST", dataPath(fmt.Sprintf("messages/%d", i)), body, "Content-Type", "application/octet-stream")
+			if r.status != 200 {
+				t.Errorf("POST %d: status %d: %s", i, r.status, r.body)
+				return
+			}
+			if e := r.echo(t); e.BodySHA256 != sum || e.BodyLength != int64(len(body)) {
+				t.Errorf("POST %d: upstream got %d bytes sha %s, sent %d sha %s", i, e.BodyLength, e.BodySHA256, len(body), sum)
+			}
+		})
+	}
+	wg.Wait()
+	if n := emu.Counters().LoginAttempts; n != 2 {
+		t.Fatalf("%d logins in all, want 2 (one re-login for 64 requests)", n)
+	}
+}
+
+func TestProxyLate401RetriesWithoutLogin(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "", ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d", r.status)
+	}
+	slow := make(chan result)
+	go func() { slow <- send(t, "GET", dataPath("slow?delay=800ms"), nil) }()
+	time.Sleep(200 * time.Millisecond) // the slow request holds the old token
+	emu.ExpireSessions()
+	if r := send(t, "GET", dataPath("fast"), nil); r.status != 200 {
+		t.Fatalf("request after expiry: %d", r.status)
+	}
+	before := emu.Counters()
+	if r := <-slow; r.status != 200 {
+		t.Fatalf("late 401 was not retried with the current token: %d %s", r.status, r.body)
+	}
+	after := emu.Counters()
+	if after.LoginAttempts != 2 || after.Refreshes != before.Refreshes || before.Refreshes != 1 {
+		t.Fatalf("before the late 401 %+v, after %+v; want 2 logins and the single check refresh", before, after)
+	}
+}
+
+func TestProxyEndpoint401GoesToClient(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "", ""))
+	for range 20 {
+		r := send(t, "GET", dataPath("always-401"), nil)
+		if r.status != 401 || r.header.Get("WWW-Authenticate") == "" || !bytes.Contains(r.body, []byte("internalCode")) {
+			t.Fatalf("endpoint 401 not passed on whole: %d %v %s", r.status, r.header, r.body)
+		}
+	}
+	if n := emu.Counters(); n.LoginAttempts != 1 || n.Refreshes != 1 {
+		t.Fatalf("20 endpoint 401s: %+v; want 1 login and 1 refresh", n)
+	}
+}
+
+func TestProxyFailedReloginGivesClean503(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "", ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d", r.status)
+	}
+	emu.ExpireSessions()
+	emu.FailNextLogins(100, 500, 0)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			body, _ := randomBody(t, 4096)
+			r := send(t, "POST", dataPath(fmt.Sprintf("x/%d", i)), body)
+			if r.status != 503 {
+				t.Errorf("status %d, want 503", r.status)
+			}
+			if ra, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || ra < 1 {
+				t.Errorf("Retry-After %q", r.header.Get("Retry-After"))
+			}
+			for _, h := range []string{"WWW-Authenticate", "X-Ccemu-Error"} {
+				if r.header.Get(h) != "" {
+					t.Errorf("the held-back 401's %s leaked into the 503", h)
+				}
+			}
+			if cl := r.header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(r.body)) {
+				t.Errorf("Content-Length %s but %d bytes: the 401's length leaked", cl, len(r.body))
+			}
+			if bytes.Contains(r.body, []byte("Bearer token")) {
+				t.Errorf("the 401's body leaked: %s", r.body)
+			}
+			if ct := r.header.Get("Content-Type"); strings.Contains(ct, "json") {
+				t.Errorf("the 401's Content-Type leaked: %s", ct)
+			}
+		})
+	}
+	wg.Wait()
+	if n := emu.Counters().LoginAttempts; n != 2 {
+		t.Fatalf("%d login attempts, want 2 (the failed re-login shared, then backing off)", n)
+	}
+}
+
+func TestProxyWrongPasswordFast503s(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	os.Setenv("LPAUTH_TEST_WRONG", "not-the-password")
+	cfg := strings.Replace(caddyConfig(srv, "", ""), "{env."+testPasswordEnv+"}", "{env.LPAUTH_TEST_WRONG}", 1)
+	loadCaddy(t, cfg)
+	deadline := time.Now().Add(8 * time.Second)
+	n := 0
+	for time.Now().Before(deadline) {
+		r := send(t, "GET", dataPath("x"), nil)
+		n++
+		if r.status != 503 {
+			t.Fatalf("status %d with a wrong password", r.status)
+		}
+		if ra, _ := strconv.Atoi(r.header.Get("Retry-After")); ra < 1 {
+			t.Fatalf("Retry-After %q", r.header.Get("Retry-After"))
+		}
+		if n > 1 && r.took > 200*time.Millisecond {
+			t.Fatalf("a 503 during backoff took %s", r.took)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if a := emu.Counters().LoginAttempts; a < 1 || a > 3 {
+		t.Fatalf("%d login attempts in 8s with a wrong password, want 1 to 3", a)
+	}
+}
+
+func TestProxyLogin429DelaysNextLogin(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	emu.FailNextLogins(1, 429, 0)
+	loadCaddy(t, caddyConfig(srv, "", ""))
+	r := send(t, "GET", dataPath("x"), nil)
+	if r.status != 503 {
+		t.Fatalf("status %d after a login 429", r.status)
+	}
+	if ra, _ := strconv.Atoi(r.header.Get("Retry-After")); ra < 5 {
+		t.Fatalf("Retry-After %q after a login 429, want at least 5", r.header.Get("Retry-After"))
+	}
+	eventually(t, 10*time.Second, "a request to succeed after the 429", func() bool {
+		return send(t, "GET", dataPath("x"), nil).status == 200
+	})
+	times := emu.LoginAttemptTimes()
+	if len(times) != 2 {
+		t.Fatalf("%d login attempts, want 2", len(times))
+	}
+	if gap := times[1].Sub(times[0]); gap < 5*time.Second {
+		t.Fatalf("next login %s after a 429, want at least 5s", gap)
+	}
+}
+
+func TestProxyHungLoginCutAtLoginTimeout(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	emu.DelayNextLogins(1, 30*time.Second)
+	loadCaddy(t, caddyConfig(srv, "login_timeout 1s", ""))
+	r := send(t, "GET", dataPath("x"), nil)
+	if r.status != 503 {
+		t.Fatalf("status %d", r.status)
+	}
+	if r.took < 900*time.Millisecond || r.took > 2*time.Second {
+		t.Fatalf("answered after %s, want about the 1s login_timeout", r.took)
+	}
+}
+
+func TestProxyBodyAboveLimitStreams(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "retry_body_limit 1KiB", ""))
+	big, sum := randomBody(t, 256<<10)
+	r := send(t, "POST", dataPath("upload"), big)
+	if r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	if e := r.echo(t); e.BodySHA256 != sum {
+		t.Fatal("a streamed body arrived altered")
+	}
+	// Unknown length (chunked), still above the limit: the bytes read while
+	// deciding must be put back in front.
+	req, _ := http.NewRequest("POST", proxyURL+dataPath("upload"), io.MultiReader(bytes.NewReader(big)))
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if e := (result{status: resp.StatusCode, body: data}).echo(t); e.BodySHA256 != sum {
+		t.Fatal("a chunked body above the limit arrived altered")
+	}
+
+	// After an expiry, a body above the limit cannot be replayed: its 401
+	// goes to the client, and the re-login still happens for the next.
+	emu.ExpireSessions()
+	if r := send(t, "POST", dataPath("upload"), big); r.status != 401 {
+		t.Fatalf("unreplayable request after expiry: %d, want the 401", r.status)
+	}
+	eventually(t, 5*time.Second, "the re-login after an unreplayable 401", func() bool {
+		return emu.Counters().Logins == 2
+	})
+	small, smallSum := randomBody(t, 1000)
+	if r := send(t, "POST", dataPath("upload"), small); r.status != 200 || r.echo(t).BodySHA256 != smallSum {
+		t.Fatalf("next request: %d", r.status)
+	}
+	if n := emu.Counters().LoginAttempts; n != 2 {
+		t.Fatalf("%d logins", n)
+	}
+}
+
+func TestProxyReloadKeepsSessionAndStopLogsOut(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "refresh_interval 1h", ""))
+	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	// Same identity, new tuning: the session stays, and the new refresh
+	// interval applies.
+	loadCaddy(t, caddyConfig(srv, "refresh_interval 300ms", ""))
+	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
+		t.Fatalf("status %d after reload", r.status)
+	}
+	if n := emu.Counters(); n.LoginAttempts != 1 || n.Logouts != 0 {
+		t.Fatalf("after reload: %+v; want the one login and no logout", n)
+	}
+	eventually(t, 3*time.Second, "the reloaded refresh_interval to apply", func() bool {
+		return emu.Counters().RefreshesOK >= 2
+	})
+	unloadCaddy(t)
+	if n := emu.Counters(); n.Logouts != 1 || n.LiveSessions != 0 {
+		t.Fatalf("after stop: %+v; want 1 logout", n)
+	}
+}
+
+func TestProxyTwoSitesShareOneSession(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	cfg := caddyConfig(srv, "", "") + strings.Replace(
+		strings.SplitN(caddyConfig(srv, "", ""), "}\n", 2)[1], "127.0.0.1:9080", "127.0.0.1:9081", 1)
+	loadCaddy(t, cfg)
+	for _, base := range []string{proxyURL, "http://127.0.0.1:9081"} {
+		resp, err := httpClient.Get(base + dataPath("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", base, resp.StatusCode)
+		}
+	}
+	if n := emu.Counters().LoginAttempts; n != 1 {
+		t.Fatalf("%d logins for two sites with one identity", n)
+	}
+}
+
+func TestProxyApplicationLogin(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	os.Setenv("LPAUTH_TEST_APP_SECRET", ccemu.DefaultAppSecret)
+	cfg := strings.Replace(caddyConfig(srv, "", ""),
+		"username demo-agent\n\t\tpassword {env."+testPasswordEnv+"}",
+		"username demo-bot\n\t\tapp_key demo-app-key\n\t\tsecret {env.LPAUTH_TEST_APP_SECRET}", 1)
+	loadCaddy(t, cfg)
+	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if n := emu.Counters().Logins; n != 1 {
+		t.Fatalf("%d logins", n)
+	}
+}
+
+func TestProxySiteLevelCoversNestedHandles(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	host := strings.TrimPrefix(srv.URL, "http://")
+	cfg := strings.Replace(caddyConfig(srv, "", ""), "\treverse_proxy "+host+"\n",
+		"\thandle_path /cc/* {\n\t\treverse_proxy "+host+"\n\t}\n\thandle {\n\t\trespond 404\n\t}\n", 1)
+	if cfg == caddyConfig(srv, "", "") {
+		t.Fatal("config rewrite failed")
+	}
+	loadCaddy(t, cfg)
+	if r := send(t, "GET", "/cc"+dataPath("x"), nil); r.status != 200 || r.echo(t).Path != dataPath("x") {
+		t.Fatalf("status %d through handle_path: %s", r.status, r.body)
+	}
+}
+
+func TestProxyJSONConfig(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(`{
+		"admin": {"listen": "localhost:2999"},
+		"apps": {"http": {"servers": {"proxy": {
+			"listen": ["127.0.0.1:9080"],
+			"automatic_https": {"disable": true},
+			"routes": [{"handle": [
+				{"handler": "lpauth", "account_id": "12345678", "username": "demo-agent",
+				 "password": "{env.%s}", "csds": %q,
+				 "refresh_interval": "2m", "login_timeout": 3000000000, "retry_body_limit": 2048},
+				{"handler": "reverse_proxy", "upstreams": [{"dial": %q}]}
+			]}]
+		}}}}
+	}`, testPasswordEnv, srv.URL, strings.TrimPrefix(srv.URL, "http://")), "json")
+	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	if n := emu.Counters().Logins; n != 1 {
+		t.Fatalf("%d logins", n)
+	}
+}
+
+// Every secret the session used: the password, and every bearer, csrf and
+// Session_id the emulator issued, must stay out of debug logs, errors and
+// the admin API.
+func TestProxyNoSecretsInDebugLogs(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	global := fmt.Sprintf("log {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n\tdebug", logFile)
+	loadCaddy(t, caddyConfig(srv, "refresh_interval 300ms", global)+"\n")
+	// A login, a normal call, an endpoint 401, an expiry with re-login and
+	// retry, refreshes, a failed login, and a logout.
+	send(t, "GET", dataPath("x"), nil, "Authorization", "Bearer client-token")
+	emu.ExpireSessions()
+	body, _ := randomBody(t, 100)
+	if r := send(t, "POST", dataPath("y"), body); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	send(t, "GET", dataPath("always-401"), nil)
+	time.Sleep(800 * time.Millisecond)
+	emu.ExpireSessions()
+	emu.FailNextLogins(1, 401, 0)
+	time.Sleep(800 * time.Millisecond) // the refresh finds the session gone; the re-login is refused
+	if r := send(t, "GET", dataPath("z"), nil); r.status != 503 {
+		t.Fatalf("status %d while the login backs off", r.status)
+	}
+
+	resp, err := http.Get("http://localhost:2999/config/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminConfig, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	unloadCaddy(t)
+
+	logs, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"logged in to CC", "upstream 401", "CC login refused"} {
+		if !bytes.Contains(logs, []byte(want)) {
+			t.Fatalf("the debug log lacks %q: this test would see nothing", want)
+		}
+	}
+	secrets := emu.IssuedSecrets()
+	if len(secrets) < 6 {
+		t.Fatalf("only %d secrets issued", len(secrets))
+	}
+	for _, s := range secrets {
+		if bytes.Contains(logs, []byte(s)) {
+			t.Errorf("a secret (%d chars) appears in the debug log", len(s))
+		}
+		if bytes.Contains(adminConfig, []byte(s)) {
+			t.Errorf("a secret (%d chars) appears in the admin API's /config/", len(s))
+		}
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	os.Setenv("LPAUTH_TEST_EMPTY", "")
+	base := caddyConfig(srv, "", "")
+	for _, tc := range []struct{ change, want string }{
+		{"bogus 1", `unrecognized subdirective \"bogus\"`},
+		{"refresh_interval soon", "refresh_interval"},
+		{"refresh_interval -5s", "refresh_interval: must be positive"},
+		{"retry_body_limit lots", "retry_body_limit"},
+		{"login_timeout", "login_timeout needs a value"},
+		{"csds http://api.liveperson.net", "plain http is allowed only for loopback"},
+		{"app_key demo-app-key", "not both"},
+		{"account_id 2", "account_id given more than once"},
+		{"domain ftp://x", "domain:"},
+		{"ca_file /nonexistent/ca.pem", "ca_file"},
+	} {
+		cfg := base
+		switch {
+		case tc.change == "account_id 2":
+			cfg = strings.Replace(cfg, "account_id 12345678", "account_id 12345678\n\t\taccount_id 2", 1)
+		case strings.HasPrefix(tc.change, "csds "):
+			cfg = strings.Replace(cfg, "csds "+srv.URL, tc.change, 1)
+		default:
+			cfg = strings.Replace(cfg, "\t\tcsds ", "\t\t"+tc.change+"\n\t\tcsds ", 1)
+		}
+		caddytest.AssertLoadError(t, cfg, "caddyfile", tc.want)
+	}
+	caddytest.AssertLoadError(t, strings.Replace(base, "{env."+testPasswordEnv+"}", "{env.LPAUTH_TEST_EMPTY}", 1),
+		"caddyfile", "password: evaluated placeholder {env.LPAUTH_TEST_EMPTY} is empty")
+	caddytest.AssertLoadError(t, strings.Replace(base, "account_id 12345678\n", "", 1), "caddyfile", "account_id is required")
+}

@@ -1,0 +1,303 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lpauth/caddy-lpauth/ccemu"
+)
+
+func TestKeeperOneLoginForManyCallers(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	emu.DelayNextLogins(1, 200*time.Millisecond)
+	k := testKeeper(t, srv, userCreds(), nil, nil)
+	var wg sync.WaitGroup
+	got := make([]*Session, 64)
+	for i := range got {
+		wg.Go(func() {
+			s, err := k.Session(bg())
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = s
+		})
+	}
+	wg.Wait()
+	for _, s := range got {
+		if s != got[0] {
+			t.Fatal("callers got different sessions")
+		}
+	}
+	if n := emu.Counters().LoginAttempts; n != 1 {
+		t.Fatalf("%d logins for 64 concurrent callers, want 1", n)
+	}
+}
+
+func TestKeeperNoLoginUntilAsked(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	k := testKeeper(t, srv, userCreds(), nil, nil)
+	time.Sleep(50 * time.Millisecond)
+	if k.Current() != nil || emu.Counters().LoginAttempts != 0 || emu.Counters().DomainLookups != 0 {
+		t.Fatal("the keeper contacted CC before anyone asked for a session")
+	}
+}
+
+func TestKeeperUnauthorized(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	k := testKeeper(t, srv, userCreds(), nil, nil)
+	s1, err := k.Session(bg())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The session is alive: the 401 is the endpoint's and no login follows,
+	// however many requests see it.
+	for range 10 {
+		retry, err := k.Unauthorized(bg(), s1)
+		if retry != nil || err != nil {
+			t.Fatalf("401 with a live session: retry %v, err %v; want the 401 passed on", retry, err)
+		}
+	}
+	n := emu.Counters()
+	if n.Logins != 1 || n.Refreshes != 1 {
+		t.Fatalf("after 10 endpoint 401s: %d logins, %d refreshes; want 1 and 1 (one check, trusted for 5s)", n.Logins, n.Refreshes)
+	}
+
+	// The session is dead: one re-login. (A fresh keeper: the first one
+	// trusts its alive answer for 5s.)
+	k = testKeeper(t, srv, userCreds(), nil, nil)
+	if s1, err = k.Session(bg()); err != nil {
+		t.Fatal(err)
+	}
+	emu.ExpireSessions()
+	var wg sync.WaitGroup
+	retries := make([]*Session, 32)
+	for i := range retries {
+		wg.Go(func() {
+			retry, err := k.Unauthorized(bg(), s1)
+			if err != nil {
+				t.Error(err)
+			}
+			retries[i] = retry
+		})
+	}
+	wg.Wait()
+	s2 := k.Current()
+	for _, r := range retries {
+		if r == nil || r != s2 || r == s1 {
+			t.Fatal("a caller was not handed the new session")
+		}
+	}
+	if n := emu.Counters().Logins; n != 3 {
+		t.Fatalf("%d logins after an expiry seen by 32 callers, want 3 in all (2 keepers, 1 re-login)", n)
+	}
+
+	// A late 401 for the old token: retry with the current one, no login,
+	// no refresh.
+	before := emu.Counters()
+	retry, err := k.Unauthorized(bg(), s1)
+	if err != nil || retry != s2 {
+		t.Fatalf("late 401: retry %v err %v, want the current session", retry, err)
+	}
+	if after := emu.Counters(); after.LoginAttempts != before.LoginAttempts || after.Refreshes != before.Refreshes {
+		t.Fatalf("a late 401 reached CC: before %+v after %+v", before, after)
+	}
+}
+
+func TestKeeperRefreshKeepsIdleSessionAlive(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{SessionTTL: 1500 * time.Millisecond})
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *Tuning) { tu.RefreshInterval = 400 * time.Millisecond })
+	s, err := k.Session(bg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3500 * time.Millisecond) // more than twice the TTL, idle
+	if got := dataCall(t, srv, s); got != 200 {
+		t.Fatalf("bearer after an idle period past the TTL: %d, want 200", got)
+	}
+	if n := emu.Counters(); n.Logins != 1 || n.RefreshesOK < 5 {
+		t.Fatalf("emulator saw %+v; want 1 login and several refreshes", n)
+	}
+
+	// Without refreshes, the same idle period kills the session: the check
+	// above is not vacuous.
+	emu2, srv2 := emulator(t, ccemu.Config{SessionTTL: 1500 * time.Millisecond})
+	k2 := testKeeper(t, srv2, userCreds(), nil, nil)
+	s2, err := k2.Session(bg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1700 * time.Millisecond)
+	if got := dataCall(t, srv2, s2); got != 401 || emu2.Counters().Refreshes != 0 {
+		t.Fatalf("without refresh the session should have expired: %d", got)
+	}
+}
+
+func TestKeeperRefresh401LogsInAgainInBackground(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *Tuning) { tu.RefreshInterval = 300 * time.Millisecond })
+	s1, err := k.Session(bg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu.ExpireSessions()
+	eventually(t, 3*time.Second, "background re-login after a refresh 401", func() bool {
+		cur := k.Current()
+		return cur != nil && cur != s1
+	})
+	if n := emu.Counters().Logins; n != 2 {
+		t.Fatalf("%d logins, want 2", n)
+	}
+	if got := dataCall(t, srv, k.Current()); got != 200 {
+		t.Fatalf("new session's bearer: %d", got)
+	}
+}
+
+func TestKeeperLoginTimeout(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	emu.DelayNextLogins(1, 20*time.Second)
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *Tuning) { tu.LoginTimeout = 300 * time.Millisecond })
+	start := time.Now()
+	_, err := k.Session(bg())
+	took := time.Since(start)
+	var u *UnavailableError
+	if !errors.As(err, &u) {
+		t.Fatalf("hung login: %v, want UnavailableError", err)
+	}
+	if took > time.Second {
+		t.Fatalf("a hung login held the caller %s, login_timeout is 300ms", took)
+	}
+	if u.RetryAfter < 4*time.Second || u.RetryAfter > 6*time.Second {
+		t.Fatalf("RetryAfter %s after a timeout, want the 5s transient backoff", u.RetryAfter)
+	}
+}
+
+func TestKeeperCallerLeavingDoesNotCancelLogin(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	emu.DelayNextLogins(1, 300*time.Millisecond)
+	k := testKeeper(t, srv, userCreds(), nil, nil)
+	ctx, cancel := context.WithTimeout(bg(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := k.Session(ctx); err == nil {
+		t.Fatal("the caller that left got a session")
+	}
+	eventually(t, 2*time.Second, "the login to finish for the others", func() bool { return k.Current() != nil })
+	if n := emu.Counters().Logins; n != 1 {
+		t.Fatalf("%d logins", n)
+	}
+}
+
+func TestKeeperCloseLogsOut(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	k := testKeeper(t, srv, userCreds(), nil, nil)
+	s, err := k.Session(bg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := emu.Counters().Logouts; n != 1 {
+		t.Fatalf("%d logouts on close, want 1", n)
+	}
+	if got := dataCall(t, srv, s); got != 401 {
+		t.Fatalf("bearer after logout: %d", got)
+	}
+	if _, err := k.Session(bg()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("session after close: %v, want ErrClosed", err)
+	}
+	if n := emu.Counters().LoginAttempts; n != 1 {
+		t.Fatalf("a login started after close: %d attempts", n)
+	}
+}
+
+// The retry policy, driven through a fake clock: each step asserts the
+// announced wait, that no login starts before it is over, and that the
+// keeper tries again by itself once it is.
+func TestKeeperRetrySchedules(t *testing.T) {
+	t.Parallel()
+	sec := time.Second
+	for _, tc := range []struct {
+		name   string
+		creds  Credentials
+		inject func(*ccemu.Emulator)
+		waits  []time.Duration
+	}{
+		{"5xx: 5s, 10s, 15s, then every 2 min", userCreds(),
+			func(e *ccemu.Emulator) { e.FailNextLogins(6, 500, 0) },
+			[]time.Duration{5 * sec, 10 * sec, 15 * sec, 120 * sec, 120 * sec, 120 * sec}},
+		{"429: at least 5s each time", userCreds(),
+			func(e *ccemu.Emulator) { e.FailNextLogins(3, 429, 0) },
+			[]time.Duration{5 * sec, 5 * sec, 5 * sec}},
+		{"429 with a longer Retry-After is honoured", userCreds(),
+			func(e *ccemu.Emulator) { e.FailNextLogins(1, 429, 30*sec) },
+			[]time.Duration{30 * sec}},
+		{"wrong password: 1 min doubling to 10 min", Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: "wrong"},
+			nil,
+			[]time.Duration{60 * sec, 120 * sec, 240 * sec, 480 * sec, 600 * sec, 600 * sec}},
+		{"blacklisted (451) backs off like a config error", userCreds(),
+			func(e *ccemu.Emulator) { e.FailNextLogins(2, 451, 0) },
+			[]time.Duration{60 * sec, 120 * sec}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			emu, srv := emulator(t, ccemu.Config{})
+			if tc.inject != nil {
+				tc.inject(emu)
+			}
+			clock := newFakeClock()
+			k := testKeeper(t, srv, tc.creds, clock, nil)
+			_, err := k.Session(bg())
+			for i, want := range tc.waits {
+				var u *UnavailableError
+				if !errors.As(err, &u) {
+					t.Fatalf("failure %d: %v, want UnavailableError", i+1, err)
+				}
+				// The wait itself, with up to 10% jitter (Retry-After exact).
+				if u.RetryAfter < want || u.RetryAfter > want+want/10 {
+					t.Fatalf("failure %d: wait %s, want %s (+10%%)", i+1, u.RetryAfter, want)
+				}
+				attempts := emu.Counters().LoginAttempts
+				clock.Advance(u.RetryAfter - time.Millisecond)
+				if _, err := k.Session(bg()); err == nil || emu.Counters().LoginAttempts != attempts {
+					t.Fatalf("failure %d: a login started before the wait was over", i+1)
+				}
+				clock.Advance(time.Millisecond) // the keeper retries by itself
+				eventually(t, 2*time.Second, "the background retry", func() bool { return emu.Counters().LoginAttempts == attempts+1 })
+				_, err = k.Session(bg())
+			}
+			if tc.creds.Password != "wrong" && err != nil {
+				t.Fatalf("after the injected failures: %v", err)
+			}
+		})
+	}
+}
+
+func TestRetryDelayJitterBounds(t *testing.T) {
+	t.Parallel()
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := retryDelay(errors.New("connection refused"), failTransient, 1)
+		if d < 5*time.Second || d > 5500*time.Millisecond {
+			t.Fatalf("jittered delay %s outside [5s, 5.5s]", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 10 {
+		t.Fatalf("only %d distinct delays in 200: no jitter", len(seen))
+	}
+}

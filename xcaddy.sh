@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds ./caddy: Caddy v2.11.9 with lpauth and its CC emulator (ccemu), from
+# this checkout. Installs xcaddy first if it is missing.
+#
+#   ./xcaddy.sh              # writes ./caddy
+#   ./xcaddy.sh /tmp/caddy   # writes elsewhere
+#   LPAUTH_NO_EMULATOR=1 ./xcaddy.sh    # production build without ccemu
+#   LPAUTH_XCADDY_WITH="github.com/x/y@v1.2.3" ./xcaddy.sh  # extra plugins
+set -euo pipefail
+
+CADDY_VERSION=v2.11.9
+XCADDY_VERSION=v0.4.5
+MODULE=github.com/lpauth/caddy-lpauth
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+output=${1:-"$here/caddy"}
+case "$output" in /*) ;; *) output="$PWD/$output" ;; esac
+
+command -v go >/dev/null || { echo "xcaddy.sh: Go is required (https://go.dev/dl/)" >&2; exit 1; }
+gobin=$(go env GOBIN); [ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
+xcaddy=$(command -v xcaddy || true)
+if [ -z "$xcaddy" ] || ! "$xcaddy" version 2>/dev/null | grep -q "$XCADDY_VERSION"; then
+	if [ ! -x "$gobin/xcaddy" ] || ! "$gobin/xcaddy" version 2>/dev/null | grep -q "$XCADDY_VERSION"; then
+		echo "xcaddy.sh: installing xcaddy $XCADDY_VERSION" >&2
+		go install "github.com/caddyserver/xcaddy/cmd/xcaddy@$XCADDY_VERSION"
+	fi
+	xcaddy="$gobin/xcaddy"
+fi
+
+# "@v0.0.0=<dir>": an unpublished local module needs a version, or the module
+# proxy's refusal of the unknown path stops the build.
+with=(--with "$MODULE@v0.0.0=$here")
+if [ -z "${LPAUTH_NO_EMULATOR:-}" ]; then
+	with+=(--with "$MODULE/ccemu/caddyccemu")
+fi
+for extra in ${LPAUTH_XCADDY_WITH:-}; do
+	with+=(--with "$extra")
+done
+
+cd "$here"
+"$xcaddy" build "$CADDY_VERSION" --output "$output" "${with[@]}"
+"$output" version >/dev/null
+echo "xcaddy.sh: built $output" >&2
