@@ -213,7 +213,7 @@ func TestE2EQuickStart(t *testing.T) {
 
 	// caddy reload with the same file keeps the session, and the emulator's
 	// counters (its sessions live in a usage pool too).
-	reload := exec.Command(builtCaddy(t), "reload", "--config", "example.Caddyfile", "--envfile", "demo.env", "--address", fmt.Sprintf("localhost:%d", admin))
+	reload := exec.Command(builtCaddy(t), "reload", "--config", "example.Caddyfile", "--address", fmt.Sprintf("localhost:%d", admin))
 	reload.Env = env
 	if out, err := reload.CombinedOutput(); err != nil {
 		t.Fatalf("caddy reload: %v\n%s", err, out)

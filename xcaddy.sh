@@ -28,10 +28,12 @@ if [ -z "$xcaddy" ] || ! "$xcaddy" version 2>/dev/null | grep -q "$XCADDY_VERSIO
 fi
 
 # "@v0.0.0=<dir>": an unpublished local module needs a version, or the module
-# proxy's refusal of the unknown path stops the build.
+# proxy's refusal of the unknown path stops the build. For the same reason the
+# emulator comes in through a build tag of the root package rather than a
+# --with of its sub-package.
 with=(--with "$MODULE@v0.0.0=$here")
 if [ -z "${LPAUTH_NO_EMULATOR:-}" ]; then
-	with+=(--with "$MODULE/ccemu/caddyccemu")
+	export XCADDY_GO_BUILD_FLAGS="${XCADDY_GO_BUILD_FLAGS:-} -tags=ccemu"
 fi
 for extra in ${LPAUTH_XCADDY_WITH:-}; do
 	with+=(--with "$extra")
