@@ -129,7 +129,11 @@ type Keeper struct {
 	stopRefresh func() bool
 	aliveBearer string
 	aliveUntil  time.Time
-	lastRefresh time.Time
+
+	// For Status only.
+	lastRefresh       time.Time
+	lastRefreshResult string
+	nextRefresh       time.Time
 }
 
 // NewKeeper returns a keeper for creds. It does no network I/O: the first
@@ -189,6 +193,67 @@ func (k *Keeper) Unauthorized(ctx context.Context, failed *Session) (*Session, e
 	}
 	return k.awaitLogin(ctx)
 }
+
+// Relogin replaces the session with a fresh one now, through the same
+// single login path, skipping any backoff (an operator asked for it). The
+// old session is logged out once the new one is in place.
+func (k *Keeper) Relogin(ctx context.Context) (*Session, error) {
+	old := k.cur.Load()
+	if old != nil {
+		k.cur.CompareAndSwap(old, nil)
+	}
+	k.mu.Lock()
+	if !k.closed {
+		k.nextAttempt = time.Time{}
+	}
+	k.mu.Unlock()
+	s, err := k.awaitLogin(ctx)
+	if err == nil && old != nil && s != old {
+		go func() { _ = k.logout(old) }()
+	}
+	return s, err
+}
+
+// Status describes the session for operators. It holds no secret.
+type Status struct {
+	AccountID           string    `json:"account_id"`
+	Mode                string    `json:"login_mode"`
+	Username            string    `json:"username"`
+	Host                string    `json:"host,omitempty"`
+	LoggedIn            bool      `json:"logged_in"`
+	LoggedInAt          time.Time `json:"logged_in_at,omitzero"`
+	LastRefresh         time.Time `json:"last_refresh,omitzero"`
+	LastRefreshResult   string    `json:"last_refresh_result,omitempty"`
+	NextRefresh         time.Time `json:"next_refresh,omitzero"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	BackoffUntil        time.Time `json:"backoff_until,omitzero"`
+	LastError           string    `json:"last_error,omitempty"`
+}
+
+// Status reports the keeper's state.
+func (k *Keeper) Status() Status {
+	st := Status{AccountID: k.creds.AccountID, Mode: k.creds.Mode(), Username: k.creds.Username}
+	if s := k.cur.Load(); s != nil {
+		st.LoggedIn, st.LoggedInAt, st.Host = true, s.Obtained, s.BaseURL
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	st.LastRefresh, st.LastRefreshResult = k.lastRefresh, k.lastRefreshResult
+	if st.LoggedIn {
+		st.NextRefresh = k.nextRefresh
+	}
+	st.ConsecutiveFailures = k.failures
+	if k.nextAttempt.After(k.clock.Now()) {
+		st.BackoffUntil = k.nextAttempt
+	}
+	if k.lastErr != nil {
+		st.LastError = k.lastErr.Error()
+	}
+	return st
+}
+
+// Client returns the CC client of the newest configuration.
+func (k *Keeper) Client() *Client { return k.tuning.Load().Client }
 
 // UnauthorizedLater handles a 401 that cannot be retried (its body was
 // streamed) in the background, so that the next requests find a live
@@ -376,22 +441,25 @@ func (k *Keeper) refresh(s *Session) (dead bool) {
 	var apiErr *APIError
 	switch {
 	case err == nil:
-		k.mu.Lock()
-		k.aliveBearer, k.aliveUntil = s.Bearer, k.clock.Now().Add(aliveTrust)
-		k.lastRefresh = k.clock.Now()
-		k.mu.Unlock()
-		k.emit(ev)
-		return false
 	case errors.As(err, &apiErr) && apiErr.StatusCode == 401:
 		ev.Kind, ev.Err = EventSessionLost, err
-		k.emit(ev)
-		k.cur.CompareAndSwap(s, nil)
-		return true
+		dead = true
 	default:
 		ev.Kind, ev.Err = EventRefreshFailed, err
-		k.emit(ev)
-		return false
 	}
+	k.mu.Lock()
+	k.lastRefresh, k.lastRefreshResult = k.clock.Now(), "ok"
+	if err != nil {
+		k.lastRefreshResult = err.Error()
+	} else {
+		k.aliveBearer, k.aliveUntil = s.Bearer, k.clock.Now().Add(aliveTrust)
+	}
+	k.mu.Unlock()
+	k.emit(ev)
+	if dead {
+		k.cur.CompareAndSwap(s, nil)
+	}
+	return dead
 }
 
 // refreshTick keeps the session alive; a session CC says is gone is
@@ -417,6 +485,7 @@ func (k *Keeper) scheduleRefreshLocked(d time.Duration) {
 		k.stopRefresh()
 	}
 	k.stopRefresh = k.clock.AfterFunc(d, k.refreshTick)
+	k.nextRefresh = k.clock.Now().Add(d)
 }
 
 func (k *Keeper) stopTimersLocked() {
@@ -426,6 +495,7 @@ func (k *Keeper) stopTimersLocked() {
 		}
 	}
 	k.stopRetry, k.stopRefresh = nil, nil
+	k.nextRefresh = time.Time{}
 }
 
 func (k *Keeper) event(kind EventKind, s *Session) Event {

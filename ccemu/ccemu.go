@@ -1,3 +1,6 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ccemu emulates the parts of LivePerson Conversational Cloud that a
 // client of the Login Service needs: the Domain API (CSDS), the Login Service
 // (agentVep: login, refresh, logout) and a bearer-protected data API that

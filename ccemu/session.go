@@ -1,3 +1,6 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
 package ccemu
 
 import (

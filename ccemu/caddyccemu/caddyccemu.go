@@ -1,3 +1,6 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package caddyccemu serves the ccemu Conversational Cloud emulator from
 // Caddy as the terminal handler "http.handlers.ccemu" (Caddyfile directive
 // "ccemu"). Emulators are pooled by account, base URI and domain form, so
