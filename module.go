@@ -103,9 +103,35 @@ type Handler struct {
 	// roots (for corporate TLS proxies).
 	CAFile string `json:"ca_file,omitempty"`
 
-	keeper  *Keeper
-	poolKey string
-	logger  *zap.Logger
+	keeper   *Keeper
+	identity *RequestIdentity
+	poolKey  string
+	logger   *zap.Logger
+}
+
+// IdentityVar is the Caddy request variable under which lpauth leaves a
+// *RequestIdentity for the handlers and upstream sources after it.
+const IdentityVar = "lpauth.identity"
+
+// RequestIdentity tells later handlers which account the request's session
+// belongs to and how to reach that account's CC services. It holds no
+// secret.
+type RequestIdentity struct {
+	AccountID string
+	keeper    *Keeper
+}
+
+// String shows the account, for a {http.vars.lpauth.identity} placeholder.
+func (ri *RequestIdentity) String() string { return ri.AccountID }
+
+// Client returns the CC client of the session's newest configuration.
+func (ri *RequestIdentity) Client() *Client { return ri.keeper.Client() }
+
+// IdentityFrom returns what lpauth left in the request, or nil if no lpauth
+// handler ran before.
+func IdentityFrom(r *http.Request) *RequestIdentity {
+	ri, _ := caddyhttp.GetVar(r.Context(), IdentityVar).(*RequestIdentity)
+	return ri
 }
 
 // CaddyModule returns the Caddy module information.
@@ -154,6 +180,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.poolKey = key
 	h.keeper = val.(pooledKeeper).Keeper
 	h.keeper.Configure(tuning)
+	h.identity = &RequestIdentity{AccountID: cfg.creds.AccountID, keeper: h.keeper}
 	return nil
 }
 
@@ -274,6 +301,7 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // ServeHTTP adds the bearer and handles an upstream 401.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	caddyhttp.SetVar(r.Context(), IdentityVar, h.identity)
 	sess, err := h.keeper.Session(r.Context())
 	if err != nil {
 		return h.unavailable(w, err)
