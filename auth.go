@@ -77,7 +77,11 @@ type Session struct {
 	// authValue is "Bearer <token>", built once so the per-request path
 	// does not concatenate.
 	authValue string
+	host      string // host[:port] of BaseURL
 }
+
+// Host is the agentVep host[:port] that issued the session.
+func (s *Session) Host() string { return s.host }
 
 // AuthorizationValue is the value of the Authorization header for this
 // session.
@@ -472,6 +476,9 @@ func (c *Client) Login(ctx context.Context, cr Credentials) (*Session, error) {
 		sess.TTL = time.Duration(ms) * time.Millisecond
 	}
 	sess.authValue = "Bearer " + sess.Bearer
+	if u, err := url.Parse(base); err == nil {
+		sess.host = u.Host
+	}
 	return sess, nil
 }
 

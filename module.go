@@ -142,6 +142,14 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// forEachKeeper calls f for every live keeper.
+func forEachKeeper(f func(*Keeper)) {
+	keepers.Range(func(_, v any) bool {
+		f(v.(pooledKeeper).Keeper)
+		return true
+	})
+}
+
 // pooledKeeper lets the usage pool log the session out when the last
 // config using it is unloaded.
 type pooledKeeper struct{ *Keeper }
@@ -156,6 +164,9 @@ func (p pooledKeeper) Destruct() error {
 // creates) the keeper of this identity. It does no network I/O.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("lpauth: metrics: %w", err)
+	}
 	cfg, err := h.resolve()
 	if err != nil {
 		return err
@@ -168,7 +179,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Client:          client,
 		RefreshInterval: cfg.refreshInterval,
 		LoginTimeout:    cfg.loginTimeout,
-		Observer:        h.logEvent,
+		Observer:        h.observe,
 	}
 	key := identityKey(cfg)
 	val, _, err := keepers.LoadOrNew(key, func() (caddy.Destructor, error) {
@@ -302,6 +313,11 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // ServeHTTP adds the bearer and handles an upstream 401.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	caddyhttp.SetVar(r.Context(), IdentityVar, h.identity)
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl != nil {
+		repl.Set("http.lpauth.account_id", h.identity.AccountID)
+		repl.Set("http.lpauth.retried", false)
+	}
 	sess, err := h.keeper.Session(r.Context())
 	if err != nil {
 		return h.unavailable(w, err)
@@ -313,7 +329,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if cur := h.keeper.Current(); cur != nil {
 		sess = cur // reading the body may have taken a while
 	}
-	setAuthorization(r, sess)
+	setAuthorization(r, repl, sess)
 
 	if !replayable {
 		rec := caddyhttp.NewResponseRecorder(w, nil, nil)
@@ -321,6 +337,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if rec.Status() == http.StatusUnauthorized {
 			// Too late to retry this one, but the next requests should
 			// find a live session.
+			h.countUnauthorized("not_replayable")
 			h.keeper.UnauthorizedLater(sess)
 		}
 		return err
@@ -335,29 +352,58 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil || !rec.Buffered() || rec.Status() != http.StatusUnauthorized {
 		return err // streamed through, or nothing written
 	}
+	late := h.keeper.Current() != sess && h.keeper.Current() != nil
 	retry, err := h.keeper.Unauthorized(r.Context(), sess)
 	if retry == nil && err == nil {
+		h.countUnauthorized("passed")
 		return rec.WriteResponse() // the 401 is the endpoint's own
 	}
 	// Nothing of the held-back 401 may leak into what replaces it.
 	restoreHeader(w.Header(), before)
 	if err != nil {
+		h.countUnauthorized("unavailable")
 		return h.unavailable(w, err)
 	}
+	if late {
+		h.countUnauthorized("retried_late")
+	} else {
+		h.countUnauthorized("retried")
+	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	setAuthorization(r, retry)
+	setAuthorization(r, repl, retry)
+	if repl != nil {
+		repl.Set("http.lpauth.retried", true)
+	}
 	if c := h.logger.Check(zapcore.DebugLevel, "retrying after upstream 401"); c != nil {
-		c.Write(zap.String("account_id", h.keeper.creds.AccountID), zap.String("uri", r.RequestURI))
+		c.Write(zap.String("account_id", h.identity.AccountID), zap.String("uri", r.RequestURI), zap.Bool("token_already_replaced", late))
 	}
 	return next.ServeHTTP(w, r)
 }
 
+func (h *Handler) countUnauthorized(outcome string) {
+	metricUpstream401.WithLabelValues(h.identity.AccountID).Inc()
+	metricRetries.WithLabelValues(h.identity.AccountID, outcome).Inc()
+}
+
 func holdBack401(status int, _ http.Header) bool { return status == http.StatusUnauthorized }
 
-// setAuthorization replaces whatever Authorization the client sent. A fresh
-// slice per request: later handlers may edit header values in place.
-func setAuthorization(r *http.Request, s *Session) {
+// setAuthorization replaces whatever Authorization the client sent (a fresh
+// slice per request: later handlers may edit header values in place) and
+// sets the placeholders that describe the session.
+func setAuthorization(r *http.Request, repl *caddy.Replacer, s *Session) {
 	r.Header["Authorization"] = []string{s.AuthorizationValue()}
+	if repl != nil {
+		repl.Set("http.lpauth.domain", s.Host())
+		repl.Set("http.lpauth.session_age", (*sessionAge)(s))
+	}
+}
+
+// sessionAge renders a session's age in whole seconds when a placeholder is
+// used, so requests that never read it pay nothing for it.
+type sessionAge Session
+
+func (a *sessionAge) String() string {
+	return strconv.FormatInt(int64(time.Since(a.Obtained)/time.Second), 10)
 }
 
 func restoreHeader(h, saved http.Header) {
@@ -415,7 +461,13 @@ func (h *Handler) unavailable(w http.ResponseWriter, err error) error {
 		wait = u.RetryAfter
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	metricUnavailable.WithLabelValues(h.identity.AccountID).Inc()
 	return caddyhttp.Error(http.StatusServiceUnavailable, err)
+}
+
+func (h *Handler) observe(ev Event) {
+	recordEvent(ev)
+	h.logEvent(ev)
 }
 
 // logEvent logs what the keeper reports. No field carries a secret.
@@ -440,7 +492,7 @@ func (h *Handler) logEvent(ev Event) {
 	}
 	switch ev.Kind {
 	case EventLogin:
-		h.logger.Info("logged in to CC", fields...)
+		h.logger.Info("logged in to CC", append(fields, zap.Bool("relogin", ev.Relogin))...)
 	case EventLoginFailed:
 		fields = append(fields, zap.Int("consecutive_failures", ev.Failures),
 			zap.Time("next_attempt", ev.NextAttempt))

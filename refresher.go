@@ -91,6 +91,7 @@ type Event struct {
 	Duration    time.Duration // of the round trip
 	Failures    int           // consecutive failed logins
 	NextAttempt time.Time     // for EventLoginFailed
+	Relogin     bool          // for EventLogin: an earlier session existed
 }
 
 // UnavailableError means no session can be had now.
@@ -121,7 +122,8 @@ type Keeper struct {
 
 	mu          sync.Mutex
 	closed      bool
-	failures    int // consecutive failed logins of failClass
+	loggedIn    bool // a login has succeeded before
+	failures    int  // consecutive failed logins of failClass
 	failClass   failureClass
 	nextAttempt time.Time
 	lastErr     error
@@ -376,9 +378,11 @@ func (k *Keeper) login() (any, error) {
 	s.Obtained = k.clock.Now()
 	k.cur.Store(s)
 	k.scheduleRefreshLocked(t.RefreshInterval)
+	relogin := k.loggedIn
+	k.loggedIn = true
 	k.mu.Unlock()
 	ev := k.event(EventLogin, s)
-	ev.Duration = took
+	ev.Duration, ev.Relogin = took, relogin
 	k.emit(ev)
 	return s, nil
 }

@@ -1,0 +1,146 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The collectors are package-level so that counts survive `caddy reload`;
+// each loaded config registers them into its own registry. Labels carry the
+// account id and a result, never a user name or a secret.
+var (
+	metricLogins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "lpauth", Name: "logins_total",
+		Help: "Login attempts to CC's Login Service, by result.",
+	}, []string{"account_id", "result"})
+	metricRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "lpauth", Name: "refreshes_total",
+		Help: "Session refreshes, by result (unauthorized: the session was gone).",
+	}, []string{"account_id", "result"})
+	metricLogouts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "lpauth", Name: "logouts_total",
+		Help: "Session logouts, by result.",
+	}, []string{"account_id", "result"})
+	metricUpstream401 = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "lpauth", Name: "upstream_unauthorized_total",
+		Help: "401 answers from upstream to requests sent with the session's bearer.",
+	}, []string{"account_id"})
+	metricRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "lpauth", Name: "retries_total",
+		Help: "What became of requests that saw an upstream 401, by outcome: " +
+			"retried (after a re-login), retried_late (the token had already been replaced), " +
+			"passed (the endpoint's own 401, session alive), unavailable (answered 503), " +
+			"not_replayable (body above retry_body_limit; the 401 went to the client).",
+	}, []string{"account_id", "outcome"})
+	metricUnavailable = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "lpauth", Name: "unavailable_total",
+		Help: "Requests answered 503 because no session could be had.",
+	}, []string{"account_id"})
+	metricLoginDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "lpauth", Name: "login_duration_seconds",
+		Help:    "Duration of login round trips (Domain API lookup included), successful or not.",
+		Buckets: []float64{.025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"account_id"})
+	metricSessionAge = &sessionAgeCollector{desc: prometheus.NewDesc(
+		"caddy_lpauth_session_age_seconds",
+		"Age of the live CC session (the oldest one, if several identities share the account).",
+		[]string{"account_id"}, nil)}
+)
+
+var collectors = []prometheus.Collector{
+	metricLogins, metricRefreshes, metricLogouts, metricUpstream401, metricRetries,
+	metricUnavailable, metricLoginDuration, metricSessionAge,
+}
+
+// registerMetrics adds the collectors to a config's registry. A registry
+// that already has them (a second lpauth in the same config) is fine.
+func registerMetrics(reg *prometheus.Registry) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range collectors {
+		if err := reg.Register(c); err != nil {
+			var dup prometheus.AlreadyRegisteredError
+			if !errors.As(err, &dup) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// recordEvent counts what a keeper reports.
+func recordEvent(ev Event) {
+	switch ev.Kind {
+	case EventLogin, EventLoginFailed:
+		metricLogins.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
+		metricLoginDuration.WithLabelValues(ev.Account).Observe(ev.Duration.Seconds())
+	case EventRefresh, EventRefreshFailed, EventSessionLost:
+		metricRefreshes.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
+	case EventLogout, EventLogoutFailed:
+		metricLogouts.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
+	}
+}
+
+// resultOf names the outcome of a CC call for a metric label.
+func resultOf(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		switch s := apiErr.StatusCode; {
+		case s == 400:
+			return "bad_request"
+		case s == 401 || s == 403:
+			return "unauthorized"
+		case s == 429:
+			return "rate_limited"
+		case s == 451:
+			return "blocked"
+		case s >= 500:
+			return "server_error"
+		default:
+			return "client_error"
+		}
+	}
+	var timeout interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &timeout) && timeout.Timeout():
+		return "timeout"
+	case errors.Is(err, context.Canceled), errors.Is(err, ErrClosed):
+		return "canceled"
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return "connection_error"
+	}
+	return "invalid_reply"
+}
+
+// sessionAgeCollector reads the live sessions at scrape time.
+type sessionAgeCollector struct{ desc *prometheus.Desc }
+
+func (c *sessionAgeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *sessionAgeCollector) Collect(ch chan<- prometheus.Metric) {
+	oldest := map[string]time.Time{}
+	forEachKeeper(func(k *Keeper) {
+		if s := k.Current(); s != nil {
+			acct := k.creds.AccountID
+			if t, ok := oldest[acct]; !ok || s.Obtained.Before(t) {
+				oldest[acct] = s.Obtained
+			}
+		}
+	})
+	for acct, t := range oldest {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, time.Since(t).Seconds(), acct)
+	}
+}
