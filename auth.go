@@ -454,31 +454,42 @@ func (c *Client) Login(ctx context.Context, cr Credentials) (*Session, error) {
 		}
 		return nil, err
 	}
+	sess, err := parseLoginReply(body, resp.Cookies())
+	if err != nil {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	sess.BaseURL = base
+	sess.Obtained = time.Now()
+	if u, err := url.Parse(base); err == nil {
+		sess.host = u.Host
+	}
+	return sess, nil
+}
+
+// parseLoginReply reads a login answer's body and its Session_id cookie.
+func parseLoginReply(body []byte, cookies []*http.Cookie) (*Session, error) {
 	var reply loginReply
 	if err := json.Unmarshal(body, &reply); err != nil {
-		return nil, fmt.Errorf("login: reply is not JSON: %w", err)
+		return nil, fmt.Errorf("reply is not JSON: %w", err)
 	}
-	sess := &Session{Bearer: reply.Bearer, CSRF: reply.CSRF, BaseURL: base, Obtained: time.Now()}
-	for _, ck := range resp.Cookies() {
+	sess := &Session{Bearer: reply.Bearer, CSRF: reply.CSRF}
+	for _, ck := range cookies {
 		if ck.Name == "Session_id" {
 			sess.SessionID = ck.Value
 		}
 	}
 	switch {
 	case sess.Bearer == "":
-		return nil, errors.New("login: reply has no bearer")
+		return nil, errors.New("reply has no bearer")
 	case sess.CSRF == "":
-		return nil, errors.New("login: reply has no csrf")
+		return nil, errors.New("reply has no csrf")
 	case sess.SessionID == "":
-		return nil, errors.New("login: reply set no Session_id cookie")
+		return nil, errors.New("reply set no Session_id cookie")
 	}
 	if ms := parseLooseInt(reply.SessionTTL); ms > 0 {
 		sess.TTL = time.Duration(ms) * time.Millisecond
 	}
 	sess.authValue = "Bearer " + sess.Bearer
-	if u, err := url.Parse(base); err == nil {
-		sess.host = u.Host
-	}
 	return sess, nil
 }
 
