@@ -4,9 +4,12 @@
 package lpauth
 
 import (
+	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -43,7 +46,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    retry_body_limit <size>
 //	    login_timeout    <duration>
 //	    ca_file          <path>
+//	    storage          [<module> [{ <module options> }]]
+//	    encryption_key   <key>
+//	    logout_on_stop   <bool>
 //	}
+//
+// `storage` turns on cluster mode: with no argument the cluster shares
+// Caddy's configured storage, else the named caddy.storage module (e.g.
+// `storage file_system { root /shared }` or `storage redis { ... }`).
 //
 // Give exactly one of password, or app_key with secret. Secrets belong in
 // `{env.NAME}` placeholders, which are expanded when the config is loaded
@@ -62,6 +72,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("lpauth: %s given more than once", name)
 		}
 		seen[name] = true
+		if name == "storage" {
+			if err := h.unmarshalStorage(d); err != nil {
+				return err
+			}
+			continue
+		}
 		var val string
 		if !d.Args(&val) {
 			return d.Errf("lpauth: %s needs a value", name)
@@ -97,6 +113,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.LoginTimeout, err = parsePositiveDuration(val)
 		case "retry_body_limit":
 			h.RetryBodyLimit, err = parseSize(val)
+		case "encryption_key":
+			h.EncryptionKey = val
+		case "logout_on_stop":
+			var b bool
+			b, err = strconv.ParseBool(val)
+			h.LogoutOnStop = &b
 		default:
 			return d.Errf("lpauth: unrecognized subdirective %q", name)
 		}
@@ -127,6 +149,26 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("must be between 1B and 1TiB, got %q", s)
 	}
 	return int64(n), nil
+}
+
+// unmarshalStorage reads `storage [<module> [{...}]]`, as caddy-ratelimit
+// does.
+func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		h.StorageRaw = json.RawMessage("{}")
+		return nil
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "caddy.storage."+name)
+	if err != nil {
+		return err
+	}
+	storage, ok := unm.(caddy.StorageConverter)
+	if !ok {
+		return d.Errf("lpauth: storage: module %q is not a storage module", name)
+	}
+	h.StorageRaw = caddyconfig.JSONModuleObject(storage, "module", name, nil)
+	return nil
 }
 
 // Interface guard

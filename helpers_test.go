@@ -44,7 +44,7 @@ func testClient(t testing.TB, srv *httptest.Server) *Client {
 // testKeeper builds a keeper against srv; it is closed when the test ends.
 func testKeeper(t testing.TB, srv *httptest.Server, creds Credentials, clock Clock, tune func(*Tuning)) *Keeper {
 	t.Helper()
-	tuning := Tuning{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second}
+	tuning := Tuning{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, LogoutOnStop: true}
 	if tune != nil {
 		tune(&tuning)
 	}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -103,6 +105,23 @@ type Handler struct {
 	// roots (for corporate TLS proxies).
 	CAFile string `json:"ca_file,omitempty"`
 
+	// Cluster mode: the Caddy instances that share this storage share one
+	// CC session (one login, one refresh per interval) instead of logging
+	// in each on its own. `{}` means Caddy's configured storage (the
+	// Caddyfile's `storage` with no argument); otherwise a caddy.storage
+	// module, e.g. {"module": "redis", ...}. Default: off.
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=caddy.storage inline_key=module"`
+
+	// Cluster mode: the key that encrypts the stored session, 32 bytes in
+	// base64 or hex (`openssl rand -base64 32`), given as `{env.NAME}`.
+	// Default: a key derived from the password or secret with scrypt, so
+	// that only instances holding the same credentials can read it.
+	EncryptionKey string `json:"encryption_key,omitempty"`
+
+	// Whether stopping Caddy logs the session out. Default: true; false in
+	// cluster mode, where the other instances still use the session.
+	LogoutOnStop *bool `json:"logout_on_stop,omitempty"`
+
 	keeper   *Keeper
 	identity *RequestIdentity
 	poolKey  string
@@ -180,8 +199,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		RefreshInterval: cfg.refreshInterval,
 		LoginTimeout:    cfg.loginTimeout,
 		Observer:        h.observe,
+		LogoutOnStop:    h.StorageRaw == nil,
+	}
+	if h.LogoutOnStop != nil {
+		tuning.LogoutOnStop = *h.LogoutOnStop
 	}
 	key := identityKey(cfg)
+	if h.StorageRaw != nil {
+		// The storage config is part of the identity: another storage is
+		// another cluster.
+		key += "|cluster:" + hashOf(string(h.StorageRaw), string(cfg.encryptionKey))
+		storage, err := h.loadStorage(ctx)
+		if err != nil {
+			return err
+		}
+		tuning.Shared = newStorageStore(storage, cfg.creds, cfg.client.CSDS, cfg.client.Domain, cfg.encryptionKey)
+	} else if cfg.encryptionKey != nil {
+		return errors.New("lpauth: encryption_key is only used with storage (cluster mode)")
+	}
 	val, _, err := keepers.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return pooledKeeper{NewKeeper(cfg.creds, nil, tuning)}, nil
 	})
@@ -193,6 +228,34 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.keeper.Configure(tuning)
 	h.identity = &RequestIdentity{AccountID: cfg.creds.AccountID, keeper: h.keeper}
 	return nil
+}
+
+// loadStorage returns the cluster's storage: Caddy's configured one for
+// `{}`, else the named caddy.storage module.
+func (h *Handler) loadStorage(ctx caddy.Context) (certmagic.Storage, error) {
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(h.StorageRaw, &probe); err != nil {
+		return nil, fmt.Errorf("lpauth: storage: %w", err)
+	}
+	if len(probe) == 0 {
+		return ctx.Storage(), nil
+	}
+	if _, ok := probe["module"]; !ok {
+		return nil, errors.New(`lpauth: storage: missing "module" (or give {} for Caddy's configured storage)`)
+	}
+	mod, err := ctx.LoadModule(h, "StorageRaw")
+	if err != nil {
+		return nil, fmt.Errorf("lpauth: storage: %w", err)
+	}
+	conv, ok := mod.(caddy.StorageConverter)
+	if !ok {
+		return nil, fmt.Errorf("lpauth: storage: module %T is not a storage module", mod)
+	}
+	storage, err := conv.CertMagicStorage()
+	if err != nil {
+		return nil, fmt.Errorf("lpauth: storage: %w", err)
+	}
+	return storage, nil
 }
 
 // Cleanup releases this config's hold on the keeper; the last one to go
@@ -213,6 +276,7 @@ type resolved struct {
 	refreshInterval time.Duration
 	loginTimeout    time.Duration
 	retryBodyLimit  int64
+	encryptionKey   []byte
 }
 
 // resolve expands `{env.*}` and other global placeholders, fills defaults
@@ -246,8 +310,16 @@ func (h *Handler) resolve() (resolved, error) {
 		CAFile:    expand("ca_file", h.CAFile),
 		UserAgent: "caddy-lpauth",
 	}
+	encKey := expand("encryption_key", h.EncryptionKey)
 	if firstErr != nil {
 		return r, firstErr
+	}
+	if encKey != "" {
+		k, err := ParseEncryptionKey(encKey)
+		if err != nil {
+			return r, fmt.Errorf("lpauth: encryption_key: %w", err)
+		}
+		r.encryptionKey = k
 	}
 	c := r.creds
 	switch {
@@ -299,12 +371,17 @@ func positiveOr(field string, v, def time.Duration) (time.Duration, error) {
 // where they are sent. Hashed so that no secret is kept as a map key.
 func identityKey(r resolved) string {
 	c := r.creds
+	return "lpauth:" + hashOf(c.AccountID, c.Username, c.Password, c.AppKey, c.Secret,
+		c.AccessToken, c.AccessTokenSecret, r.client.CSDS, r.client.Domain)
+}
+
+// hashOf hashes parts unambiguously (each prefixed by its length).
+func hashOf(parts ...string) string {
 	h := sha256.New()
-	for _, part := range []string{c.AccountID, c.Username, c.Password, c.AppKey, c.Secret,
-		c.AccessToken, c.AccessTokenSecret, r.client.CSDS, r.client.Domain} {
+	for _, part := range parts {
 		fmt.Fprintf(h, "%d:%s|", len(part), part)
 	}
-	return "lpauth:" + hex.EncodeToString(h.Sum(nil))
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // bufPool holds buffers for held-back 401 responses.
@@ -509,6 +586,10 @@ func (h *Handler) logEvent(ev Event) {
 		h.logger.Warn("CC session is gone; logging in again", fields...)
 	case EventLogout:
 		h.logger.Info("logged out of CC", fields...)
+	case EventAdopted:
+		h.logger.Info("adopted the cluster's CC session", fields...)
+	case EventStoreFailed:
+		h.logger.Warn("cluster storage failed; continuing on this instance's own", fields...)
 	case EventLogoutFailed:
 		var apiErr *APIError
 		if errors.As(ev.Err, &apiErr) {

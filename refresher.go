@@ -54,6 +54,13 @@ type Tuning struct {
 	// Observer, if set, is told of every login, refresh and logout. It is
 	// called synchronously and must not block.
 	Observer func(Event)
+	// LogoutOnStop logs the session out at Close. Off in cluster mode by
+	// default: the other instances still use the session.
+	LogoutOnStop bool
+	// Shared, in cluster mode, is where the cluster keeps its one session;
+	// nil on a single instance. A keeper stays in the mode it started in;
+	// the store itself is replaced on reload, as it belongs to a config.
+	Shared SharedStore
 }
 
 // EventKind names what happened to the session.
@@ -68,9 +75,11 @@ const (
 	EventSessionLost                    // CC said the session is gone (refresh 401); a re-login follows
 	EventLogout                         // logout succeeded
 	EventLogoutFailed                   // logout failed
+	EventAdopted                        // cluster mode: took the session another instance obtained
+	EventStoreFailed                    // cluster mode: the shared storage failed; working on our own
 )
 
-var eventNames = [...]string{"login", "login failed", "refresh", "refresh failed", "session lost", "logout", "logout failed"}
+var eventNames = [...]string{"login", "login failed", "refresh", "refresh failed", "session lost", "logout", "logout failed", "adopted", "store failed"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -131,6 +140,7 @@ type Keeper struct {
 	stopRefresh func() bool
 	aliveBearer string
 	aliveUntil  time.Time
+	deadBearer  string // bearer of the session last found gone: never adopt it again
 
 	// For Status only.
 	lastRefresh       time.Time
@@ -190,6 +200,11 @@ func (k *Keeper) Unauthorized(ctx context.Context, failed *Session) (*Session, e
 	if cur == nil {
 		return k.awaitLogin(ctx)
 	}
+	if k.clustered() {
+		if s := k.adoptNewer(failed); s != nil {
+			return s, nil // another instance already replaced it
+		}
+	}
 	if !k.sessionDead(failed) {
 		return nil, nil
 	}
@@ -201,14 +216,17 @@ func (k *Keeper) Unauthorized(ctx context.Context, failed *Session) (*Session, e
 // old session is logged out once the new one is in place.
 func (k *Keeper) Relogin(ctx context.Context) (*Session, error) {
 	old := k.cur.Load()
-	if old != nil {
-		k.cur.CompareAndSwap(old, nil)
-	}
 	k.mu.Lock()
+	if old != nil {
+		k.deadBearer = old.Bearer
+	}
 	if !k.closed {
 		k.nextAttempt = time.Time{}
 	}
 	k.mu.Unlock()
+	if old != nil {
+		k.cur.CompareAndSwap(old, nil)
+	}
 	s, err := k.awaitLogin(ctx)
 	if err == nil && old != nil && s != old {
 		go func() { _ = k.logout(old) }()
@@ -277,10 +295,14 @@ func (k *Keeper) Close() error {
 	k.mu.Unlock()
 	k.cancel()
 	s := k.cur.Swap(nil)
-	if s == nil {
+	if s == nil || !k.tuning.Load().LogoutOnStop {
 		return nil
 	}
-	return k.logout(s)
+	err := k.logout(s)
+	if k.clustered() {
+		k.dropShared(s)
+	}
+	return err
 }
 
 func (k *Keeper) logout(s *Session) error {
@@ -352,13 +374,15 @@ func (k *Keeper) login() (any, error) {
 		return nil, err
 	}
 	t := k.tuning.Load()
-	ctx, cancel := context.WithTimeout(k.ctx, t.LoginTimeout)
 	start := k.clock.Now()
-	s, err := t.Client.Login(ctx, k.creds)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		err = &timeoutError{after: t.LoginTimeout, err: err}
+	var s *Session
+	var adopted bool
+	var err error
+	if k.clustered() {
+		s, adopted, err = k.obtainShared(t)
+	} else {
+		s, err = k.ccLogin(t)
 	}
-	cancel()
 	took := k.clock.Now().Sub(start)
 
 	k.mu.Lock()
@@ -371,20 +395,39 @@ func (k *Keeper) login() (any, error) {
 	}
 	if k.closed {
 		k.mu.Unlock()
-		_ = k.logout(s)
+		if !adopted && !k.clustered() {
+			_ = k.logout(s)
+		}
 		return nil, ErrClosed
 	}
 	k.failures, k.failClass, k.nextAttempt, k.lastErr = 0, 0, time.Time{}, nil
-	s.Obtained = k.clock.Now()
+	if !adopted {
+		s.Obtained = k.clock.Now()
+	}
 	k.cur.Store(s)
 	k.scheduleRefreshLocked(t.RefreshInterval)
 	relogin := k.loggedIn
 	k.loggedIn = true
 	k.mu.Unlock()
-	ev := k.event(EventLogin, s)
+	kind := EventLogin
+	if adopted {
+		kind = EventAdopted
+	}
+	ev := k.event(kind, s)
 	ev.Duration, ev.Relogin = took, relogin
 	k.emit(ev)
 	return s, nil
+}
+
+// ccLogin logs in to CC, bounded by the login timeout.
+func (k *Keeper) ccLogin(t *Tuning) (*Session, error) {
+	ctx, cancel := context.WithTimeout(k.ctx, t.LoginTimeout)
+	defer cancel()
+	s, err := t.Client.Login(ctx, k.creds)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = &timeoutError{after: t.LoginTimeout, err: err}
+	}
+	return s, err
 }
 
 // failedLoginLocked records a failed login and schedules the next attempt in
@@ -428,13 +471,15 @@ func (k *Keeper) sessionDead(s *Session) bool {
 		return false
 	}
 	dead, _, _ := k.flight.Do("alive:"+s.Bearer, func() (any, error) {
-		return k.refresh(s), nil
+		dead, _ := k.refresh(s)
+		return dead, nil
 	})
 	return dead.(bool)
 }
 
-// refresh refreshes s and reports whether CC said it is gone.
-func (k *Keeper) refresh(s *Session) (dead bool) {
+// refresh refreshes s and reports whether CC said it is gone, and whether
+// the refresh succeeded.
+func (k *Keeper) refresh(s *Session) (dead, ok bool) {
 	t := k.tuning.Load()
 	ctx, cancel := context.WithTimeout(k.ctx, t.LoginTimeout)
 	start := k.clock.Now()
@@ -458,12 +503,15 @@ func (k *Keeper) refresh(s *Session) (dead bool) {
 	} else {
 		k.aliveBearer, k.aliveUntil = s.Bearer, k.clock.Now().Add(aliveTrust)
 	}
+	if dead {
+		k.deadBearer = s.Bearer
+	}
 	k.mu.Unlock()
 	k.emit(ev)
 	if dead {
 		k.cur.CompareAndSwap(s, nil)
 	}
-	return dead
+	return dead, err == nil
 }
 
 // refreshTick keeps the session alive; a session CC says is gone is
@@ -473,12 +521,23 @@ func (k *Keeper) refreshTick() {
 	if s == nil {
 		return // the next login schedules the next refresh
 	}
-	if k.refresh(s) {
+	var dead bool
+	if k.clustered() {
+		dead = k.refreshShared(s)
+	} else {
+		dead, _ = k.refresh(s)
+	}
+	if dead {
 		k.retryLogin()
 		return
 	}
+	k.rescheduleRefresh()
+}
+
+// rescheduleRefresh plans the next refresh of whatever session is current.
+func (k *Keeper) rescheduleRefresh() {
 	k.mu.Lock()
-	if !k.closed && k.cur.Load() == s {
+	if !k.closed && k.cur.Load() != nil {
 		k.scheduleRefreshLocked(k.tuning.Load().RefreshInterval)
 	}
 	k.mu.Unlock()

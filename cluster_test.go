@@ -1,0 +1,237 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/lpauth/caddy-lpauth/ccemu"
+)
+
+// clusterKeepers builds n keepers, as n Caddy instances would have, each
+// with its own client, sharing one file_system storage directory.
+func clusterKeepers(t *testing.T, srv *httptest.Server, dir string, n int, tune func(*Tuning)) []*Keeper {
+	t.Helper()
+	ks := make([]*Keeper, n)
+	for i := range ks {
+		storage := &certmagic.FileStorage{Path: dir}
+		ks[i] = testKeeper(t, srv, userCreds(), nil, func(tu *Tuning) {
+			tu.Shared = newStorageStore(storage, userCreds(), srv.URL, "", nil)
+			tu.LogoutOnStop = false
+			if tune != nil {
+				tune(tu)
+			}
+		})
+	}
+	return ks
+}
+
+func TestClusterOneLoginOneRelogin(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	emu.DelayNextLogins(1, 300*time.Millisecond)
+	ks := clusterKeepers(t, srv, t.TempDir(), 3, nil)
+
+	var wg sync.WaitGroup
+	for _, k := range ks {
+		for range 20 {
+			wg.Go(func() {
+				if _, err := k.Session(bg()); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if n := emu.Counters().LoginAttempts; n != 1 {
+		t.Fatalf("%d logins for 3 instances starting under load, want 1", n)
+	}
+	first := ks[0].Current()
+	for _, k := range ks {
+		if k.Current().Bearer != first.Bearer {
+			t.Fatal("instances hold different sessions")
+		}
+	}
+
+	// Server-side expiry seen by every instance at once: one re-login.
+	emu.ExpireSessions()
+	for _, k := range ks {
+		failed := k.Current()
+		for range 10 {
+			wg.Go(func() {
+				s, err := k.Unauthorized(bg(), failed)
+				if err != nil || s == nil || s.Bearer == first.Bearer {
+					t.Errorf("after expiry: %v %v", s, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if n := emu.Counters().LoginAttempts; n != 2 {
+		t.Fatalf("%d logins in all after an expiry seen by 3 instances, want 2", n)
+	}
+	for _, k := range ks {
+		if got := dataCall(t, srv, k.Current()); got != 200 {
+			t.Fatalf("an instance's session after the re-login: %d", got)
+		}
+	}
+
+	// An instance that joins later adopts the stored session.
+	joiner := clusterKeepers(t, srv, storageDirOf(ks[0]), 1, nil)[0]
+	if s, err := joiner.Session(bg()); err != nil || s.Bearer != ks[0].Current().Bearer {
+		t.Fatalf("late joiner: %v", err)
+	}
+	if n := emu.Counters().LoginAttempts; n != 2 {
+		t.Fatalf("a late joiner logged in: %d logins", n)
+	}
+}
+
+// storageDirOf returns the directory of a keeper's file storage.
+func storageDirOf(k *Keeper) string {
+	return k.store().(*storageStore).storage.(*certmagic.FileStorage).Path
+}
+
+func TestClusterRefreshOncePerIntervalAndOneReloginAfterRefresh401(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	ks := clusterKeepers(t, srv, t.TempDir(), 3, func(tu *Tuning) { tu.RefreshInterval = 400 * time.Millisecond })
+	for _, k := range ks {
+		if _, err := k.Session(bg()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2100 * time.Millisecond)
+	// 3 instances, each ticking 5 times: alone they would refresh 15 times.
+	if n := emu.Counters().Refreshes; n < 3 || n > 8 {
+		t.Fatalf("%d refreshes by 3 instances in about 5 intervals, want about one per interval", n)
+	}
+
+	emu.ExpireSessions()
+	eventually(t, 5*time.Second, "every instance to hold the new session", func() bool {
+		for _, k := range ks {
+			if s := k.Current(); s == nil || dataCall(t, srv, s) != 200 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(time.Second)
+	if n := emu.Counters().LoginAttempts; n != 2 {
+		t.Fatalf("%d logins after a refresh 401 seen across the cluster, want 2 in all", n)
+	}
+}
+
+func TestClusterBlobIsEncryptedAndAuthenticated(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	dir := t.TempDir()
+	k := clusterKeepers(t, srv, dir, 1, nil)[0]
+	if _, err := k.Session(bg()); err != nil {
+		t.Fatal(err)
+	}
+	var blobs [][]byte
+	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && strings.HasSuffix(path, ".json") {
+			b, _ := os.ReadFile(path)
+			blobs = append(blobs, b)
+		}
+		return nil
+	})
+	if len(blobs) != 1 {
+		t.Fatalf("%d session blobs in storage, want 1", len(blobs))
+	}
+	for _, secret := range emu.IssuedSecrets() {
+		if bytes.Contains(blobs[0], []byte(secret)) {
+			t.Fatalf("a secret (%d chars) in clear in the stored blob", len(secret))
+		}
+	}
+	store := k.store().(*storageStore)
+	if st, err := store.Load(bg()); err != nil || st == nil || st.Session.Bearer != k.Current().Bearer {
+		t.Fatalf("own blob does not load: %v %v", st, err)
+	}
+
+	// Other credentials cannot read it: absent, not an error.
+	other := userCreds()
+	other.Password = "another-password"
+	wrong := newStorageStore(store.storage, other, srv.URL, "", nil)
+	if st, err := wrong.Load(bg()); st != nil || err != nil {
+		t.Fatalf("a store with another password read the blob: %v %v", st, err)
+	}
+	// A tampered blob is absent too.
+	raw, _ := store.storage.Load(bg(), store.key)
+	raw[len(raw)-10] ^= 1
+	store.storage.Store(bg(), store.key, raw)
+	if st, err := store.Load(bg()); st != nil || err != nil {
+		t.Fatalf("a tampered blob loaded: %v %v", st, err)
+	}
+}
+
+func TestClusterEncryptionKey(t *testing.T) {
+	t.Parallel()
+	_, srv := emulator(t, ccemu.Config{})
+	storage := &certmagic.FileStorage{Path: t.TempDir()}
+	key, err := ParseEncryptionKey("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := NewClient(ClientConfig{CSDS: srv.URL})
+	s, err := c.Login(bg(), userCreds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newStorageStore(storage, userCreds(), srv.URL, "", key)
+	if err := a.Save(bg(), &SharedState{Session: s, LastRefresh: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	b := newStorageStore(storage, userCreds(), srv.URL, "", key)
+	if st, _ := b.Load(bg()); st == nil || st.Session.Bearer != s.Bearer {
+		t.Fatal("the same key cannot read the blob")
+	}
+	otherKey, _ := ParseEncryptionKey(strings.Repeat("ab", 32))
+	if st, _ := newStorageStore(storage, userCreds(), srv.URL, "", otherKey).Load(bg()); st != nil {
+		t.Fatal("another key read the blob")
+	}
+	if st, _ := newStorageStore(storage, userCreds(), srv.URL, "", nil).Load(bg()); st != nil {
+		t.Fatal("a derived key read a blob written with an encryption_key")
+	}
+	for _, bad := range []string{"short", strings.Repeat("a", 44), ""} {
+		if _, err := ParseEncryptionKey(bad); err == nil {
+			t.Errorf("encryption key %q accepted", bad)
+		}
+	}
+}
+
+func TestClusterLogoutOnlyWhenAsked(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	dir := t.TempDir()
+	k := clusterKeepers(t, srv, dir, 1, nil)[0]
+	if _, err := k.Session(bg()); err != nil {
+		t.Fatal(err)
+	}
+	k.Close()
+	if n := emu.Counters().Logouts; n != 0 {
+		t.Fatalf("cluster mode logged out on stop by default: %d", n)
+	}
+	k2 := clusterKeepers(t, srv, dir, 1, func(tu *Tuning) { tu.LogoutOnStop = true })[0]
+	if _, err := k2.Session(bg()); err != nil {
+		t.Fatal(err)
+	}
+	k2.Close()
+	if n := emu.Counters().Logouts; n != 1 {
+		t.Fatalf("logout_on_stop: %d logouts", n)
+	}
+	if st, _ := k2.store().Load(context.Background()); st != nil {
+		t.Fatal("the logged-out session is still stored for others to adopt")
+	}
+}
