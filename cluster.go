@@ -5,6 +5,9 @@ package lpauth
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"time"
 )
@@ -36,10 +39,10 @@ func (k *Keeper) store() SharedStore { return k.tuning.Load().Shared }
 
 func (k *Keeper) clustered() bool { return k.tuning.Load().Shared != nil }
 
-// sharedWait bounds waiting for the storage lock. Past it (a lock left by a
-// killed instance that the storage has not yet declared stale, or storage
-// that does not answer) an instance works on its own rather than fail.
-const sharedWait = 30 * time.Second
+// lockGrace is added to the login timeout to bound how long the lock can be
+// held: its holder does one login or one refresh, each bounded by the login
+// timeout, and two quick storage calls.
+const lockGrace = 2 * time.Second
 
 // storeTimeout bounds one storage read or write.
 const storeTimeout = 5 * time.Second
@@ -50,14 +53,12 @@ func (k *Keeper) obtainShared(t *Tuning) (s *Session, adopted bool, err error) {
 	if st := k.loadShared(); st != nil && k.usable(st.Session) {
 		return st.Session, true, nil // no lock needed just to read
 	}
-	ctx, cancel := context.WithTimeout(k.ctx, sharedWait)
-	defer cancel()
-	if err := k.store().Lock(ctx); err != nil {
-		if k.ctx.Err() != nil {
-			return nil, false, ErrClosed
+	if err := k.lockShared(t); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return nil, false, err
 		}
 		k.storeFailed("lock", err)
-		s, err := k.ccLogin(t)
+		s, err := k.ccLogin(t) // storage down: better a login of our own than no service
 		return s, false, err
 	}
 	defer k.unlockShared()
@@ -102,10 +103,8 @@ func (k *Keeper) adoptNewer(failed *Session) *Session {
 // lock once more, so one instance logs in and the others adopt).
 func (k *Keeper) refreshShared(s *Session) (dead bool) {
 	t := k.tuning.Load()
-	ctx, cancel := context.WithTimeout(k.ctx, sharedWait)
-	defer cancel()
-	if err := k.store().Lock(ctx); err != nil {
-		if k.ctx.Err() == nil {
+	if err := k.lockShared(t); err != nil {
+		if !errors.Is(err, ErrClosed) {
 			k.storeFailed("lock", err)
 		}
 		dead, _ = k.refresh(s)
@@ -129,6 +128,30 @@ func (k *Keeper) refreshShared(s *Session) (dead bool) {
 	}
 	k.unlockShared()
 	return dead
+}
+
+// lockShared takes the cluster's lock. No holder keeps it longer than a
+// login timeout plus a grace: one held longer was left by an instance that
+// died, which file_system storage does not always notice (a former holder's
+// freshness updater can keep a dead holder's lock file fresh). Such a lock is
+// broken, once; the jitter keeps waiting instances from breaking it together.
+func (k *Keeper) lockShared(t *Tuning) error {
+	for attempt := 0; ; attempt++ {
+		bound := t.LoginTimeout + lockGrace + rand.N(lockGrace)
+		ctx, cancel := context.WithTimeout(k.ctx, bound)
+		err := k.store().Lock(ctx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case k.ctx.Err() != nil:
+			return ErrClosed
+		case !errors.Is(err, context.DeadlineExceeded) || attempt > 0:
+			return err
+		}
+		k.storeFailed("lock", fmt.Errorf("held for more than %s, longer than any login; breaking it", bound.Round(time.Second)))
+		k.unlockShared()
+	}
 }
 
 // dropShared removes the stored session after a logout, so that no

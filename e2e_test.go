@@ -54,6 +54,7 @@ func builtCaddy(t *testing.T) string {
 		}
 		caddyBin = filepath.Join(dir, "caddy")
 		cmd := exec.Command("./xcaddy.sh", caddyBin)
+		cmd.Env = append(os.Environ(), "LPAUTH_WITH_REDIS=1") // the cluster tests use Redis storage
 		buildLog, buildErr = cmd.CombinedOutput()
 	})
 	if buildErr != nil {

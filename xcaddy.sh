@@ -5,6 +5,7 @@
 #   ./xcaddy.sh              # writes ./caddy
 #   ./xcaddy.sh /tmp/caddy   # writes elsewhere
 #   LPAUTH_NO_EMULATOR=1 ./xcaddy.sh    # production build without ccemu
+#   LPAUTH_WITH_REDIS=1 ./xcaddy.sh     # add Redis storage, for cluster mode
 #   LPAUTH_XCADDY_WITH="github.com/x/y@v1.2.3" ./xcaddy.sh  # extra plugins
 set -euo pipefail
 
@@ -34,6 +35,9 @@ fi
 with=(--with "$MODULE@v0.0.0=$here")
 if [ -z "${LPAUTH_NO_EMULATOR:-}" ]; then
 	export XCADDY_GO_BUILD_FLAGS="${XCADDY_GO_BUILD_FLAGS:-} -tags=ccemu"
+fi
+if [ -n "${LPAUTH_WITH_REDIS:-}" ]; then
+	with+=(--with "github.com/pberkel/caddy-storage-redis@v1.8.1")
 fi
 for extra in ${LPAUTH_XCADDY_WITH:-}; do
 	with+=(--with "$extra")
