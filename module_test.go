@@ -545,6 +545,37 @@ func TestProxyNoSecretsInDebugLogs(t *testing.T) {
 	}
 }
 
+// Cluster mode from a Caddyfile: the session lands, sealed with the
+// encryption_key, in the configured storage, and survives a restart.
+func TestProxyClusterModeFromCaddyfile(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	dir := t.TempDir()
+	os.Setenv("LPAUTH_TEST_ENC_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	cfg := caddyConfig(srv, "storage file_system {\n\t\t\troot "+dir+"\n\t\t}\n\t\tencryption_key {env.LPAUTH_TEST_ENC_KEY}", "")
+	loadCaddy(t, cfg)
+	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, "lpauth", "sessions", ccemu.DefaultAccountID, "*.json"))
+	if len(matches) != 1 {
+		t.Fatalf("stored sessions: %v", matches)
+	}
+	blob, _ := os.ReadFile(matches[0])
+	if !bytes.Contains(blob, []byte(`"kdf":"key"`)) {
+		t.Fatalf("the blob was not sealed with the encryption_key: %s", blob)
+	}
+	// A restart: stopping does not log out (the cluster still uses the
+	// session) and the restarted instance adopts the stored session.
+	unloadCaddy(t)
+	loadCaddy(t, cfg)
+	if r := send(t, "GET", dataPath("y"), nil); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	if n := emu.Counters(); n.LoginAttempts != 1 || n.Logouts != 0 {
+		t.Fatalf("after a restart in cluster mode: %+v; want the stored session adopted, no logout", n)
+	}
+}
+
 func TestConfigErrorsNameTheField(t *testing.T) {
 	_, srv := emulator(t, ccemu.Config{})
 	os.Setenv("LPAUTH_TEST_EMPTY", "")
@@ -560,6 +591,10 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"account_id 2", "account_id given more than once"},
 		{"domain ftp://x", "domain:"},
 		{"ca_file /nonexistent/ca.pem", "ca_file"},
+		{"logout_on_stop maybe", "logout_on_stop"},
+		{"encryption_key MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "encryption_key is only used with storage"},
+		{"storage\n\t\tencryption_key tooshort", "encryption_key: must be 32 bytes"},
+		{"storage no_such_storage", "caddy.storage.no_such_storage"},
 	} {
 		cfg := base
 		switch {
