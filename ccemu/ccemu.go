@@ -17,6 +17,8 @@
 //	GET  /api/account/{id}/service/baseURI.json?version=1.0
 //	     {"baseURIs":[{"service","account","baseURI"},...]} for every known
 //	     service (agentVep, msgHist, facadeMsg, sentinel, ...).
+//	     A host set with SetServiceHost replaces the default for its
+//	     service in both forms.
 //	POST /api/account/{id}/login?v=1.3   (v=1.2 too; missing v accepted
 //	     unless Config.RequireVersion)
 //	     body {"username","password"} (user login) or
@@ -54,18 +56,22 @@
 //
 // Account DefaultAccountID, one user DefaultUsername/DefaultPassword and one
 // application DefaultAppUser/DefaultAppKey/DefaultAppSecret; no login rate
-// limit; the Domain API points every service at the request's Host so that
-// clients come back to the emulator.
+// limit; the Domain API points every service at Config.BaseURI or, when that
+// is empty, the request's Host so that clients come back to the emulator.
+// SetServiceHost points one service elsewhere (another listener, to test
+// clients that route per service).
 //
 // # Knobs
 //
-// FailNextLogins, DelayNextLogins, FailNextRefreshes, ExpireSessions,
-// SetSessionTTL and SetLoginRate change behaviour at run time; Counters,
-// LoginAttemptTimes and IssuedSecrets let tests observe it. ControlHandler
-// exposes the same knobs (never the secrets) over HTTP.
+// FailNextLogins, DelayNextLogins, FailNextRefreshes, FailNextDomainLookups,
+// ExpireSessions, SetSessionTTL, SetLoginRate and SetServiceHost change
+// behaviour at run time; Counters, LoginAttemptTimes and IssuedSecrets let
+// tests observe it. ControlHandler exposes the same knobs (never the
+// secrets) over HTTP.
 package ccemu
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -75,7 +81,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -210,6 +218,9 @@ type Emulator struct {
 	delay       time.Duration
 	failRefresh int
 	failRefStat int
+	failDomain  int
+	failDomStat int
+	svcHosts    map[string]string // SetServiceHost overrides
 	counters    Counters
 	attempts    []time.Time
 	secrets     []string
@@ -315,6 +326,35 @@ func (e *Emulator) FailNextRefreshes(n int, status int) {
 	e.mu.Unlock()
 }
 
+// FailNextDomainLookups makes the next n Domain API lookups (single and
+// all-services forms) answer status (outside 400-599 means 500) with the
+// error envelope. n <= 0 cancels the knob.
+func (e *Emulator) FailNextDomainLookups(n int, status int) {
+	if status < 400 || status > 599 {
+		status = http.StatusInternalServerError
+	}
+	e.mu.Lock()
+	e.failDomain, e.failDomStat = max(n, 0), status
+	e.mu.Unlock()
+}
+
+// SetServiceHost makes the Domain API answer host (host[:port], no scheme)
+// for service, in the single and all-services forms, instead of the
+// default. A service name the emulator does not list becomes known. host ""
+// restores the default (and forgets a service that was not listed).
+func (e *Emulator) SetServiceHost(service, host string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if host == "" {
+		delete(e.svcHosts, service)
+		return
+	}
+	if e.svcHosts == nil {
+		e.svcHosts = map[string]string{}
+	}
+	e.svcHosts[service] = host
+}
+
 // ExpireSessions ends every session as if its TTL had run out and returns how
 // many were live.
 func (e *Emulator) ExpireSessions() int {
@@ -327,12 +367,13 @@ func (e *Emulator) ExpireSessions() int {
 }
 
 // Reset clears the fault knobs, counters, login attempt times, the rate-limit
-// history and all sessions. The session TTL and login rate stay as set, and
-// IssuedSecrets keeps its history because old secrets may still be in logs.
+// history and all sessions. The session TTL, login rate and service hosts
+// stay as set, and IssuedSecrets keeps its history because old secrets may
+// still be in logs.
 func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.failLogins, e.delayLogins, e.failRefresh = 0, 0, 0
+	e.failLogins, e.delayLogins, e.failRefresh, e.failDomain = 0, 0, 0, 0
 	e.counters = Counters{}
 	e.attempts = nil
 	e.rateLog = nil
@@ -460,11 +501,32 @@ func (e *Emulator) host(r *http.Request) string {
 	return "localhost"
 }
 
+// serviceHosts returns a copy of the SetServiceHost overrides.
+func (e *Emulator) serviceHosts() map[string]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return maps.Clone(e.svcHosts)
+}
+
+// allServices lists the known services, then any extra ones that
+// SetServiceHost named, in name order. The login reply's
+// csdsCollectionResponse uses it too, so both agree.
 func (e *Emulator) allServices(r *http.Request) []serviceURI {
+	hosts := e.serviceHosts()
 	h := e.host(r)
-	out := make([]serviceURI, len(services))
-	for i, s := range services {
-		out[i] = serviceURI{s, e.accountID, h}
+	out := make([]serviceURI, 0, len(services)+len(hosts))
+	for _, s := range services {
+		out = append(out, serviceURI{s, e.accountID, cmp.Or(hosts[s], h)})
+	}
+	var extra []string
+	for s := range hosts {
+		if !slices.Contains(services, s) {
+			extra = append(extra, s)
+		}
+	}
+	slices.Sort(extra)
+	for _, s := range extra {
+		out = append(out, serviceURI{s, e.accountID, hosts[s]})
 	}
 	return out
 }
@@ -476,7 +538,16 @@ func (e *Emulator) domain(w http.ResponseWriter, r *http.Request, id, svc string
 	}
 	e.mu.Lock()
 	e.counters.DomainLookups++
+	failStatus := 0
+	if e.failDomain > 0 {
+		e.failDomain--
+		failStatus = e.failDomStat
+	}
 	e.mu.Unlock()
+	if failStatus != 0 {
+		writeError(w, failStatus, codeInjected, http.StatusText(failStatus))
+		return
+	}
 	if id != e.accountID {
 		writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
 		return
@@ -489,18 +560,16 @@ func (e *Emulator) domain(w http.ResponseWriter, r *http.Request, id, svc string
 		writeJSON(w, http.StatusOK, baseURIs{e.allServices(r)})
 		return
 	}
-	known := false
-	for _, s := range services {
-		if s == svc { // case-sensitive, as in the real Domain API
-			known = true
-			break
-		}
-	}
-	if !known {
+	host, set := e.serviceHosts()[svc]
+	// Case-sensitive, as in the real Domain API.
+	if !set && !slices.Contains(services, svc) {
 		writeError(w, http.StatusNotFound, codeNotFound, "Service "+svc+" not found")
 		return
 	}
-	one := serviceURI{svc, e.accountID, e.host(r)}
+	if !set {
+		host = e.host(r)
+	}
+	one := serviceURI{svc, e.accountID, host}
 	if e.domainArrayForm {
 		writeJSON(w, http.StatusOK, baseURIs{[]serviceURI{one}})
 		return

@@ -19,6 +19,8 @@ import (
 //	POST {prefix}/fail-logins?count=1&status=500&retry_after=5s
 //	POST {prefix}/delay-logins?count=1&delay=200ms
 //	POST {prefix}/fail-refreshes?count=1&status=500
+//	POST {prefix}/fail-domain-lookups?count=1&status=500
+//	POST {prefix}/service-host?service=msgHist&host=127.0.0.1:1234   host empty or absent clears it
 //	POST {prefix}/login-rate?n=10&window=1m                  n=0 disables the limit
 //	POST {prefix}/session-ttl?ttl=2s
 //	POST {prefix}/reset
@@ -58,7 +60,8 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 		want = http.MethodGet
 	}
 	switch name {
-	case "counters", "expire", "fail-logins", "delay-logins", "fail-refreshes", "login-rate", "session-ttl", "reset":
+	case "counters", "expire", "fail-logins", "delay-logins", "fail-refreshes", "fail-domain-lookups",
+		"service-host", "login-rate", "session-ttl", "reset":
 	default:
 		writeError(w, http.StatusNotFound, codeNotFound, "Unknown control endpoint "+name)
 		return
@@ -112,6 +115,29 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 		if err == nil {
 			e.FailNextRefreshes(n, status)
 			out = map[string]any{"count": n, "status": status}
+		}
+	case "fail-domain-lookups":
+		var n, status int
+		if n, err = intParam(q, "count", 1, 0); err == nil {
+			status, err = statusParam(q)
+		}
+		if err == nil {
+			e.FailNextDomainLookups(n, status)
+			out = map[string]any{"count": n, "status": status}
+		}
+	case "service-host":
+		svc, host := q.Get("service"), q.Get("host")
+		switch {
+		case svc == "":
+			err = badParam("service", "required")
+		case strings.ContainsAny(svc, "/ "):
+			err = badParam("service", "want a service name such as msgHist")
+		case strings.ContainsAny(host, "/ "):
+			err = badParam("host", "want a bare host[:port], no scheme or path")
+		}
+		if err == nil {
+			e.SetServiceHost(svc, host)
+			out = map[string]string{"service": svc, "host": host}
 		}
 	case "login-rate":
 		var n int

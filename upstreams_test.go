@@ -1,0 +1,530 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+// Tests of the lpdomain upstream source: unit tests of its cache against
+// the emulator, and integration tests (caddytest, not parallel) of
+// reverse_proxy routing through it.
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/lpauth/caddy-lpauth/ccemu"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// countingListener serves an emulator on another loopback address and
+// counts the calls that carry a bearer (data API calls), so a test can tell
+// which host a request reached. A second listener of the same emulator
+// accepts the first one's bearer.
+type countingListener struct {
+	srv   *httptest.Server
+	calls atomic.Int64
+}
+
+func newCountingListener(t testing.TB, h http.Handler) *countingListener {
+	t.Helper()
+	l := &countingListener{}
+	l.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			l.calls.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(l.srv.Close)
+	return l
+}
+
+func hostport(srv *httptest.Server) string { return strings.TrimPrefix(srv.URL, "http://") }
+
+// provisionDomain provisions d outside Caddy and records its logs.
+func provisionDomain(t testing.TB, d *DomainUpstreams) *observer.ObservedLogs {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := d.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	d.logger = zap.New(core)
+	t.Cleanup(func() { _ = d.Cleanup() })
+	return logs
+}
+
+func getDial(t testing.TB, d *DomainUpstreams) (string, error) {
+	t.Helper()
+	ups, err := d.GetUpstreams(httptest.NewRequest("GET", "/", nil))
+	if err != nil {
+		return "", err
+	}
+	if len(ups) != 1 {
+		t.Fatalf("%d upstreams, want 1", len(ups))
+	}
+	return ups[0].Dial, nil
+}
+
+// slowDomainAPI delays the emulator's Domain API answers, so that requests
+// overlap a lookup in flight.
+func slowDomainAPI(emu http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/service/") {
+			time.Sleep(d)
+		}
+		emu.ServeHTTP(w, r)
+	})
+}
+
+func TestUpstreamCacheSharesRenewsAndSurvivesOutage(t *testing.T) {
+	emu := ccemu.New(ccemu.Config{})
+	srv := httptest.NewServer(slowDomainAPI(emu, 200*time.Millisecond))
+	t.Cleanup(srv.Close)
+	const refresh = 400 * time.Millisecond
+	d := &DomainUpstreams{Service: "msgHist", AccountID: ccemu.DefaultAccountID, CSDS: srv.URL, Refresh: caddy.Duration(refresh)}
+	logs := provisionDomain(t, d)
+	want := hostport(srv)
+
+	// Cold: concurrent requests share one lookup.
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			if dial, err := getDial(t, d); err != nil || dial != want {
+				t.Errorf("cold: %q, %v; want %s", dial, err, want)
+			}
+		})
+	}
+	wg.Wait()
+	if n := emu.Counters().DomainLookups; n != 1 {
+		t.Fatalf("%d Domain API lookups for 32 concurrent cold requests, want 1", n)
+	}
+
+	// Fresh: no I/O.
+	for range 100 {
+		if dial, _ := getDial(t, d); dial != want {
+			t.Fatalf("fresh: %q", dial)
+		}
+	}
+	if n := emu.Counters().DomainLookups; n != 1 {
+		t.Fatalf("%d lookups after 100 fresh requests, want still 1", n)
+	}
+
+	// Stale: served at once while one background lookup renews it.
+	time.Sleep(refresh + 50*time.Millisecond)
+	for range 20 {
+		start := time.Now()
+		if dial, err := getDial(t, d); err != nil || dial != want {
+			t.Fatalf("stale: %q, %v", dial, err)
+		}
+		if took := time.Since(start); took > 100*time.Millisecond {
+			t.Fatalf("a stale answer waited %s for the Domain API", took)
+		}
+	}
+	eventually(t, 2*time.Second, "the background renewal", func() bool { return emu.Counters().DomainLookups == 2 })
+	time.Sleep(300 * time.Millisecond)
+	if n := emu.Counters().DomainLookups; n != 2 {
+		t.Fatalf("%d lookups: 20 stale requests started more than one renewal", n)
+	}
+
+	// Outage: the last good host is still served, a warning is logged, and
+	// the Domain API is asked again only after the retry delay.
+	emu.FailNextDomainLookups(100, 500)
+	time.Sleep(refresh + 50*time.Millisecond)
+	deadline := time.Now().Add(3 * refresh)
+	for time.Now().Before(deadline) {
+		if dial, err := getDial(t, d); err != nil || dial != want {
+			t.Fatalf("during the outage: %q, %v", dial, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	failed := emu.Counters().DomainLookups - 2
+	if failed < 1 || failed > 4 {
+		t.Fatalf("%d failed lookups in %s of requests every 10ms, want 1 to 4 (one per retry delay)", failed, 3*refresh)
+	}
+	warned := logs.FilterMessage("CC Domain API lookup failed; still using the last known host").All()
+	if len(warned) == 0 {
+		t.Fatal("no warning logged for the failed lookup")
+	}
+	if f := warned[0].ContextMap(); f["service"] != "msgHist" || f["host"] != want || !strings.Contains(fmt.Sprint(f["error"]), "HTTP 500") {
+		t.Fatalf("warning fields %v", f)
+	}
+
+	// A service never resolved: the error goes back, and within the retry
+	// delay it is answered at once without asking again.
+	cold := &DomainUpstreams{Service: "leDataReporting", AccountID: ccemu.DefaultAccountID, CSDS: srv.URL, Refresh: caddy.Duration(refresh)}
+	provisionDomain(t, cold)
+	before := emu.Counters().DomainLookups
+	if _, err := getDial(t, cold); err == nil || !strings.Contains(err.Error(), "lpdomain: service leDataReporting of account 12345678: domain lookup: HTTP 500") {
+		t.Fatalf("cold lookup during the outage: %v", err)
+	}
+	start := time.Now()
+	if _, err := getDial(t, cold); err == nil || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("repeat within the retry delay: %v after %s", err, time.Since(start))
+	}
+	if n := emu.Counters().DomainLookups - before; n != 1 {
+		t.Fatalf("%d lookups for two cold requests within the retry delay, want 1", n)
+	}
+	emu.FailNextDomainLookups(0, 0)
+	time.Sleep(refresh)
+	if dial, err := getDial(t, cold); err != nil || dial != want {
+		t.Fatalf("after the outage: %q, %v", dial, err)
+	}
+}
+
+func TestUpstreamNoAccount(t *testing.T) {
+	d := &DomainUpstreams{Service: "msgHist"}
+	provisionDomain(t, d)
+	if _, err := getDial(t, d); err != errNoAccount {
+		t.Fatalf("error %v, want %v", err, errNoAccount)
+	}
+}
+
+func TestUpstreamDialAddress(t *testing.T) {
+	for _, tc := range []struct{ host, scheme, want string }{
+		{"va.msghist.liveperson.net", "https", "va.msghist.liveperson.net:443"},
+		{"va.msghist.liveperson.net:8443", "https", "va.msghist.liveperson.net:8443"},
+		{"127.0.0.1", "http", "127.0.0.1:80"},
+		{"127.0.0.1:9090", "http", "127.0.0.1:9090"},
+		{"localhost:9090", "http", "localhost:9090"},
+		{"[::1]", "http", "[::1]:80"},
+		{"[::1]:9090", "https", "[::1]:9090"},
+	} {
+		if got, err := dialAddress(tc.host, tc.scheme); err != nil || got != tc.want {
+			t.Errorf("dialAddress(%q, %s) = %q, %v; want %s", tc.host, tc.scheme, got, err, tc.want)
+		}
+	}
+	for _, host := range []string{
+		"", "https://va.example", "va.example/path", "evil.com/@va.example", "evil.com#@va.example",
+		"user@va.example", "va.example?x=1", "{env.HOME}", "va .example", "va.example:port",
+	} {
+		if got, err := dialAddress(host, "https"); err == nil {
+			t.Errorf("dialAddress(%q) = %q, want an error", host, got)
+		}
+	}
+	if got, err := dialAddress("va.example", "http"); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("plain http to a non-loopback host: %q, %v", got, err)
+	}
+}
+
+func TestUpstreamProvision(t *testing.T) {
+	t.Setenv("LPAUTH_TEST_ACCOUNT", ccemu.DefaultAccountID)
+	t.Setenv("LPAUTH_TEST_EMPTY", "")
+	d := &DomainUpstreams{Service: "msgHist", AccountID: "{env.LPAUTH_TEST_ACCOUNT}"}
+	provisionDomain(t, d)
+	if d.account != ccemu.DefaultAccountID || d.refresh != DefaultDomainRefresh ||
+		d.lookupTimeout != DefaultDomainLookupTimeout || d.client.csds.String() != DefaultCSDS || d.ownCSDS {
+		t.Fatalf("defaults: account %q refresh %s timeout %s csds %s own %v", d.account, d.refresh, d.lookupTimeout, d.client.csds, d.ownCSDS)
+	}
+	for _, tc := range []struct {
+		d    DomainUpstreams
+		want string
+	}{
+		{DomainUpstreams{}, "lpdomain: service is required"},
+		{DomainUpstreams{Service: "msg Hist"}, "lpdomain: service"},
+		{DomainUpstreams{Service: "msgHist", CSDS: "http://api.liveperson.net"}, "plain http is allowed only for loopback"},
+		{DomainUpstreams{Service: "msgHist", CSDS: "ftp://x"}, "lpdomain: csds:"},
+		{DomainUpstreams{Service: "msgHist", Refresh: -1}, "lpdomain: refresh must be positive"},
+		{DomainUpstreams{Service: "msgHist", LookupTimeout: -1}, "lpdomain: lookup_timeout must be positive"},
+		{DomainUpstreams{Service: "msgHist", AccountID: "{env.LPAUTH_TEST_EMPTY}"}, "lpdomain: account_id:"},
+	} {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		err := tc.d.Provision(ctx)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", tc.d, err, tc.want)
+		}
+	}
+}
+
+func TestUpstreamCaddyfile(t *testing.T) {
+	var d DomainUpstreams
+	err := d.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`lpdomain accountConfigReadOnly {
+		account_id {env.ACCOUNT}
+		csds http://127.0.0.1:9090
+		refresh 30s
+		lookup_timeout 2s
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DomainUpstreams{Service: "accountConfigReadOnly", AccountID: "{env.ACCOUNT}", CSDS: "http://127.0.0.1:9090",
+		Refresh: caddy.Duration(30 * time.Second), LookupTimeout: caddy.Duration(2 * time.Second)}
+	if d.Service != want.Service || d.AccountID != want.AccountID || d.CSDS != want.CSDS || d.Refresh != want.Refresh || d.LookupTimeout != want.LookupTimeout {
+		t.Fatalf("got %+v, want %+v", d, want)
+	}
+	for input, service := range map[string]string{
+		"lpdomain msgHist":                        "msgHist",
+		"lpdomain {\n service leDataReporting\n}": "leDataReporting",
+	} {
+		var d DomainUpstreams
+		if err := d.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil || d.Service != service {
+			t.Errorf("%q: service %q, %v", input, d.Service, err)
+		}
+	}
+	for input, want := range map[string]string{
+		"lpdomain msgHist {\n bogus 1\n}":                 `lpdomain: unrecognized subdirective "bogus"`,
+		"lpdomain msgHist {\n refresh soon\n}":            "lpdomain: refresh:",
+		"lpdomain msgHist {\n refresh 0s\n}":              "lpdomain: refresh: must be positive",
+		"lpdomain msgHist {\n lookup_timeout -1s\n}":      "lpdomain: lookup_timeout: must be positive",
+		"lpdomain msgHist {\n lookup_timeout\n}":          "lpdomain: lookup_timeout needs a value",
+		"lpdomain msgHist {\n csds a b\n}":                "lpdomain: csds takes one value",
+		"lpdomain msgHist {\n refresh 1m\n refresh 2m\n}": "lpdomain: refresh given more than once",
+		"lpdomain msgHist {\n service x\n}":               "lpdomain: service given more than once",
+		"lpdomain msgHist accountConfigReadOnly":          "one service name expected",
+		"lpdomain":                                        "a service name is required",
+	} {
+		var d DomainUpstreams
+		err := d.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", input, err, want)
+		}
+	}
+}
+
+// domainCaddyConfig is caddyConfig's site with lpauth at site level and
+// routes (handle_path blocks) instead of one reverse_proxy.
+func domainCaddyConfig(srv *httptest.Server, routes, global string) string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	skip_install_trust
+	auto_https off
+	default_bind 127.0.0.1
+	%s
+}
+http://127.0.0.1:9080 {
+	lpauth {
+		account_id 12345678
+		username demo-agent
+		password {env.%s}
+		csds %s
+	}
+%s
+	handle {
+		respond 404
+	}
+}
+`, global, testPasswordEnv, srv.URL, routes)
+}
+
+// route proxies prefix to a service found through the Domain API; block
+// goes inside `dynamic lpdomain <service> { }`.
+func route(prefix, service, block string) string {
+	return fmt.Sprintf(`	handle_path %s/* {
+		reverse_proxy {
+			dynamic lpdomain %s {
+				%s
+			}
+			header_up Host {upstream_hostport}
+		}
+	}
+`, prefix, service, block)
+}
+
+func TestUpstreamTwoServicesOneCaddyfile(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	other := newCountingListener(t, emu) // a second host of the same CC
+	emu.SetServiceHost("accountConfigReadOnly", hostport(other.srv))
+	loadCaddy(t, domainCaddyConfig(srv,
+		route("/svc1", "msgHist", "")+route("/svc2", "accountConfigReadOnly", "refresh 10m"), ""))
+	if n := emu.Counters().DomainLookups; n != 0 {
+		t.Fatalf("loading the config asked the Domain API %d times", n)
+	}
+	for i := 1; i <= 5; i++ {
+		r := send(t, "GET", "/svc1"+dataPath("history"), nil)
+		if r.status != 200 {
+			t.Fatalf("/svc1: %d %s", r.status, r.body)
+		}
+		if e := r.echo(t); e.Path != dataPath("history") || !e.AuthorizationSent {
+			t.Fatalf("/svc1 echo %+v", e)
+		}
+		if n := emu.Counters().DataCalls; n != int64(2*i-1) || other.calls.Load() != int64(i-1) {
+			t.Fatalf("/svc1 (msgHist, the default host) reached the other host: data calls %d, other host %d", n, other.calls.Load())
+		}
+		r = send(t, "GET", "/svc2"+dataPath("config"), nil)
+		if r.status != 200 {
+			t.Fatalf("/svc2: %d %s", r.status, r.body)
+		}
+		if e := r.echo(t); e.Path != dataPath("config") || !e.AuthorizationSent {
+			t.Fatalf("/svc2 echo %+v", e)
+		}
+		if other.calls.Load() != int64(i) {
+			t.Fatalf("/svc2 (accountConfigReadOnly) did not reach its host: %d calls there", other.calls.Load())
+		}
+	}
+	// One lookup each for agentVep (login), msgHist and accountConfigReadOnly.
+	if n := emu.Counters(); n.DomainLookups != 3 || n.Logins != 1 {
+		t.Fatalf("10 requests: %+v; want 3 Domain API lookups and 1 login", n)
+	}
+	if r := send(t, "GET", "/elsewhere", nil); r.status != 404 {
+		t.Fatalf("unrouted path: %d", r.status)
+	}
+}
+
+func TestUpstreamDomainAPIDownKeepsLastHost(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	other := newCountingListener(t, emu)
+	emu.SetServiceHost("msgHist", hostport(other.srv))
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	loadCaddy(t, domainCaddyConfig(srv, route("/svc1", "msgHist", "refresh 1s"),
+		fmt.Sprintf("log {\n\t\toutput file %s\n\t}", logFile)))
+	if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 || other.calls.Load() != 1 {
+		t.Fatalf("first request: %d, %d calls at the msgHist host", r.status, other.calls.Load())
+	}
+	lookups := emu.Counters().DomainLookups
+
+	emu.FailNextDomainLookups(100, 500)
+	emu.SetServiceHost("msgHist", "") // were the Domain API asked and answering, msgHist would move
+	time.Sleep(1100 * time.Millisecond)
+	n := 0
+	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); n++ {
+		if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 {
+			t.Fatalf("request %d while the Domain API fails: %d %s", n, r.status, r.body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := other.calls.Load(); got != int64(n+1) {
+		t.Fatalf("%d of %d requests reached the last good host", got-1, n)
+	}
+	failed := emu.Counters().DomainLookups - lookups
+	if failed < 1 || failed > 3 {
+		t.Fatalf("%d Domain API lookups during %d requests over 1.5s, want 1 to 3 (one per retry delay)", failed, n)
+	}
+
+	logs, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logs), "CC Domain API lookup failed; still using the last known host") {
+		t.Fatalf("no warning about the failed lookup in the log:\n%s", logs)
+	}
+	for _, s := range emu.IssuedSecrets() {
+		if strings.Contains(string(logs), s) {
+			t.Errorf("a secret (%d chars) appears in the log", len(s))
+		}
+	}
+}
+
+func TestUpstreamHostChangePickedUpAfterRefresh(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	moved := newCountingListener(t, emu)
+	loadCaddy(t, domainCaddyConfig(srv, route("/svc1", "msgHist", "refresh 1s"), ""))
+	if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 || moved.calls.Load() != 0 {
+		t.Fatalf("first request: %d", r.status)
+	}
+	emu.SetServiceHost("msgHist", hostport(moved.srv))
+	eventually(t, 5*time.Second, "requests to reach the moved host", func() bool {
+		if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 {
+			t.Fatalf("status %d while the host moves", r.status)
+		}
+		return moved.calls.Load() > 0
+	})
+	// Once moved, every request goes to the new host.
+	oldHost := emu.Counters().DataCalls - moved.calls.Load()
+	for range 5 {
+		if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 {
+			t.Fatalf("status %d", r.status)
+		}
+	}
+	if got := emu.Counters().DataCalls - moved.calls.Load(); got != oldHost {
+		t.Fatalf("%d requests still reached the old host after the move", got-oldHost)
+	}
+}
+
+func TestUpstreamExplicitAccountWithoutLpauth(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	other := newCountingListener(t, emu)
+	emu.SetServiceHost("msgHist", hostport(other.srv))
+	t.Setenv("LPAUTH_TEST_ACCOUNT", ccemu.DefaultAccountID)
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	loadCaddy(t, fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	skip_install_trust
+	auto_https off
+	default_bind 127.0.0.1
+	log {
+		output file %s
+	}
+}
+http://127.0.0.1:9080 {
+	handle_path /explicit/* {
+		reverse_proxy {
+			dynamic lpdomain msgHist {
+				account_id {env.LPAUTH_TEST_ACCOUNT}
+				csds %s
+				lookup_timeout 5s
+			}
+		}
+	}
+	handle_path /noaccount/* {
+		reverse_proxy {
+			dynamic lpdomain msgHist
+		}
+	}
+}
+`, logFile, srv.URL))
+	// The app brings its own bearer here: no lpauth runs.
+	sess, err := testClient(t, srv).Login(bg(), userCreds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := emu.Counters().DomainLookups
+	r := send(t, "GET", "/explicit"+dataPath("x"), nil, "Authorization", sess.AuthorizationValue())
+	if r.status != 200 || other.calls.Load() != 1 {
+		t.Fatalf("explicit account_id and csds: %d %s, %d calls at the msgHist host", r.status, r.body, other.calls.Load())
+	}
+	if e := r.echo(t); e.BearerFingerprint != fingerprint(sess.Bearer) {
+		t.Fatalf("the client's bearer did not pass through: %+v", e)
+	}
+	if n := emu.Counters().DomainLookups - before; n != 1 {
+		t.Fatalf("%d Domain API lookups, want 1", n)
+	}
+
+	// Neither account_id nor lpauth: reverse_proxy has no upstream.
+	for range 3 {
+		if r := send(t, "GET", "/noaccount"+dataPath("x"), nil); r.status != http.StatusServiceUnavailable {
+			t.Fatalf("no account: %d %s, want 503", r.status, r.body)
+		}
+	}
+	if r := send(t, "GET", "/explicit"+dataPath("x"), nil, "Authorization", sess.AuthorizationValue()); r.status != 200 {
+		t.Fatalf("after the no-account requests: %d", r.status)
+	}
+	if n := emu.Counters().DomainLookups - before; n != 1 {
+		t.Fatalf("%d Domain API lookups, want still 1", n)
+	}
+	logs, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logs), errNoAccount.Error()) {
+		t.Fatalf("the log lacks %q:\n%s", errNoAccount, logs)
+	}
+}
+
+func TestUpstreamConfigErrorsNameTheField(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	for block, want := range map[string]string{
+		"bogus 1":                        `lpdomain: unrecognized subdirective \"bogus\"`,
+		"refresh soon":                   "lpdomain: refresh:",
+		"csds http://api.liveperson.net": "plain http is allowed only for loopback",
+	} {
+		caddytest.AssertLoadError(t, domainCaddyConfig(srv, route("/svc1", "msgHist", block), ""), "caddyfile", want)
+	}
+}
