@@ -339,11 +339,11 @@ func (h *Handler) resolve() (resolved, error) {
 		return r, errors.New("lpauth: access_token and access_token_secret belong to application login (app_key)")
 	}
 	var err error
-	if r.refreshInterval, err = positiveOr("refresh_interval", time.Duration(h.RefreshInterval), DefaultRefreshInterval); err != nil {
-		return r, err
+	if r.refreshInterval, err = positiveOr("refresh_interval", h.RefreshInterval, DefaultRefreshInterval); err != nil {
+		return r, fmt.Errorf("lpauth: %w", err)
 	}
-	if r.loginTimeout, err = positiveOr("login_timeout", time.Duration(h.LoginTimeout), DefaultLoginTimeout); err != nil {
-		return r, err
+	if r.loginTimeout, err = positiveOr("login_timeout", h.LoginTimeout, DefaultLoginTimeout); err != nil {
+		return r, fmt.Errorf("lpauth: %w", err)
 	}
 	switch {
 	case h.RetryBodyLimit < 0:
@@ -357,14 +357,16 @@ func (h *Handler) resolve() (resolved, error) {
 	return r, nil
 }
 
-func positiveOr(field string, v, def time.Duration) (time.Duration, error) {
+// positiveOr returns v, or def when v is zero; a negative v is an error
+// that names the field.
+func positiveOr(field string, v caddy.Duration, def time.Duration) (time.Duration, error) {
 	switch {
 	case v < 0:
-		return 0, fmt.Errorf("lpauth: %s must be positive, got %s", field, v)
+		return 0, fmt.Errorf("%s must be positive, got %s", field, time.Duration(v))
 	case v == 0:
 		return def, nil
 	}
-	return v, nil
+	return time.Duration(v), nil
 }
 
 // identityKey hashes what makes a session: account, user, credentials and

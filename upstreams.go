@@ -180,24 +180,14 @@ func (d *DomainUpstreams) Provision(ctx caddy.Context) error {
 	if d.client, err = NewClient(ClientConfig{CSDS: csds, UserAgent: "caddy-lpauth"}); err != nil {
 		return fmt.Errorf("lpdomain: %w", err)
 	}
-	if d.refresh, err = positiveDuration("refresh", d.Refresh, DefaultDomainRefresh); err != nil {
-		return err
+	if d.refresh, err = positiveOr("refresh", d.Refresh, DefaultDomainRefresh); err != nil {
+		return fmt.Errorf("lpdomain: %w", err)
 	}
-	if d.lookupTimeout, err = positiveDuration("lookup_timeout", d.LookupTimeout, DefaultDomainLookupTimeout); err != nil {
-		return err
+	if d.lookupTimeout, err = positiveOr("lookup_timeout", d.LookupTimeout, DefaultDomainLookupTimeout); err != nil {
+		return fmt.Errorf("lpdomain: %w", err)
 	}
 	d.retryDelay = min(domainRetryDelay, d.refresh)
 	return nil
-}
-
-func positiveDuration(field string, v caddy.Duration, def time.Duration) (time.Duration, error) {
-	switch {
-	case v < 0:
-		return 0, fmt.Errorf("lpdomain: %s must be positive, got %s", field, time.Duration(v))
-	case v == 0:
-		return def, nil
-	}
-	return time.Duration(v), nil
 }
 
 // Cleanup releases the idle connections of this config's own client.
