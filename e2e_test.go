@@ -186,6 +186,12 @@ func TestE2EQuickStart(t *testing.T) {
 	if st := getJSON(t, "GET", proxy+dataPath("hello"), &echo); st != 200 || !echo.AuthorizationSent {
 		t.Fatalf("quick-start request: %d %+v", st, echo)
 	}
+	// The per-service prefixes find their host through the Domain API.
+	for _, prefix := range []string{"/msghist", "/acctcfg"} {
+		if st := getJSON(t, "GET", proxy+prefix+dataPath("svc"), &echo); st != 200 || echo.Path != dataPath("svc") || !echo.AuthorizationSent {
+			t.Fatalf("%s: %d %+v", prefix, st, echo)
+		}
+	}
 	body, sum := randomBody(t, 200<<10)
 	resp, err := httpClient.Post(proxy+dataPath("messages"), "application/octet-stream", bytes.NewReader(body))
 	if err != nil {
