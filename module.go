@@ -13,6 +13,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -423,6 +425,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	before := w.Header().Clone()
+	orig := snapshotRequest(r)
+	groups, satisfied := routeGroups(r)
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer bufPool.Put(buf)
@@ -448,7 +452,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	} else {
 		h.countUnauthorized("retried")
 	}
+	// The retry runs the same routes on the request as it came: handlers
+	// after this one (handle_path, rewrite, request_header) changed it.
+	orig.restore(r)
 	r.Body = io.NopCloser(bytes.NewReader(body))
+	forgetGroupsSince(groups, satisfied)
 	setAuthorization(r, repl, retry)
 	if repl != nil {
 		repl.Set("http.lpauth.retried", true)
@@ -462,6 +470,53 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) countUnauthorized(outcome string) {
 	metricUpstream401.WithLabelValues(h.identity.AccountID).Inc()
 	metricRetries.WithLabelValues(h.identity.AccountID, outcome).Inc()
+}
+
+// requestState is what later handlers may change on a request.
+type requestState struct {
+	url        url.URL
+	requestURI string
+	method     string
+	host       string
+	header     http.Header
+}
+
+func snapshotRequest(r *http.Request) requestState {
+	return requestState{url: *r.URL, requestURI: r.RequestURI, method: r.Method, host: r.Host, header: r.Header.Clone()}
+}
+
+func (s *requestState) restore(r *http.Request) {
+	u := s.url
+	r.URL, r.RequestURI, r.Method, r.Host, r.Header = &u, s.requestURI, s.method, s.host, s.header
+}
+
+// routeGroupsKey is where Caddy records, per request, the route groups
+// already satisfied: of the routes in one group (the Caddyfile's handle
+// blocks), only the first matching one runs.
+var routeGroupsKey = caddy.CtxKey("route_group")
+
+// routeGroups returns the request's group record and the groups satisfied
+// before this handler ran (nil when none, the usual case: no allocation).
+func routeGroups(r *http.Request) (map[string]struct{}, []string) {
+	groups, _ := r.Context().Value(routeGroupsKey).(map[string]struct{})
+	if len(groups) == 0 {
+		return groups, nil
+	}
+	satisfied := make([]string, 0, len(groups))
+	for g := range groups {
+		satisfied = append(satisfied, g)
+	}
+	return groups, satisfied
+}
+
+// forgetGroupsSince drops the groups the first attempt satisfied, so the
+// retry runs the same handle block again instead of skipping it.
+func forgetGroupsSince(groups map[string]struct{}, satisfied []string) {
+	for g := range groups {
+		if !slices.Contains(satisfied, g) {
+			delete(groups, g)
+		}
+	}
 }
 
 func holdBack401(status int, _ http.Header) bool { return status == http.StatusUnauthorized }

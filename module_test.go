@@ -452,7 +452,7 @@ func TestProxyApplicationLogin(t *testing.T) {
 }
 
 func TestProxySiteLevelCoversNestedHandles(t *testing.T) {
-	_, srv := emulator(t, ccemu.Config{})
+	emu, srv := emulator(t, ccemu.Config{})
 	host := strings.TrimPrefix(srv.URL, "http://")
 	cfg := strings.Replace(caddyConfig(srv, "", ""), "\treverse_proxy "+host+"\n",
 		"\thandle_path /cc/* {\n\t\treverse_proxy "+host+"\n\t}\n\thandle {\n\t\trespond 404\n\t}\n", 1)
@@ -462,6 +462,16 @@ func TestProxySiteLevelCoversNestedHandles(t *testing.T) {
 	loadCaddy(t, cfg)
 	if r := send(t, "GET", "/cc"+dataPath("x"), nil); r.status != 200 || r.echo(t).Path != dataPath("x") {
 		t.Fatalf("status %d through handle_path: %s", r.status, r.body)
+	}
+	// The retry after a 401 runs the same handle block again (Caddy skips
+	// a handle group already satisfied by the first attempt otherwise).
+	emu.ExpireSessions()
+	body, sum := randomBody(t, 5000)
+	if r := send(t, "POST", "/cc"+dataPath("y"), body); r.status != 200 || r.echo(t).BodySHA256 != sum {
+		t.Fatalf("retried request through handle_path: %d %q", r.status, r.body)
+	}
+	if n := emu.Counters().Logins; n != 2 {
+		t.Fatalf("%d logins", n)
 	}
 }
 
