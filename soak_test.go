@@ -1,0 +1,266 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+// Soak under faults: steady traffic through the ./xcaddy.sh binary while
+// the emulator, one fault at a time, expires sessions, fails logins with 500
+// and 429, delays logins and fails refreshes. 60 s by default (as in CI);
+// LPAUTH_SOAK=10m for the long run (bench/soak.sh).
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lpauth/caddy-lpauth/ccemu"
+)
+
+type soakWindow struct{ from, to time.Time }
+
+type soakRecord struct {
+	start, end time.Time
+	status     int
+}
+
+func TestE2ESoak(t *testing.T) {
+	duration := 60 * time.Second
+	if v := os.Getenv("LPAUTH_SOAK"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("LPAUTH_SOAK: %v", err)
+		}
+		duration = d
+	}
+	emu, srv := emulator(t, ccemu.Config{})
+	admin, proxyPort := freePort(t), freePort(t)
+	cfgPath := filepath.Join(t.TempDir(), "soak.Caddyfile")
+	cfg := fmt.Sprintf(`{
+	admin localhost:%d
+	persist_config off
+	auto_https off
+	default_bind 127.0.0.1
+}
+http://127.0.0.1:%d {
+	lpauth {
+		account_id 12345678
+		username demo-agent
+		password {env.LP_PASSWORD}
+		csds %s
+		refresh_interval 2s
+		login_timeout 3s
+	}
+	reverse_proxy %s
+}
+`, admin, proxyPort, srv.URL, srv.Listener.Addr())
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startCaddy(t, caddyEnv(t, "LP_PASSWORD="+ccemu.DefaultPassword), fmt.Sprintf("127.0.0.1:%d", proxyPort), "run", "--config", cfgPath)
+	proxy := fmt.Sprintf("http://127.0.0.1:%d", proxyPort)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+
+	// Warm up at the soak's concurrency, so the connections the soak keeps
+	// open are already counted at the start.
+	var warm sync.WaitGroup
+	for range 8 {
+		warm.Go(func() {
+			for range 20 {
+				resp, err := client.Get(proxy + dataPath("warm"))
+				if err != nil || resp.StatusCode != 200 {
+					t.Errorf("warm-up: %v", err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	warm.Wait()
+	time.Sleep(500 * time.Millisecond)
+	startGoroutines, startRSS := soakGoroutines(t, admin), soakRSS(t, p.cmd.Process.Pid)
+
+	var (
+		mu       sync.Mutex
+		records  []soakRecord
+		windows  []soakWindow // CC login was failing
+		altered  atomic.Int64
+		stop     = make(chan struct{})
+		traffic  sync.WaitGroup
+		faultLog []string
+	)
+	for w := range 8 {
+		traffic.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 42))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body, sum := randomBody(t, rng.IntN(64<<10))
+				start := time.Now()
+				resp, err := client.Post(proxy+dataPath(fmt.Sprintf("soak/%d/%d", w, i)), "application/octet-stream", bytes.NewReader(body))
+				status := 0
+				if err == nil {
+					data, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					status = resp.StatusCode
+					if status == 200 {
+						if e := (result{status: 200, body: data}).echo(t); e.BodySHA256 != sum || e.BodyLength != int64(len(body)) {
+							altered.Add(1)
+						}
+					}
+				}
+				mu.Lock()
+				records = append(records, soakRecord{start, time.Now(), status})
+				mu.Unlock()
+				if status == 503 {
+					time.Sleep(200 * time.Millisecond) // a polite client backs off
+				}
+			}
+		})
+	}
+
+	// One fault at a time, each waited out before the next, so that every
+	// failure can be matched to the fault that caused it.
+	rng := rand.New(rand.NewPCG(7, 7))
+	deadline := time.Now().Add(duration)
+	waitFor := func(what string, limit time.Duration, cond func() bool) bool {
+		end := time.Now().Add(limit)
+		for time.Now().Before(end) {
+			if cond() {
+				return true
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("soak: %s did not happen within %s", what, limit)
+		return false
+	}
+	for time.Now().Before(deadline) {
+		logins := emu.Counters().Logins
+		relogged := func() bool { return emu.Counters().Logins > logins }
+		switch fault := rng.IntN(5); fault {
+		case 0:
+			faultLog = append(faultLog, "expire")
+			emu.ExpireSessions()
+			waitFor("re-login after expiry", 10*time.Second, relogged)
+		case 1, 2:
+			status, n := 500, 1+rng.IntN(2)
+			if fault == 2 {
+				status, n = 429, 1
+			}
+			faultLog = append(faultLog, fmt.Sprintf("%d logins fail with %d", n, status))
+			from := time.Now()
+			emu.FailNextLogins(n, status, 0)
+			emu.ExpireSessions()
+			waitFor("recovery after failed logins", 40*time.Second, relogged)
+			mu.Lock()
+			windows = append(windows, soakWindow{from, time.Now().Add(200 * time.Millisecond)})
+			mu.Unlock()
+		case 3:
+			d := time.Duration(300+rng.IntN(1200)) * time.Millisecond
+			faultLog = append(faultLog, "login delayed "+d.String())
+			emu.DelayNextLogins(1, d)
+			emu.ExpireSessions()
+			waitFor("re-login after a slow login", 10*time.Second, relogged)
+		case 4:
+			faultLog = append(faultLog, "a refresh fails with 500")
+			refreshes := emu.Counters().Refreshes
+			emu.FailNextRefreshes(1, 500)
+			waitFor("the failing refresh", 10*time.Second, func() bool { return emu.Counters().Refreshes > refreshes })
+		}
+		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
+	}
+	close(stop)
+	traffic.Wait()
+	client.CloseIdleConnections()
+	time.Sleep(2 * time.Second)
+	endGoroutines, endRSS := soakGoroutines(t, admin), soakRSS(t, p.cmd.Process.Pid)
+
+	var ok, failed, unexplained int
+	for _, r := range records {
+		if r.status == 200 {
+			ok++
+			continue
+		}
+		failed++
+		explained := false
+		if r.status == 503 {
+			for _, w := range windows {
+				if r.end.After(w.from) && r.start.Before(w.to) {
+					explained = true
+				}
+			}
+		}
+		if !explained {
+			unexplained++
+			if unexplained <= 5 {
+				t.Errorf("soak: status %d at %s is not a 503 during a window when CC login was failing", r.status, r.start.Format(time.RFC3339Nano))
+			}
+		}
+	}
+	n := emu.Counters()
+	t.Logf("soak %s, faults: %s", duration, strings.Join(faultLog, "; "))
+	t.Logf("| duration | requests | succeeded | failed (503 while CC login failed) | unexplained failures | altered bodies | logins | login attempts | goroutines start → end | RSS start → end |")
+	t.Logf("|---|---|---|---|---|---|---|---|---|---|")
+	t.Logf("| %s | %d | %d | %d | %d | %d | %d | %d | %d → %d | %d MiB → %d MiB |", duration, len(records), ok, failed, unexplained,
+		altered.Load(), n.Logins, n.LoginAttempts, startGoroutines, endGoroutines, startRSS>>20, endRSS>>20)
+	if altered.Load() != 0 {
+		t.Errorf("soak: %d response bodies did not match what was sent", altered.Load())
+	}
+	if len(records) < 100 || ok < len(records)/4 {
+		t.Errorf("soak: only %d of %d requests succeeded", ok, len(records))
+	}
+	if endGoroutines > startGoroutines+10 {
+		t.Errorf("soak: goroutines grew from %d to %d", startGoroutines, endGoroutines)
+	}
+	if endRSS > 2*startRSS+64<<20 {
+		t.Errorf("soak: RSS grew from %d MiB to %d MiB", startRSS>>20, endRSS>>20)
+	}
+}
+
+// soakGoroutines reads the caddy process's goroutine count from its admin
+// endpoint's pprof.
+func soakGoroutines(t *testing.T, admin int) int {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://localhost:%d/debug/pprof/goroutine?debug=1", admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "goroutine profile: total")))
+	if err != nil {
+		t.Fatalf("goroutine profile header %q", line)
+	}
+	return n
+}
+
+// soakRSS reads a process's resident set size.
+func soakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
