@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // DefaultCSDS is the Domain API base of LivePerson Conversational Cloud.
@@ -34,6 +36,13 @@ const domainCacheTTL = time.Hour
 
 // maxErrorBody bounds how much of an error response is read and kept.
 const maxErrorBody = 16 << 10
+
+// maxRetryAfter caps a Retry-After from CC, whether in seconds or a date.
+const maxRetryAfter = 24 * time.Hour
+
+// maxSessionTTL caps the sessionTTl CC announces (in ms, a huge value would
+// overflow a time.Duration).
+const maxSessionTTL = 30 * 24 * time.Hour
 
 // Credentials identify the CC user the proxy acts as. Exactly one of
 // Password or AppKey+Secret is set.
@@ -135,25 +144,57 @@ func parseAPIError(op string, resp *http.Response, body []byte) *APIError {
 		Error json.RawMessage `json:"error"`
 	}
 	if json.Unmarshal(body, &env) == nil && len(env.Error) > 0 {
+		// Each field is read on its own, so that one of an unexpected
+		// type (a numeric responseStatus) does not lose the others.
 		var text string
 		var obj struct {
-			Message        string          `json:"message"`
+			Message        json.RawMessage `json:"message"`
 			InternalCode   json.RawMessage `json:"internalCode"`
-			ResponseStatus string          `json:"responseStatus"`
+			ResponseStatus json.RawMessage `json:"responseStatus"`
 		}
 		switch {
 		case json.Unmarshal(env.Error, &text) == nil:
 			e.Message = text
 		case json.Unmarshal(env.Error, &obj) == nil:
-			e.Message = obj.Message
-			e.ResponseStatus = obj.ResponseStatus
+			e.Message = looseString(obj.Message)
+			e.ResponseStatus = looseString(obj.ResponseStatus)
 			e.InternalCode = parseLooseInt(obj.InternalCode)
 		}
 	} else if len(body) > 0 && !bytes.ContainsAny(body, "{}<") {
 		e.Message = string(body)
 	}
-	e.Message = truncate(strings.TrimSpace(e.Message), 200)
+	// CC's text ends up in log lines: no control characters, bounded.
+	e.Message = cleanText(e.Message, 200)
+	e.ResponseStatus = cleanText(e.ResponseStatus, 64)
 	return e
+}
+
+// looseString reads a JSON string, or keeps a number or literal as text;
+// "" for anything else.
+func looseString(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) == nil {
+		return n.String()
+	}
+	return ""
+}
+
+// cleanText makes text from outside safe for a log line: invalid UTF-8
+// becomes U+FFFD; control characters (CR, LF, ESC, ...), format characters
+// (bidi overrides, zero-width) and line separators become spaces; the
+// result is trimmed and cut to at most n runes.
+func cleanText(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
+	return truncate(strings.TrimSpace(s), n)
 }
 
 // parseLooseInt accepts 10 or "10": the envelope's producers disagree.
@@ -180,22 +221,31 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		if secs <= 0 {
 			return 0
 		}
-		if secs > 24*3600 {
-			secs = 24 * 3600
+		if secs > int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
 		}
 		return time.Duration(secs) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }
 
+// truncate cuts s to at most n runes (never inside one), marking the cut
+// with an ellipsis.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	runes := 0
+	for i := range s {
+		if runes == n {
+			return s[:i] + "…"
+		}
+		runes++
+	}
+	return s
 }
 
 // ClientConfig sets up a Client.
@@ -290,8 +340,11 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// parseBaseURL accepts "https://host[:port]" or a bare "host[:port]" (which
-// takes defaultScheme). Plain http is allowed only for loopback hosts.
+// parseBaseURL accepts "https://host[:port][/path]" or a bare "host[:port]"
+// (which takes defaultScheme). Plain http is allowed only for loopback
+// hosts. The host must be a DNS name, an IPv4 address or a bracketed IPv6
+// address: nothing (user info, a fragment, a path, a backslash, spaces)
+// that could send the request to another host than the one written.
 func parseBaseURL(raw, defaultScheme string) (*url.URL, error) {
 	raw = strings.TrimSpace(raw)
 	if raw == "" {
@@ -300,6 +353,9 @@ func parseBaseURL(raw, defaultScheme string) (*url.URL, error) {
 	if !strings.Contains(raw, "://") {
 		if defaultScheme == "" {
 			return nil, fmt.Errorf("%q: missing scheme (https://...)", raw)
+		}
+		if err := checkHostPort(raw); err != nil {
+			return nil, fmt.Errorf("%q: %w", raw, err)
 		}
 		raw = defaultScheme + "://" + raw
 	}
@@ -313,14 +369,48 @@ func parseBaseURL(raw, defaultScheme string) (*url.URL, error) {
 	if u.Host == "" || u.Hostname() == "" {
 		return nil, fmt.Errorf("%q: missing host", raw)
 	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
 		return nil, fmt.Errorf("%q: only scheme, host, port and path are allowed", raw)
+	}
+	if err := checkHostPort(u.Host); err != nil {
+		return nil, fmt.Errorf("%q: %w", raw, err)
 	}
 	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
 		return nil, fmt.Errorf("%q: plain http is allowed only for loopback hosts; use https", raw)
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	return u, nil
+}
+
+// checkHostPort accepts host[:port]: host a DNS name (ASCII letters,
+// digits, '-', '_', '.'), an IPv4 address or a bracketed IPv6 address
+// without zone; port 1-65535.
+func checkHostPort(hp string) error {
+	host := hp
+	if i := strings.LastIndexByte(hp, ':'); i >= 0 && !strings.HasSuffix(hp, "]") {
+		host = hp[:i]
+		port, err := strconv.Atoi(hp[i+1:])
+		if err != nil || port < 1 || port > 65535 || hp[i+1] == '+' || hp[i+1] == '-' {
+			return fmt.Errorf("bad port %q", hp[i+1:])
+		}
+	}
+	if inner, ok := strings.CutPrefix(host, "["); ok {
+		ip, ok := strings.CutSuffix(inner, "]")
+		if !ok || !strings.Contains(ip, ":") || net.ParseIP(ip) == nil {
+			return fmt.Errorf("bad IPv6 address %q", host)
+		}
+		return nil
+	}
+	if host == "" || len(host) > 253 {
+		return errors.New("missing or overlong host")
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("host %q: only letters, digits, '-', '_' and '.' are allowed", host)
+		}
+	}
+	return nil
 }
 
 func isLoopback(host string) bool {
@@ -351,7 +441,7 @@ func (c *Client) LoginBaseURL(ctx context.Context, account string) (string, erro
 		}
 		return "", err
 	}
-	u, err := parseBaseURL(host, c.csds.Scheme)
+	u, err := serviceBaseURL(host, c.csds.Scheme)
 	if err != nil {
 		return "", fmt.Errorf("domain lookup: agentVep host: %w", err)
 	}
@@ -360,6 +450,16 @@ func (c *Client) LoginBaseURL(ctx context.Context, account string) (string, erro
 	c.domainCache[account] = cachedHost{baseURL: base, fetched: time.Now()}
 	c.mu.Unlock()
 	return base, nil
+}
+
+// serviceBaseURL turns a host the Domain API named into a base URL with the
+// scheme of csds. Only a bare host[:port] is accepted: a scheme or a path
+// of its own would let the answer pick where (and how) credentials go.
+func serviceBaseURL(host, scheme string) (*url.URL, error) {
+	if strings.Contains(host, "/") {
+		return nil, fmt.Errorf("%q: want a bare host[:port]", host)
+	}
+	return parseBaseURL(host, scheme)
 }
 
 // ForgetDomain drops the cached agentVep host, so that the next login asks
@@ -485,12 +585,42 @@ func parseLoginReply(body []byte, cookies []*http.Cookie) (*Session, error) {
 		return nil, errors.New("reply has no csrf")
 	case sess.SessionID == "":
 		return nil, errors.New("reply set no Session_id cookie")
+	// These go into the Authorization header of every request, the
+	// Session_id cookie and the refresh body: a broken or hostile answer
+	// must fail the login, not inject a header or break every request.
+	// (The errors never show the values: they are secrets.)
+	case !isToken(sess.Bearer):
+		return nil, errors.New("reply's bearer has characters not allowed in an HTTP header")
+	case !isToken(sess.CSRF):
+		return nil, errors.New("reply's csrf has characters not allowed in an HTTP header")
+	case !isCookieValue(sess.SessionID):
+		return nil, errors.New("reply's Session_id cookie has characters not allowed in a cookie")
 	}
 	if ms := parseLooseInt(reply.SessionTTL); ms > 0 {
-		sess.TTL = time.Duration(ms) * time.Millisecond
+		sess.TTL = maxSessionTTL
+		if int64(ms) < int64(maxSessionTTL/time.Millisecond) {
+			sess.TTL = time.Duration(ms) * time.Millisecond
+		}
 	}
 	sess.authValue = "Bearer " + sess.Bearer
 	return sess, nil
+}
+
+// isToken reports whether s is visible ASCII only (no space, no control, no
+// non-ASCII byte), as a token in a header must be.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// isCookieValue reports whether s is RFC 6265 cookie-octets only, so that it
+// is sent back exactly as received (Go quotes or drops anything else).
+func isCookieValue(s string) bool {
+	return isToken(s) && !strings.ContainsAny(s, `",;\`)
 }
 
 func orDummy(s string) string {
