@@ -145,7 +145,7 @@ func parseSize(s string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if n == 0 || n > 1<<40 {
+	if n == 0 || n > maxRetryBodyLimit {
 		return 0, fmt.Errorf("must be between 1B and 1TiB, got %q", s)
 	}
 	return int64(n), nil

@@ -376,6 +376,8 @@ func FuzzJSONConfig(f *testing.F) {
 	f.Add([]byte(`{"account_id":"1234","username":"bot","password":"{env.LPAUTH_FUZZ_UNSET}"}`))
 	f.Add([]byte(`{"account_id":"1234","username":"bot","password":"pw","app_key":"k"}`))
 	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"account_id":"1234","username":"bot","password":"{hunter2-correct-horse}"}`))
+	f.Add([]byte(`{"account_id":"1234","username":"bot","password":"pw","retry_body_limit":9223372036854775807}`))
 	fields := handlerFields()
 
 	f.Fuzz(func(t *testing.T, raw []byte) {
@@ -396,6 +398,12 @@ func FuzzJSONConfig(f *testing.F) {
 			if !strings.HasPrefix(msg, "lpauth: ") {
 				t.Fatalf("error %q does not start with \"lpauth: \"", msg)
 			}
+			for _, secret := range []string{h.Password, h.Secret, h.AccessToken, h.AccessTokenSecret, h.EncryptionKey} {
+				loneEnv := strings.HasPrefix(secret, "{env.") && strings.HasSuffix(secret, "}") && strings.Count(secret, "{") == 1
+				if len(secret) >= 4 && !loneEnv && strings.Contains(msg, secret) {
+					t.Fatalf("error %q shows a secret value", msg)
+				}
+			}
 			for _, name := range fields {
 				if strings.Contains(msg, name) {
 					return
@@ -403,7 +411,7 @@ func FuzzJSONConfig(f *testing.F) {
 			}
 			t.Fatalf("error %q names no field", msg)
 		}
-		if r.refreshInterval <= 0 || r.loginTimeout <= 0 || r.retryBodyLimit <= 0 {
+		if r.refreshInterval <= 0 || r.loginTimeout <= 0 || r.retryBodyLimit <= 0 || r.retryBodyLimit > maxRetryBodyLimit {
 			t.Fatalf("resolved tuning not positive: refresh %v, login timeout %v, retry body limit %d",
 				r.refreshInterval, r.loginTimeout, r.retryBodyLimit)
 		}

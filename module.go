@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -271,6 +272,13 @@ func (h *Handler) Cleanup() error {
 	return err
 }
 
+// secretFields are the fields whose values must never be shown.
+var secretFields = map[string]bool{"password": true, "secret": true, "access_token": true, "access_token_secret": true, "encryption_key": true}
+
+// maxRetryBodyLimit bounds retry_body_limit: buffering more per request than
+// this is never what anyone wants, and the arithmetic stays far from overflow.
+const maxRetryBodyLimit = 1 << 40
+
 // resolved is the configuration after placeholders and defaults.
 type resolved struct {
 	creds           Credentials
@@ -293,6 +301,16 @@ func (h *Handler) resolve() (resolved, error) {
 		}
 		out, err := repl.ReplaceOrErr(v, true, true)
 		if err != nil {
+			if secretFields[field] {
+				// The replacer's message quotes the value: an inline
+				// secret with braces in it would be echoed. A lone
+				// {env.NAME} names only the variable, which is safe.
+				if name, ok := strings.CutPrefix(v, "{env."); ok && strings.Count(v, "{") == 1 && strings.HasSuffix(name, "}") {
+					err = fmt.Errorf("%s is unset or empty", v)
+				} else {
+					err = errors.New("a placeholder in it is unknown or empty (give secrets as {env.NAME}; escape literal braces as \\{ \\})")
+				}
+			}
 			firstErr = fmt.Errorf("lpauth: %s: %w", field, err)
 		}
 		return out
@@ -348,8 +366,8 @@ func (h *Handler) resolve() (resolved, error) {
 		return r, fmt.Errorf("lpauth: %w", err)
 	}
 	switch {
-	case h.RetryBodyLimit < 0:
-		return r, fmt.Errorf("lpauth: retry_body_limit must not be negative, got %d", h.RetryBodyLimit)
+	case h.RetryBodyLimit < 0 || h.RetryBodyLimit > maxRetryBodyLimit:
+		return r, fmt.Errorf("lpauth: retry_body_limit must be between 1 and %d bytes (1TiB), got %d", int64(maxRetryBodyLimit), h.RetryBodyLimit)
 	case h.RetryBodyLimit == 0:
 		r.retryBodyLimit = DefaultRetryBodyLimit
 	default:
@@ -563,7 +581,8 @@ func (h *Handler) bufferBody(r *http.Request) ([]byte, bool, error) {
 	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+		// Trust the client's length only so far: the body may never come.
+		buf.Grow(int(min(r.ContentLength, 1<<20)) + bytes.MinRead)
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
 	if err != nil {

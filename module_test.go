@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -392,6 +393,23 @@ func TestProxyBodyAboveLimitStreams(t *testing.T) {
 	}
 }
 
+// A client's Content-Length is not an allocation order: a huge declared
+// length below a huge retry_body_limit must not make Caddy reserve it.
+func TestProxyHugeDeclaredLengthIsNotPreallocated(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "retry_body_limit 1TiB", ""))
+	conn, err := net.Dial("tcp", "127.0.0.1:9080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: 127.0.0.1:9080\r\nContent-Length: 536870912000\r\n\r\nonly this", dataPath("x"))
+	time.Sleep(300 * time.Millisecond)
+	conn.Close()
+	if r := send(t, "GET", dataPath("y"), nil); r.status != 200 {
+		t.Fatalf("after a request that declared 500 GiB: %d", r.status)
+	}
+}
+
 func TestProxyReloadKeepsSessionAndStopLogsOut(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	loadCaddy(t, caddyConfig(srv, "refresh_interval 1h", ""))
@@ -618,6 +636,6 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		caddytest.AssertLoadError(t, cfg, "caddyfile", tc.want)
 	}
 	caddytest.AssertLoadError(t, strings.Replace(base, "{env."+testPasswordEnv+"}", "{env.LPAUTH_TEST_EMPTY}", 1),
-		"caddyfile", "password: evaluated placeholder {env.LPAUTH_TEST_EMPTY} is empty")
+		"caddyfile", "password: {env.LPAUTH_TEST_EMPTY} is unset or empty")
 	caddytest.AssertLoadError(t, strings.Replace(base, "account_id 12345678\n", "", 1), "caddyfile", "account_id is required")
 }
