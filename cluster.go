@@ -213,8 +213,8 @@ func (e *storeError) Unwrap() error { return e.err }
 // restoreSession rebuilds a session read from the shared storage.
 func restoreSession(p plainState) (*Session, error) {
 	u, err := url.Parse(p.BaseURL)
-	if err != nil || u.Host == "" {
-		return nil, errInvalidStored
+	if err != nil || u.Host == "" || !isToken(p.Bearer) || !isToken(p.CSRF) || !isCookieValue(p.SessionID) {
+		return nil, errInvalidStored // the same checks as a login reply's
 	}
 	s := &Session{
 		Bearer: p.Bearer, CSRF: p.CSRF, SessionID: p.SessionID, BaseURL: p.BaseURL,
