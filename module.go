@@ -417,9 +417,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("http.lpauth.account_id", h.identity.AccountID)
 		repl.Set("http.lpauth.retried", false)
 	}
-	sess, err := h.keeper.Session(r.Context())
-	if err != nil {
-		return h.unavailable(w, err)
+	sess := h.keeper.Current() // the fast path: one atomic load
+	if sess == nil {
+		var err error
+		if sess, err = h.keeper.Session(r.Context()); err != nil {
+			return h.unavailable(w, err)
+		}
 	}
 	body, replayable, err := h.bufferBody(r)
 	if err != nil {
@@ -428,7 +431,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if cur := h.keeper.Current(); cur != nil {
 		sess = cur // reading the body may have taken a while
 	}
-	setAuthorization(r, repl, sess)
+	setAuthorization(r, sess)
+	setSessionPlaceholders(repl, sess)
 
 	if !replayable {
 		rec := caddyhttp.NewResponseRecorder(w, nil, nil)
@@ -475,7 +479,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	orig.restore(r)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	forgetGroupsSince(groups, satisfied)
-	setAuthorization(r, repl, retry)
+	setAuthorization(r, retry)
+	setSessionPlaceholders(repl, retry)
 	if repl != nil {
 		repl.Set("http.lpauth.retried", true)
 	}
@@ -539,11 +544,16 @@ func forgetGroupsSince(groups map[string]struct{}, satisfied []string) {
 
 func holdBack401(status int, _ http.Header) bool { return status == http.StatusUnauthorized }
 
-// setAuthorization replaces whatever Authorization the client sent (a fresh
-// slice per request: later handlers may edit header values in place) and
-// sets the placeholders that describe the session.
-func setAuthorization(r *http.Request, repl *caddy.Replacer, s *Session) {
-	r.Header["Authorization"] = []string{s.AuthorizationValue()}
+// setAuthorization replaces whatever Authorization the client sent. The
+// slice is fresh per request, at the cost of one small allocation: Caddy's
+// header replace operations (request_header, header) edit values in place,
+// so a slice shared between requests would be a data race.
+func setAuthorization(r *http.Request, s *Session) {
+	r.Header["Authorization"] = []string{s.authValue}
+}
+
+// setSessionPlaceholders sets the placeholders that describe the session.
+func setSessionPlaceholders(repl *caddy.Replacer, s *Session) {
 	if repl != nil {
 		repl.Set("http.lpauth.domain", s.Host())
 		repl.Set("http.lpauth.session_age", (*sessionAge)(s))
