@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"golang.org/x/oauth2"
 )
@@ -94,4 +96,32 @@ func BenchmarkHotPathOAuth2ReuseParallel(b *testing.B) {
 			tok.SetAuthHeader(req)
 		}
 	})
+}
+
+// The whole handler on the fast path, against a next handler that only
+// answers, to count what lpauth adds per request:
+//
+//	go test -run '^$' -bench ServeHTTP -benchmem .
+func BenchmarkServeHTTP(b *testing.B) {
+	k := hotPathKeeper(b)
+	h := &Handler{keeper: k, identity: &RequestIdentity{AccountID: ccemu.DefaultAccountID, keeper: k}, RetryBodyLimit: DefaultRetryBodyLimit}
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusOK)
+		return nil
+	})
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		w := httptest.NewRecorder()
+		w.Header().Set("Server", "Caddy")
+		req := httptest.NewRequest(http.MethodGet, "/api/account/1/x", nil)
+		req.Header.Set("User-Agent", "legacy-app/1.0")
+		req.Header.Set("Accept", "application/json")
+		req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), w, nil)
+		b.StartTimer()
+		if err := h.ServeHTTP(w, req, next); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

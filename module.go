@@ -414,7 +414,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	caddyhttp.SetVar(r.Context(), IdentityVar, h.identity)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
-		repl.Set("http.lpauth.account_id", h.identity.AccountID)
+		repl.Set("http.lpauth.account_id", h.identity) // a Stringer: no boxing per request
 		repl.Set("http.lpauth.retried", false)
 	}
 	sess := h.keeper.Current() // the fast path: one atomic load
@@ -446,8 +446,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return err
 	}
 
-	before := w.Header().Clone()
-	orig := snapshotRequest(r)
+	// What the first attempt may change, kept for a retry: the response
+	// header map (a held-back 401 fills it) and the request.
+	var before headerSnapshot
+	before.take(w.Header())
+	var orig requestState
+	orig.take(r)
 	groups, satisfied := routeGroups(r)
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -464,7 +468,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return rec.WriteResponse() // the 401 is the endpoint's own
 	}
 	// Nothing of the held-back 401 may leak into what replaces it.
-	restoreHeader(w.Header(), before)
+	before.restore(w.Header())
 	if err != nil {
 		h.countUnauthorized("unavailable")
 		return h.unavailable(w, err)
@@ -501,22 +505,62 @@ type requestState struct {
 	requestURI string
 	method     string
 	host       string
-	header     http.Header
+	headerMap  http.Header
+	header     headerSnapshot
 }
 
-func snapshotRequest(r *http.Request) requestState {
-	return requestState{url: *r.URL, requestURI: r.RequestURI, method: r.Method, host: r.Host, header: r.Header.Clone()}
+func (s *requestState) take(r *http.Request) {
+	s.url, s.requestURI, s.method, s.host, s.headerMap = *r.URL, r.RequestURI, r.Method, r.Host, r.Header
+	s.header.take(r.Header)
 }
 
 func (s *requestState) restore(r *http.Request) {
 	u := s.url
-	r.URL, r.RequestURI, r.Method, r.Host, r.Header = &u, s.requestURI, s.method, s.host, s.header
+	r.URL, r.RequestURI, r.Method, r.Host, r.Header = &u, s.requestURI, s.method, s.host, s.headerMap
+	s.header.restore(r.Header)
+}
+
+// headerSnapshot remembers a header map's entries: the value slices
+// themselves, not copies, in arrays that stay on the stack for the usual
+// small maps. Handlers add values by appending, which leaves the remembered
+// slices as they were; a value edited in place (a header replace operation)
+// is the one change a restore does not undo.
+type headerSnapshot struct {
+	n     int
+	keys  [16]string
+	vals  [16][]string
+	spill http.Header // for larger maps
+}
+
+func (s *headerSnapshot) take(h http.Header) {
+	if len(h) > len(s.keys) {
+		s.spill = make(http.Header, len(h))
+		for k, v := range h {
+			s.spill[k] = v
+		}
+		return
+	}
+	for k, v := range h {
+		s.keys[s.n], s.vals[s.n] = k, v
+		s.n++
+	}
+}
+
+func (s *headerSnapshot) restore(h http.Header) {
+	clear(h)
+	for k, v := range s.spill {
+		h[k] = v
+	}
+	for i := range s.n {
+		h[s.keys[i]] = s.vals[i]
+	}
 }
 
 // routeGroupsKey is where Caddy records, per request, the route groups
 // already satisfied: of the routes in one group (the Caddyfile's handle
 // blocks), only the first matching one runs.
-var routeGroupsKey = caddy.CtxKey("route_group")
+// (Boxed once: a string-typed key passed to Context.Value allocates.)
+var routeGroupsKey any = caddy.CtxKey("route_group")
 
 // routeGroups returns the request's group record and the groups satisfied
 // before this handler ran (nil when none, the usual case: no allocation).
@@ -555,26 +599,22 @@ func setAuthorization(r *http.Request, s *Session) {
 // setSessionPlaceholders sets the placeholders that describe the session.
 func setSessionPlaceholders(repl *caddy.Replacer, s *Session) {
 	if repl != nil {
-		repl.Set("http.lpauth.domain", s.Host())
+		repl.Set("http.lpauth.domain", (*sessionHost)(s))
 		repl.Set("http.lpauth.session_age", (*sessionAge)(s))
 	}
 }
 
-// sessionAge renders a session's age in whole seconds when a placeholder is
-// used, so requests that never read it pay nothing for it.
+// sessionHost and sessionAge render the placeholders when they are used:
+// pointers box into an interface without allocating, strings do not.
+type sessionHost Session
+
+func (h *sessionHost) String() string { return h.host }
+
+// sessionAge is the session's age in whole seconds.
 type sessionAge Session
 
 func (a *sessionAge) String() string {
 	return strconv.FormatInt(int64(time.Since(a.Obtained)/time.Second), 10)
-}
-
-func restoreHeader(h, saved http.Header) {
-	for k := range h {
-		delete(h, k)
-	}
-	for k, v := range saved {
-		h[k] = v
-	}
 }
 
 // bufferBody reads a body of up to the limit so it can be replayed. A
