@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -406,9 +405,6 @@ func hashOf(parts ...string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// bufPool holds buffers for held-back 401 responses.
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
 // ServeHTTP adds the bearer and handles an upstream 401.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	caddyhttp.SetVar(r.Context(), IdentityVar, h.identity)
@@ -435,9 +431,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	setSessionPlaceholders(repl, sess)
 
 	if !replayable {
-		rec := caddyhttp.NewResponseRecorder(w, nil, nil)
+		rec := newHoldBackWriter(w, false)
+		defer rec.release()
 		err := next.ServeHTTP(rec, r)
-		if rec.Status() == http.StatusUnauthorized {
+		if rec.status == http.StatusUnauthorized {
 			// Too late to retry this one, but the next requests should
 			// find a live session.
 			h.countUnauthorized("not_replayable")
@@ -453,19 +450,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var orig requestState
 	orig.take(r)
 	groups, satisfied := routeGroups(r)
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer bufPool.Put(buf)
-	rec := caddyhttp.NewResponseRecorder(w, buf, holdBack401)
+	rec := newHoldBackWriter(w, true)
+	defer rec.release()
 	err = next.ServeHTTP(rec, r)
-	if err != nil || !rec.Buffered() || rec.Status() != http.StatusUnauthorized {
+	if err != nil || !rec.held {
 		return err // streamed through, or nothing written
 	}
 	late := h.keeper.Current() != sess && h.keeper.Current() != nil
 	retry, err := h.keeper.Unauthorized(r.Context(), sess)
 	if retry == nil && err == nil {
 		h.countUnauthorized("passed")
-		return rec.WriteResponse() // the 401 is the endpoint's own
+		return rec.writeHeld() // the 401 is the endpoint's own
 	}
 	// Nothing of the held-back 401 may leak into what replaces it.
 	before.restore(w.Header())
@@ -585,8 +580,6 @@ func forgetGroupsSince(groups map[string]struct{}, satisfied []string) {
 		}
 	}
 }
-
-func holdBack401(status int, _ http.Header) bool { return status == http.StatusUnauthorized }
 
 // setAuthorization replaces whatever Authorization the client sent. The
 // slice is fresh per request, at the cost of one small allocation: Caddy's
