@@ -471,7 +471,14 @@ func (k *Keeper) sessionDead(s *Session) bool {
 		return false
 	}
 	dead, _, _ := k.flight.Do("alive:"+s.Bearer, func() (any, error) {
-		dead, _ := k.refresh(s)
+		dead, ok := k.refresh(s)
+		if ok {
+			// Trusted only from a check made for a 401: a periodic
+			// refresh a moment ago says nothing about a 401 now.
+			k.mu.Lock()
+			k.aliveBearer, k.aliveUntil = s.Bearer, k.clock.Now().Add(aliveTrust)
+			k.mu.Unlock()
+		}
 		return dead, nil
 	})
 	return dead.(bool)
@@ -500,8 +507,6 @@ func (k *Keeper) refresh(s *Session) (dead, ok bool) {
 	k.lastRefresh, k.lastRefreshResult = k.clock.Now(), "ok"
 	if err != nil {
 		k.lastRefreshResult = err.Error()
-	} else {
-		k.aliveBearer, k.aliveUntil = s.Bearer, k.clock.Now().Add(aliveTrust)
 	}
 	if dead {
 		k.deadBearer = s.Bearer

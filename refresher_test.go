@@ -301,3 +301,21 @@ func TestRetryDelayJitterBounds(t *testing.T) {
 		t.Fatalf("only %d distinct delays in 200: no jitter", len(seen))
 	}
 }
+
+// A periodic refresh says nothing about a 401 that comes later: the session
+// may have died in between. Only a check made for a 401 is trusted.
+func TestKeeperPeriodicRefreshDoesNotMaskExpiry(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *Tuning) { tu.RefreshInterval = 300 * time.Millisecond })
+	s1, err := k.Session(bg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "a periodic refresh", func() bool { return emu.Counters().RefreshesOK >= 1 })
+	emu.ExpireSessions()
+	retry, err := k.Unauthorized(bg(), s1)
+	if err != nil || retry == nil || retry == s1 {
+		t.Fatalf("401 right after a periodic refresh and an expiry: retry %v, err %v; want a new session", retry, err)
+	}
+}
