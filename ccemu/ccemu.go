@@ -538,11 +538,7 @@ func (e *Emulator) domain(w http.ResponseWriter, r *http.Request, id, svc string
 	}
 	e.mu.Lock()
 	e.counters.DomainLookups++
-	failStatus := 0
-	if e.failDomain > 0 {
-		e.failDomain--
-		failStatus = e.failDomStat
-	}
+	failStatus := takeInjected(&e.failDomain, e.failDomStat)
 	e.mu.Unlock()
 	if failStatus != 0 {
 		writeError(w, failStatus, codeInjected, http.StatusText(failStatus))
@@ -594,6 +590,16 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // randHex returns n random bytes hex-encoded; crypto/rand.Read never fails
 // (it aborts the program instead).
+// takeInjected uses up one injected failure, if any is left, and returns
+// its status (0: none left). The caller holds e.mu.
+func takeInjected(left *int, status int) int {
+	if *left <= 0 {
+		return 0
+	}
+	*left--
+	return status
+}
+
 func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

@@ -226,11 +226,7 @@ func (e *Emulator) sessionCall(w http.ResponseWriter, r *http.Request, id string
 	if !logout {
 		e.mu.Lock()
 		e.counters.Refreshes++
-		status := 0
-		if e.failRefresh > 0 {
-			e.failRefresh--
-			status = e.failRefStat
-		}
+		status := takeInjected(&e.failRefresh, e.failRefStat)
 		e.mu.Unlock()
 		if status != 0 {
 			writeError(w, status, codeInjected, http.StatusText(status))
