@@ -39,6 +39,12 @@ const testPasswordEnv = "LPAUTH_TEST_PASSWORD"
 // the emulator. extra goes inside the lpauth block; global into the global
 // options.
 func caddyConfig(srv *httptest.Server, extra, global string) string {
+	return testSite(srv, extra, "\treverse_proxy "+strings.TrimPrefix(srv.URL, "http://")+"\n", global)
+}
+
+// testSite is the caddytest config every integration test starts from:
+// lpauth at site level (extra inside its block), then handlers.
+func testSite(srv *httptest.Server, extra, handlers, global string) string {
 	return fmt.Sprintf(`{
 	admin localhost:2999
 	http_port 9080
@@ -56,9 +62,8 @@ http://127.0.0.1:9080 {
 		csds %s
 		%s
 	}
-	reverse_proxy %s
-}
-`, global, testPasswordEnv, srv.URL, extra, strings.TrimPrefix(srv.URL, "http://"))
+%s}
+`, global, testPasswordEnv, srv.URL, extra, handlers)
 }
 
 // loadCaddy loads a config into the in-process Caddy. A caddytest that

@@ -298,28 +298,7 @@ func TestUpstreamCaddyfile(t *testing.T) {
 // domainCaddyConfig is caddyConfig's site with lpauth at site level and
 // routes (handle_path blocks) instead of one reverse_proxy.
 func domainCaddyConfig(srv *httptest.Server, routes, global string) string {
-	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	skip_install_trust
-	auto_https off
-	default_bind 127.0.0.1
-	%s
-}
-http://127.0.0.1:9080 {
-	lpauth {
-		account_id 12345678
-		username demo-agent
-		password {env.%s}
-		csds %s
-	}
-%s
-	handle {
-		respond 404
-	}
-}
-`, global, testPasswordEnv, srv.URL, routes)
+	return testSite(srv, "", routes+"\thandle {\n\t\trespond 404\n\t}\n", global)
 }
 
 // route proxies prefix to a service found through the Domain API; block

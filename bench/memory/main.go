@@ -178,22 +178,7 @@ func measure(bin, emuURL, upstreamURL string, size int64, clients, rounds int) (
 		return r, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	persist_config off
-	auto_https off
-	default_bind 127.0.0.1
-}
-http://%s {
-	lpauth {
-		account_id %s
-		username %s
-		password %s
-		csds %s
-	}
-	reverse_proxy %s
-}
-`, addr, ccemu.DefaultAccountID, ccemu.DefaultUsername, ccemu.DefaultPassword, emuURL, strings.TrimPrefix(upstreamURL, "http://"))
+	caddyfile := caddyproc.ProxyCaddyfile(addr, emuURL, strings.TrimPrefix(upstreamURL, "http://"), "")
 	proxy, err := caddyproc.Start(bin, caddyfile, addr)
 	if err != nil {
 		return r, err

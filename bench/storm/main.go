@@ -75,23 +75,7 @@ func run() int {
 		return 1
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	persist_config off
-	auto_https off
-	default_bind 127.0.0.1
-}
-http://%s {
-	lpauth {
-		account_id %s
-		username %s
-		password %s
-		csds http://%s
-		login_timeout 10s
-	}
-	reverse_proxy %s
-}
-`, addr, ccemu.DefaultAccountID, ccemu.DefaultUsername, ccemu.DefaultPassword, emuHost, emuHost)
+	caddyfile := caddyproc.ProxyCaddyfile(addr, "http://"+emuHost, emuHost, "login_timeout 10s")
 	proxy, err := caddyproc.Start(bin, caddyfile, addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "storm:", err)

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/lpauth/caddy-lpauth/ccemu"
 )
 
 const modulePath = "github.com/lpauth/caddy-lpauth"
@@ -294,4 +296,28 @@ func StatusKB(pid int, field string) (int64, error) {
 		return strconv.ParseInt(num, 10, 64)
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// ProxyCaddyfile is the proxy the benchmarks measure: lpauth with the
+// emulator's demo user, logging in through csds, in front of
+// reverse_proxy to upstream (host:port). extra goes inside the lpauth
+// block.
+func ProxyCaddyfile(addr, csds, upstream, extra string) string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+	default_bind 127.0.0.1
+}
+http://%s {
+	lpauth {
+		account_id %s
+		username %s
+		password %s
+		csds %s
+		%s
+	}
+	reverse_proxy %s
+}
+`, addr, ccemu.DefaultAccountID, ccemu.DefaultUsername, ccemu.DefaultPassword, csds, extra, upstream)
 }
