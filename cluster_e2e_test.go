@@ -57,7 +57,9 @@ type clusterInstance struct {
 func startCluster(t *testing.T, n int, storage string, emu *httptest.Server) []*clusterInstance {
 	t.Helper()
 	dir := t.TempDir()
+	bin := builtCaddy(t)
 	out := make([]*clusterInstance, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range out {
 		port := freePort(t)
@@ -65,12 +67,18 @@ func startCluster(t *testing.T, n int, storage string, emu *httptest.Server) []*
 		if err := os.WriteFile(cfg, []byte(clusterCaddyfile(port, storage, emu)), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		env := caddyEnv(t, "LP_PASSWORD="+ccemu.DefaultPassword)
 		wg.Go(func() {
-			p := startCaddy(t, caddyEnv(t, "LP_PASSWORD="+ccemu.DefaultPassword), fmt.Sprintf("127.0.0.1:%d", port), "run", "--config", cfg)
-			out[i] = &clusterInstance{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+			p, err := launchCaddy(t, bin, env, fmt.Sprintf("127.0.0.1:%d", port), "run", "--config", cfg)
+			out[i], errs[i] = &clusterInstance{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d", port)}, err
 		})
 	}
 	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	return out
 }
 

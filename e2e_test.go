@@ -107,30 +107,51 @@ func caddyEnv(t *testing.T, kv ...string) []string {
 
 func startCaddy(t *testing.T, env []string, waitFor string, args ...string) *caddyProc {
 	t.Helper()
-	cmd := exec.Command(builtCaddy(t), args...)
+	p, err := launchCaddy(t, builtCaddy(t), env, waitFor, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// launchCaddy starts caddy and waits until it listens on waitFor. It does
+// not end the test, so it may run on a goroutine of its own; the process is
+// killed, and what it printed shown on failure, when the test ends.
+func launchCaddy(t *testing.T, bin string, env []string, waitFor string, args ...string) (*caddyProc, error) {
+	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	p := &caddyProc{cmd: cmd, out: out, done: make(chan error, 1)}
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-p.done
+		err := <-p.done
+		p.done <- err
 		if t.Failed() {
 			t.Logf("caddy %v printed:\n%s", args, out.String())
 		}
 	})
-	eventually(t, 15*time.Second, "caddy to listen on "+waitFor, func() bool {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
 		c, err := net.DialTimeout("tcp", waitFor, 100*time.Millisecond)
 		if err == nil {
 			c.Close()
+			return p, nil
 		}
-		return err == nil
-	})
-	return p
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return nil, fmt.Errorf("caddy %v exited (%v) before listening on %s:\n%s", args, err, waitFor, out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("caddy %v not listening on %s within 15s", args, waitFor)
+		}
+	}
 }
 
 // stop sends SIGINT, as Ctrl-C does, and waits for a clean exit.
