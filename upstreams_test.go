@@ -130,7 +130,8 @@ func TestUpstreamCacheSharesRenewsAndSurvivesOutage(t *testing.T) {
 		if dial, err := getDial(t, d); err != nil || dial != want {
 			t.Fatalf("stale: %q, %v", dial, err)
 		}
-		if took := time.Since(start); took > 100*time.Millisecond {
+		// A lookup takes at least 200ms here; well under that means no wait.
+		if took := time.Since(start); took > 150*time.Millisecond {
 			t.Fatalf("a stale answer waited %s for the Domain API", took)
 		}
 	}
@@ -172,7 +173,7 @@ func TestUpstreamCacheSharesRenewsAndSurvivesOutage(t *testing.T) {
 		t.Fatalf("cold lookup during the outage: %v", err)
 	}
 	start := time.Now()
-	if _, err := getDial(t, cold); err == nil || time.Since(start) > 100*time.Millisecond {
+	if _, err := getDial(t, cold); err == nil || time.Since(start) > 150*time.Millisecond {
 		t.Fatalf("repeat within the retry delay: %v after %s", err, time.Since(start))
 	}
 	if n := emu.Counters().DomainLookups - before; n != 1 {
