@@ -59,6 +59,22 @@ func BenchmarkHotPathLpauthParallel(b *testing.B) {
 	})
 }
 
+// The floor a slice shared by every request would reach. The handler does
+// not do this: request_header edits values in place, so a shared slice
+// races (TestProxyRequestHeaderEditAfterLpauthIsPerRequest).
+func BenchmarkHotPathFloorSharedSlice(b *testing.B) {
+	k := hotPathKeeper(b)
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	shared := []string{k.Current().authValue}
+	b.ReportAllocs()
+	for b.Loop() {
+		if k.Current() == nil {
+			b.Fatal("no session")
+		}
+		req.Header["Authorization"] = shared
+	}
+}
+
 // staticSource hands out one long-lived token, as a login would.
 type staticSource struct{ tok *oauth2.Token }
 
