@@ -9,6 +9,7 @@ package lpauth
 // must not run in parallel with each other.
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
@@ -24,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -376,6 +378,109 @@ func TestProxyHungLoginCutAtLoginTimeout(t *testing.T) {
 	}
 	if r.took < 900*time.Millisecond || r.took > 3*time.Second {
 		t.Fatalf("answered after %s, want about the 1s login_timeout", r.took)
+	}
+}
+
+// A streamed response (server-sent events) reaches the client as the
+// upstream flushes it, not when it ends.
+func TestProxyStreamedResponsePassesAsFlushed(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	release := make(chan struct{})
+	var bearer atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bearer.Store(r.Header.Get("Authorization"))
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: second\n\n")
+	}))
+	t.Cleanup(up.Close)
+	t.Cleanup(func() { close(release) })
+	loadCaddy(t, testSite(srv, "", "\treverse_proxy "+strings.TrimPrefix(up.URL, "http://")+"\n", ""))
+
+	type firstEvent struct {
+		status int
+		line   string
+		err    error
+	}
+	first := make(chan firstEvent, 1)
+	go func() {
+		resp, err := httpClient.Get(proxyURL + dataPath("events"))
+		if err != nil {
+			first <- firstEvent{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		first <- firstEvent{resp.StatusCode, line, err}
+	}()
+	select {
+	case ev := <-first:
+		if ev.err != nil || ev.status != 200 || ev.line != "data: first\n" {
+			t.Fatalf("status %d, first line %q, %v", ev.status, ev.line, ev.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first event was held back until the stream ends")
+	}
+	if b, _ := bearer.Load().(string); !strings.HasPrefix(b, "Bearer ") || emu.Counters().Logins != 1 {
+		t.Fatalf("the upstream got Authorization %q after %d logins", b, emu.Counters().Logins)
+	}
+}
+
+// A connection upgrade (as WebSockets use) goes through lpauth: the upgrade
+// request carries the bearer, and bytes then flow both ways.
+func TestProxyUpgradedConnectionWorks(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") || r.Header.Get("Upgrade") != "lpauth-echo" {
+			http.Error(w, "want a bearer and an upgrade", http.StatusBadRequest)
+			return
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: lpauth-echo\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+		for {
+			line, err := rw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			rw.WriteString(strings.ToUpper(line))
+			rw.Flush()
+		}
+	}))
+	t.Cleanup(up.Close)
+	loadCaddy(t, testSite(srv, "", "\treverse_proxy "+strings.TrimPrefix(up.URL, "http://")+"\n", ""))
+
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:9080", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:9080\r\nConnection: Upgrade\r\nUpgrade: lpauth-echo\r\n\r\n", dataPath("socket"))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	for _, msg := range []string{"hello\n", "still here\n"} {
+		io.WriteString(conn, msg)
+		if got, err := br.ReadString('\n'); err != nil || got != strings.ToUpper(msg) {
+			t.Fatalf("through the upgraded connection: %q, %v", got, err)
+		}
 	}
 }
 
