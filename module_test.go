@@ -240,6 +240,34 @@ func TestProxyConcurrentPOSTsAfterExpiry(t *testing.T) {
 	}
 }
 
+// A body of unknown length (chunked) below the limit is buffered and
+// replayed whole after a re-login, like one with a Content-Length.
+func TestProxyChunkedBodyReplayedAfterExpiry(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "", ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d", r.status)
+	}
+	emu.ExpireSessions()
+	body, sum := randomBody(t, 200<<10)
+	req, _ := http.NewRequest("POST", proxyURL+dataPath("chunked"), io.MultiReader(bytes.NewReader(body)))
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if req.ContentLength != 0 || resp.StatusCode != 200 {
+		t.Fatalf("status %d (request length %d, want unknown)", resp.StatusCode, req.ContentLength)
+	}
+	if e := (result{status: 200, body: data}).echo(t); e.BodySHA256 != sum || e.BodyLength != int64(len(body)) {
+		t.Fatalf("upstream got %d bytes sha %s, sent %d sha %s", e.BodyLength, e.BodySHA256, len(body), sum)
+	}
+	if n := emu.Counters(); n.LoginAttempts != 2 || n.UnauthorizedDataCalls != 1 {
+		t.Fatalf("%+v; want one 401, then one re-login and the replay", n)
+	}
+}
+
 func TestProxyLate401RetriesWithoutLogin(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	loadCaddy(t, caddyConfig(srv, "", ""))
