@@ -75,9 +75,10 @@ func freePort(t *testing.T) int {
 
 // caddyProc is a running caddy process and what it printed.
 type caddyProc struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan error
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{} // closed once the process has exited, err set
+	err    error
 }
 
 type syncBuffer struct {
@@ -125,12 +126,11 @@ func launchCaddy(t *testing.T, bin string, env []string, waitFor string, args ..
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &caddyProc{cmd: cmd, out: out, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
+	p := &caddyProc{cmd: cmd, out: out, exited: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		err := <-p.done
-		p.done <- err
+		<-p.exited
 		if t.Failed() {
 			t.Logf("caddy %v printed:\n%s", args, out.String())
 		}
@@ -143,9 +143,8 @@ func launchCaddy(t *testing.T, bin string, env []string, waitFor string, args ..
 			return p, nil
 		}
 		select {
-		case err := <-p.done:
-			p.done <- err
-			return nil, fmt.Errorf("caddy %v exited (%v) before listening on %s:\n%s", args, err, waitFor, out.String())
+		case <-p.exited:
+			return nil, fmt.Errorf("caddy %v exited (%v) before listening on %s:\n%s", args, p.err, waitFor, out.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -159,10 +158,9 @@ func (p *caddyProc) stop(t *testing.T, within time.Duration) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
-			t.Fatalf("caddy exited with %v", err)
+	case <-p.exited:
+		if p.err != nil {
+			t.Fatalf("caddy exited with %v", p.err)
 		}
 	case <-time.After(within):
 		t.Fatalf("caddy did not stop within %s", within)

@@ -41,8 +41,23 @@ const testPasswordEnv = "LPAUTH_TEST_PASSWORD"
 // the emulator. extra goes inside the lpauth block; global into the global
 // options.
 func caddyConfig(srv *httptest.Server, extra, global string) string {
-	return testSite(srv, extra, "\treverse_proxy "+strings.TrimPrefix(srv.URL, "http://")+"\n", global)
+	return testSite(srv, extra, reverseProxyTo(srv), global)
 }
+
+// loggedInProxy loads the default config against a new emulator and logs
+// in with a first request.
+func loggedInProxy(t *testing.T) *ccemu.Emulator {
+	t.Helper()
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "", ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d", r.status)
+	}
+	return emu
+}
+
+// reverseProxyTo is the Caddyfile line that proxies to srv.
+func reverseProxyTo(srv *httptest.Server) string { return "\treverse_proxy " + hostport(srv) + "\n" }
 
 // testSite is the caddytest config every integration test starts from:
 // lpauth at site level (extra inside its block), then handlers.
@@ -145,6 +160,28 @@ func send(t testing.TB, method, path string, body []byte, hdr ...string) result 
 	return result{status: resp.StatusCode, header: resp.Header, body: data, took: time.Since(start)}
 }
 
+// sendChunked POSTs body with no Content-Length, so that it goes chunked.
+func sendChunked(t testing.TB, path string, body []byte) result {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, proxyURL+path, io.MultiReader(bytes.NewReader(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if req.ContentLength != 0 {
+		t.Fatalf("request length %d, want unknown", req.ContentLength)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("POST %s: reading body: %v", path, err)
+	}
+	return result{status: resp.StatusCode, header: resp.Header, body: data}
+}
+
 func (r result) echo(t testing.TB) echoReply {
 	t.Helper()
 	var e echoReply
@@ -195,7 +232,7 @@ func TestProxyInjectsBearerReplacingClientHeader(t *testing.T) {
 // place; each request must own its Authorization value, or this races.
 func TestProxyRequestHeaderEditAfterLpauthIsPerRequest(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
-	loadCaddy(t, testSite(srv, "", "\trequest_header Authorization Bearer Bearer\n\treverse_proxy "+strings.TrimPrefix(srv.URL, "http://")+"\n", ""))
+	loadCaddy(t, testSite(srv, "", "\trequest_header Authorization Bearer Bearer\n"+reverseProxyTo(srv), ""))
 	var wg sync.WaitGroup
 	for i := range 32 {
 		wg.Go(func() {
@@ -214,11 +251,7 @@ func TestProxyRequestHeaderEditAfterLpauthIsPerRequest(t *testing.T) {
 }
 
 func TestProxyConcurrentPOSTsAfterExpiry(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{})
-	loadCaddy(t, caddyConfig(srv, "", ""))
-	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
-		t.Fatalf("warm-up: %d", r.status)
-	}
+	emu := loggedInProxy(t)
 	emu.ExpireSessions()
 	var wg sync.WaitGroup
 	for i := range 64 {
@@ -243,24 +276,14 @@ func TestProxyConcurrentPOSTsAfterExpiry(t *testing.T) {
 // A body of unknown length (chunked) below the limit is buffered and
 // replayed whole after a re-login, like one with a Content-Length.
 func TestProxyChunkedBodyReplayedAfterExpiry(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{})
-	loadCaddy(t, caddyConfig(srv, "", ""))
-	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
-		t.Fatalf("warm-up: %d", r.status)
-	}
+	emu := loggedInProxy(t)
 	emu.ExpireSessions()
 	body, sum := randomBody(t, 200<<10)
-	req, _ := http.NewRequest("POST", proxyURL+dataPath("chunked"), io.MultiReader(bytes.NewReader(body)))
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	r := sendChunked(t, dataPath("chunked"), body)
+	if r.status != 200 {
+		t.Fatalf("status %d", r.status)
 	}
-	data, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if req.ContentLength != 0 || resp.StatusCode != 200 {
-		t.Fatalf("status %d (request length %d, want unknown)", resp.StatusCode, req.ContentLength)
-	}
-	if e := (result{status: 200, body: data}).echo(t); e.BodySHA256 != sum || e.BodyLength != int64(len(body)) {
+	if e := r.echo(t); e.BodySHA256 != sum || e.BodyLength != int64(len(body)) {
 		t.Fatalf("upstream got %d bytes sha %s, sent %d sha %s", e.BodyLength, e.BodySHA256, len(body), sum)
 	}
 	if n := emu.Counters(); n.LoginAttempts != 2 || n.UnauthorizedDataCalls != 1 {
@@ -269,11 +292,7 @@ func TestProxyChunkedBodyReplayedAfterExpiry(t *testing.T) {
 }
 
 func TestProxyLate401RetriesWithoutLogin(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{})
-	loadCaddy(t, caddyConfig(srv, "", ""))
-	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
-		t.Fatalf("warm-up: %d", r.status)
-	}
+	emu := loggedInProxy(t)
 	slow := make(chan result)
 	go func() { slow <- send(t, "GET", dataPath("slow?delay=800ms"), nil) }()
 	time.Sleep(200 * time.Millisecond) // the slow request holds the old token
@@ -306,11 +325,7 @@ func TestProxyEndpoint401GoesToClient(t *testing.T) {
 }
 
 func TestProxyFailedReloginGivesClean503(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{})
-	loadCaddy(t, caddyConfig(srv, "", ""))
-	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
-		t.Fatalf("warm-up: %d", r.status)
-	}
+	emu := loggedInProxy(t)
 	emu.ExpireSessions()
 	emu.FailNextLogins(100, 500, 0)
 	var wg sync.WaitGroup
@@ -429,7 +444,7 @@ func TestProxyStreamedResponsePassesAsFlushed(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	t.Cleanup(func() { close(release) })
-	loadCaddy(t, testSite(srv, "", "\treverse_proxy "+strings.TrimPrefix(up.URL, "http://")+"\n", ""))
+	loadCaddy(t, testSite(srv, "", reverseProxyTo(up), ""))
 
 	type firstEvent struct {
 		status int
@@ -486,7 +501,7 @@ func TestProxyUpgradedConnectionWorks(t *testing.T) {
 		}
 	}))
 	t.Cleanup(up.Close)
-	loadCaddy(t, testSite(srv, "", "\treverse_proxy "+strings.TrimPrefix(up.URL, "http://")+"\n", ""))
+	loadCaddy(t, testSite(srv, "", reverseProxyTo(up), ""))
 
 	conn, err := net.DialTimeout("tcp", "127.0.0.1:9080", 5*time.Second)
 	if err != nil {
@@ -525,14 +540,7 @@ func TestProxyBodyAboveLimitStreams(t *testing.T) {
 	}
 	// Unknown length (chunked), still above the limit: the bytes read while
 	// deciding must be put back in front.
-	req, _ := http.NewRequest("POST", proxyURL+dataPath("upload"), io.MultiReader(bytes.NewReader(big)))
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if e := (result{status: resp.StatusCode, body: data}).echo(t); e.BodySHA256 != sum {
+	if e := sendChunked(t, dataPath("upload"), big).echo(t); e.BodySHA256 != sum {
 		t.Fatal("a chunked body above the limit arrived altered")
 	}
 

@@ -47,9 +47,7 @@ cd "$here"
 # Offline first: once the module cache holds everything (any build after the
 # first, CI), the build needs no network and cannot fail on it. Otherwise,
 # or on any other failure, build again through the module proxy, in view.
-offline_log=$(mktemp)
-trap 'rm -f "$offline_log"' EXIT
-if ! GOPROXY=off "$xcaddy" build "$CADDY_VERSION" --output "$output" "${with[@]}" >"$offline_log" 2>&1; then
+if ! GOPROXY=off "$xcaddy" build "$CADDY_VERSION" --output "$output" "${with[@]}" >/dev/null 2>&1; then
 	"$xcaddy" build "$CADDY_VERSION" --output "$output" "${with[@]}"
 fi
 "$output" version >/dev/null
