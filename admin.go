@@ -47,16 +47,16 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 func liveKeepers(account string) []*Keeper {
 	var ks []*Keeper
 	forEachKeeper(func(k *Keeper) {
-		if account == "" || k.creds.AccountID == account {
+		if account == "" || k.Identity().Account == account {
 			ks = append(ks, k)
 		}
 	})
 	sort.Slice(ks, func(i, j int) bool {
-		a, b := ks[i].creds, ks[j].creds
-		if a.AccountID != b.AccountID {
-			return a.AccountID < b.AccountID
+		a, b := ks[i].Identity(), ks[j].Identity()
+		if a.Account != b.Account {
+			return a.Account < b.Account
 		}
-		return a.Username < b.Username
+		return a.Name < b.Name
 	})
 	return ks
 }

@@ -73,32 +73,41 @@ func (c Credentials) String() string {
 // GoString keeps %#v as safe as %v.
 func (c Credentials) GoString() string { return c.String() }
 
-// Session is one logged-in CC session. Its fields are secrets; String
-// redacts them.
+// Session is one logged-in CC session: what the Login Service source keeps
+// inside its credential. Its fields are secrets; String redacts them.
 type Session struct {
 	Bearer    string
 	CSRF      string
 	SessionID string        // value of the Session_id cookie
 	TTL       time.Duration // sessionTTl as CC announced it (0 if absent)
 	BaseURL   string        // scheme://host of the agentVep host that issued it
-	Obtained  time.Time
-
-	// authValue is "Bearer <token>", built once so the per-request path
-	// does not concatenate.
-	authValue string
-	host      string // host[:port] of BaseURL
 }
 
-// Host is the agentVep host[:port] that issued the session.
-func (s *Session) Host() string { return s.host }
-
-// AuthorizationValue is the value of the Authorization header for this
-// session.
-func (s *Session) AuthorizationValue() string {
-	if s.authValue == "" {
-		return "Bearer " + s.Bearer
+// newSession is the one way a session is built, from a login reply or from
+// the cluster's storage: the bearer goes into the Authorization header of
+// every request, the Session_id into a cookie and the csrf into the refresh
+// body, so a broken or hostile value must fail here rather than inject a
+// header or break every request. The errors never show the values: they are
+// secrets.
+func newSession(bearer, csrf, sessionID, baseURL string, ttl time.Duration) (*Session, error) {
+	switch {
+	case bearer == "":
+		return nil, errors.New("no bearer")
+	case csrf == "":
+		return nil, errors.New("no csrf")
+	case sessionID == "":
+		return nil, errors.New("no Session_id cookie")
+	case !isToken(bearer):
+		return nil, errors.New("the bearer has characters not allowed in an HTTP header")
+	case !isToken(csrf):
+		return nil, errors.New("the csrf has characters not allowed in an HTTP header")
+	case !isCookieValue(sessionID):
+		return nil, errors.New("the Session_id cookie has characters not allowed in a cookie")
 	}
-	return s.authValue
+	if u, err := url.Parse(baseURL); err != nil || u.Host == "" {
+		return nil, errors.New("no login host")
+	}
+	return &Session{Bearer: bearer, CSRF: csrf, SessionID: sessionID, BaseURL: baseURL, TTL: min(max(ttl, 0), maxSessionTTL)}, nil
 }
 
 // String never shows a secret.
@@ -106,7 +115,7 @@ func (s *Session) String() string {
 	if s == nil {
 		return "<no session>"
 	}
-	return fmt.Sprintf("session at %s obtained %s", s.BaseURL, s.Obtained.Format(time.RFC3339))
+	return "session at " + s.BaseURL
 }
 
 // GoString keeps %#v as safe as %v.
@@ -554,55 +563,36 @@ func (c *Client) Login(ctx context.Context, cr Credentials) (*Session, error) {
 		}
 		return nil, err
 	}
-	sess, err := parseLoginReply(body, resp.Cookies())
+	sess, err := parseLoginReply(body, resp.Cookies(), base)
 	if err != nil {
 		return nil, fmt.Errorf("login: %w", err)
-	}
-	sess.BaseURL = base
-	sess.Obtained = time.Now()
-	if u, err := url.Parse(base); err == nil {
-		sess.host = u.Host
 	}
 	return sess, nil
 }
 
 // parseLoginReply reads a login answer's body and its Session_id cookie.
-func parseLoginReply(body []byte, cookies []*http.Cookie) (*Session, error) {
+func parseLoginReply(body []byte, cookies []*http.Cookie, baseURL string) (*Session, error) {
 	var reply loginReply
 	if err := json.Unmarshal(body, &reply); err != nil {
 		return nil, fmt.Errorf("reply is not JSON: %w", err)
 	}
-	sess := &Session{Bearer: reply.Bearer, CSRF: reply.CSRF}
+	var sessionID string
 	for _, ck := range cookies {
 		if ck.Name == "Session_id" {
-			sess.SessionID = ck.Value
+			sessionID = ck.Value
 		}
 	}
-	switch {
-	case sess.Bearer == "":
-		return nil, errors.New("reply has no bearer")
-	case sess.CSRF == "":
-		return nil, errors.New("reply has no csrf")
-	case sess.SessionID == "":
-		return nil, errors.New("reply set no Session_id cookie")
-	// These go into the Authorization header of every request, the
-	// Session_id cookie and the refresh body: a broken or hostile answer
-	// must fail the login, not inject a header or break every request.
-	// (The errors never show the values: they are secrets.)
-	case !isToken(sess.Bearer):
-		return nil, errors.New("reply's bearer has characters not allowed in an HTTP header")
-	case !isToken(sess.CSRF):
-		return nil, errors.New("reply's csrf has characters not allowed in an HTTP header")
-	case !isCookieValue(sess.SessionID):
-		return nil, errors.New("reply's Session_id cookie has characters not allowed in a cookie")
-	}
+	var ttl time.Duration
 	if ms := parseLooseInt(reply.SessionTTL); ms > 0 {
-		sess.TTL = maxSessionTTL
+		ttl = maxSessionTTL
 		if int64(ms) < int64(maxSessionTTL/time.Millisecond) {
-			sess.TTL = time.Duration(ms) * time.Millisecond
+			ttl = time.Duration(ms) * time.Millisecond
 		}
 	}
-	sess.authValue = "Bearer " + sess.Bearer
+	sess, err := newSession(reply.Bearer, reply.CSRF, sessionID, baseURL, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("reply: %w", err)
+	}
 	return sess, nil
 }
 

@@ -23,7 +23,7 @@ import (
 func hotPathKeeper(b *testing.B) *Keeper {
 	_, srv := emulator(b, ccemu.Config{})
 	k := testKeeper(b, srv, userCreds(), nil, nil)
-	if _, err := k.Session(bg()); err != nil {
+	if _, err := k.Get(bg()); err != nil {
 		b.Fatal(err)
 	}
 	return k

@@ -5,141 +5,166 @@ package lpauth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/url"
 	"time"
 )
 
-// Cluster mode: the instances of a Caddy cluster share one CC session
-// through the storage they already share for certificates. One login and
-// one refresh per interval serve the whole cluster: logins and refreshes run
-// under the storage's lock, and an instance that only needs the current
+// Cluster mode: the instances of a Caddy cluster share one credential
+// through the storage they already share for certificates. One obtain and
+// one renewal per interval serve the whole cluster: obtains and renewals
+// run under the storage's lock, and an instance that only needs the current
 // token reads the storage without locking.
+//
+// Every operation keeps the store it started with to its end: a lock is
+// released through the very storage instance that took it, even if a reload
+// has replaced that configuration meanwhile.
 
-// SharedState is the session as the cluster shares it.
-type SharedState struct {
-	Session     *Session
-	LastRefresh time.Time
-}
-
-// SharedStore is where a cluster keeps its one session. Load returns nil,
-// nil when there is no session or it cannot be read (a blob that does not
-// decrypt is absent, not an error that stops traffic).
+// SharedStore is where a cluster keeps its one credential, as opaque bytes
+// the store encrypts. Load returns nil, nil when there is none or it cannot
+// be read (a blob that does not decrypt is absent, not an error that stops
+// traffic).
 type SharedStore interface {
-	Load(ctx context.Context) (*SharedState, error)
-	Save(ctx context.Context, st *SharedState) error
+	Load(ctx context.Context) ([]byte, error)
+	Save(ctx context.Context, data []byte) error
 	Delete(ctx context.Context) error
 	Lock(ctx context.Context) error
 	Unlock(ctx context.Context) error
 }
 
-func (k *Keeper) store() SharedStore { return k.tuning.Load().Shared }
+// sharedRecord is what the cluster stores: the source's encoding of the
+// credential and when it was obtained and last renewed.
+type sharedRecord struct {
+	Credential  json.RawMessage `json:"credential"`
+	Obtained    time.Time       `json:"obtained"`
+	LastRenewal time.Time       `json:"last_renewal"`
+}
 
-func (k *Keeper) clustered() bool { return k.tuning.Load().Shared != nil }
+// sharedCred is a stored credential, decoded.
+type sharedCred struct {
+	cred        *Credential
+	lastRenewal time.Time
+}
 
 // lockGrace is added to the login timeout to bound how long the lock can be
-// held: its holder does one login or one refresh, each bounded by the login
-// timeout, and two quick storage calls.
+// held: its holder does one obtain or one renewal, each bounded by the
+// login timeout, and two quick storage calls.
 const lockGrace = 2 * time.Second
 
 // storeTimeout bounds one storage read or write.
 const storeTimeout = 5 * time.Second
 
-// obtainShared gets the cluster's session: the stored one if it is usable,
-// else a new login made under the lock and stored for the others.
-func (k *Keeper) obtainShared(t *Tuning) (s *Session, adopted bool, err error) {
-	if st := k.loadShared(); st != nil && k.usable(st.Session) {
-		return st.Session, true, nil // no lock needed just to read
+// clusterMode: the credential is the cluster's.
+type clusterMode struct{}
+
+// obtain gets the cluster's credential: the stored one if it is usable,
+// else a new one obtained under the lock and stored for the others.
+func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
+	if sh := k.loadShared(s); sh != nil && k.adoptable(sh.cred) {
+		return sh.cred, true, nil // no lock needed just to read
 	}
-	if err := k.lockShared(t); err != nil {
+	if err := k.lockShared(s); err != nil {
 		if errors.Is(err, ErrClosed) {
 			return nil, false, err
 		}
-		k.storeFailed("lock", err)
-		s, err := k.ccLogin(t) // storage down: better a login of our own than no service
-		return s, false, err
+		k.storeFailed(s, "lock", err)
+		c, err := k.sourceObtain(s) // storage down: better a login of our own than no service
+		return c, false, err
 	}
-	defer k.unlockShared()
-	if st := k.loadShared(); st != nil && k.usable(st.Session) {
-		return st.Session, true, nil // another instance logged in while we waited
+	defer k.unlockShared(s)
+	if sh := k.loadShared(s); sh != nil && k.adoptable(sh.cred) {
+		return sh.cred, true, nil // another instance obtained it while we waited
 	}
-	if s, err = k.ccLogin(t); err != nil {
+	c, err := k.sourceObtain(s)
+	if err != nil {
 		return nil, false, err
 	}
-	s.Obtained = k.clock.Now()
-	k.saveShared(&SharedState{Session: s, LastRefresh: s.Obtained})
-	return s, false, nil
+	c.Obtained = k.clock.Now()
+	k.saveShared(s, c, c.Obtained)
+	return c, false, nil
 }
 
-// usable says whether a stored session may be adopted: not one this keeper
-// already found gone.
-func (k *Keeper) usable(s *Session) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return s.Bearer != k.deadBearer
+// renew renews for the whole cluster, at most once per interval: under the
+// lock, a credential another instance renewed recently is left alone, and
+// one another instance replaced is adopted. It reports whether the
+// credential is gone (the caller obtains again, which takes the lock once
+// more, so one instance obtains and the others adopt).
+func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) bool {
+	if err := k.lockShared(s); err != nil {
+		if !errors.Is(err, ErrClosed) {
+			k.storeFailed(s, "lock", err)
+		}
+		_, gone, _ := k.sourceRenew(s, c)
+		return gone
+	}
+	defer k.unlockShared(s)
+	sh := k.loadShared(s)
+	switch {
+	case sh != nil && sh.cred.Token != c.Token && k.adoptable(sh.cred):
+		if k.cur.CompareAndSwap(c, sh.cred) {
+			k.emit(s, k.event(EventAdopted, sh.cred))
+		}
+		return false
+	case sh != nil && sh.cred.Token == c.Token && k.clock.Now().Sub(sh.lastRenewal) < s.RefreshInterval*3/4:
+		return false // another instance renewed it
+	}
+	next, gone, ok := k.sourceRenew(s, c)
+	if ok {
+		k.saveShared(s, next, k.clock.Now())
+	}
+	return gone
 }
 
-// adoptNewer replaces failed with the stored session if another instance
-// has already replaced it. One storage read serves every 401 meanwhile.
-func (k *Keeper) adoptNewer(failed *Session) *Session {
-	v, _, _ := k.flight.Do("shared-load", func() (any, error) { return k.loadShared(), nil })
-	st, _ := v.(*SharedState)
-	if st == nil || st.Session.Bearer == failed.Bearer || !k.usable(st.Session) {
+// adoptNewer replaces failed with the stored credential if another
+// instance has already replaced it. One storage read serves every 401
+// meanwhile.
+func (clusterMode) adoptNewer(k *Keeper, s *Settings, failed *Credential) *Credential {
+	v, _, _ := k.flight.Do("shared-load", func() (any, error) { return k.loadShared(s), nil })
+	sh, _ := v.(*sharedCred)
+	if sh == nil || sh.cred.Token == failed.Token || !k.adoptable(sh.cred) {
 		return nil
 	}
-	if k.cur.CompareAndSwap(failed, st.Session) {
-		k.emit(k.event(EventAdopted, st.Session))
-		k.rescheduleRefresh()
+	if k.cur.CompareAndSwap(failed, sh.cred) {
+		k.emit(s, k.event(EventAdopted, sh.cred))
+		k.mu.Lock()
+		if !k.closed {
+			k.scheduleRenewalLocked(sh.cred, s.RefreshInterval)
+		}
+		k.mu.Unlock()
 	}
 	return k.cur.Load()
 }
 
-// refreshShared refreshes for the whole cluster, at most once per interval:
-// under the lock, a session another instance refreshed recently is left
-// alone, and a session another instance replaced is adopted. It reports
-// whether the session is gone (the caller logs in again, which takes the
-// lock once more, so one instance logs in and the others adopt).
-func (k *Keeper) refreshShared(s *Session) (dead bool) {
-	t := k.tuning.Load()
-	if err := k.lockShared(t); err != nil {
-		if !errors.Is(err, ErrClosed) {
-			k.storeFailed("lock", err)
-		}
-		dead, _ = k.refresh(s)
-		return dead
+// release ends the credential and removes it from the storage, so that no
+// instance adopts it.
+func (clusterMode) release(k *Keeper, s *Settings, c *Credential) error {
+	err := k.release(s, c)
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if sh := k.decodeShared(s.Store.Load(ctx)); sh != nil && sh.cred.Token != c.Token {
+		return err // already replaced by another instance's obtain
 	}
-	st := k.loadShared()
-	switch {
-	case st != nil && st.Session.Bearer != s.Bearer && k.usable(st.Session):
-		k.unlockShared()
-		if k.cur.CompareAndSwap(s, st.Session) {
-			k.emit(k.event(EventAdopted, st.Session))
-		}
-		return false
-	case st != nil && st.Session.Bearer == s.Bearer && k.clock.Now().Sub(st.LastRefresh) < t.RefreshInterval*3/4:
-		k.unlockShared()
-		return false // another instance refreshed it
+	if derr := s.Store.Delete(ctx); derr != nil {
+		k.storeFailed(s, "delete", derr)
 	}
-	dead, ok := k.refresh(s)
-	if ok {
-		k.saveShared(&SharedState{Session: s, LastRefresh: k.clock.Now()})
-	}
-	k.unlockShared()
-	return dead
+	return err
 }
+
+// abandon keeps c: it is stored for the other instances.
+func (clusterMode) abandon(*Keeper, *Settings, *Credential) {}
 
 // lockShared takes the cluster's lock. No holder keeps it longer than a
 // login timeout plus a grace: one held longer was left by an instance that
 // died, which file_system storage does not always notice (a former holder's
 // freshness updater can keep a dead holder's lock file fresh). Such a lock is
 // broken, once; the jitter keeps waiting instances from breaking it together.
-func (k *Keeper) lockShared(t *Tuning) error {
+func (k *Keeper) lockShared(s *Settings) error {
 	for attempt := 0; ; attempt++ {
-		bound := t.LoginTimeout + lockGrace + rand.N(lockGrace)
+		bound := s.LoginTimeout + lockGrace + rand.N(lockGrace)
 		ctx, cancel := context.WithTimeout(k.ctx, bound)
-		err := k.store().Lock(ctx)
+		err := s.Store.Lock(ctx)
 		cancel()
 		switch {
 		case err == nil:
@@ -149,57 +174,65 @@ func (k *Keeper) lockShared(t *Tuning) error {
 		case !errors.Is(err, context.DeadlineExceeded) || attempt > 0:
 			return err
 		}
-		k.storeFailed("lock", fmt.Errorf("held for more than %s, longer than any login; breaking it", bound.Round(time.Second)))
-		k.unlockShared()
+		k.storeFailed(s, "lock", fmt.Errorf("held for more than %s, longer than any login; breaking it", bound.Round(time.Second)))
+		k.unlockShared(s)
 	}
 }
 
-// dropShared removes the stored session after a logout, so that no
-// instance adopts it.
-func (k *Keeper) dropShared(s *Session) {
+func (k *Keeper) unlockShared(s *Settings) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	if st, _ := k.store().Load(ctx); st != nil && st.Session.Bearer != s.Bearer {
-		return // already replaced by another instance's login
-	}
-	if err := k.store().Delete(ctx); err != nil {
-		k.storeFailed("delete", err)
+	if err := s.Store.Unlock(ctx); err != nil {
+		k.storeFailed(s, "unlock", err)
 	}
 }
 
-func (k *Keeper) loadShared() *SharedState {
+func (k *Keeper) loadShared(s *Settings) *sharedCred {
 	ctx, cancel := context.WithTimeout(k.ctx, storeTimeout)
 	defer cancel()
-	st, err := k.store().Load(ctx)
-	if err != nil {
-		if k.ctx.Err() == nil {
-			k.storeFailed("load", err)
-		}
+	data, err := s.Store.Load(ctx)
+	if err != nil && k.ctx.Err() == nil {
+		k.storeFailed(s, "load", err)
+	}
+	return k.decodeShared(data, err)
+}
+
+// decodeShared reads a stored record; anything unreadable is absent.
+func (k *Keeper) decodeShared(data []byte, err error) *sharedCred {
+	if err != nil || data == nil {
 		return nil
 	}
-	return st
+	var rec sharedRecord
+	if json.Unmarshal(data, &rec) != nil {
+		return nil
+	}
+	c, err := k.src.Decode(rec.Credential)
+	if err != nil {
+		return nil
+	}
+	c.Obtained = rec.Obtained
+	return &sharedCred{cred: c, lastRenewal: rec.LastRenewal}
 }
 
-func (k *Keeper) saveShared(st *SharedState) {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := k.store().Save(ctx, st); err != nil {
-		k.storeFailed("save", err)
+func (k *Keeper) saveShared(s *Settings, c *Credential, lastRenewal time.Time) {
+	enc, err := k.src.Encode(c)
+	if err == nil {
+		var data []byte
+		if data, err = json.Marshal(sharedRecord{Credential: enc, Obtained: c.Obtained, LastRenewal: lastRenewal}); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			err = s.Store.Save(ctx, data)
+			cancel()
+		}
+	}
+	if err != nil {
+		k.storeFailed(s, "save", err)
 	}
 }
 
-func (k *Keeper) unlockShared() {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := k.store().Unlock(ctx); err != nil {
-		k.storeFailed("unlock", err)
-	}
-}
-
-func (k *Keeper) storeFailed(op string, err error) {
+func (k *Keeper) storeFailed(s *Settings, op string, err error) {
 	ev := k.event(EventStoreFailed, nil)
 	ev.Err = &storeError{op: op, err: err}
-	k.emit(ev)
+	k.emit(s, ev)
 }
 
 type storeError struct {
@@ -210,16 +243,8 @@ type storeError struct {
 func (e *storeError) Error() string { return "shared storage " + e.op + ": " + e.err.Error() }
 func (e *storeError) Unwrap() error { return e.err }
 
-// restoreSession rebuilds a session read from the shared storage.
-func restoreSession(p plainState) (*Session, error) {
-	u, err := url.Parse(p.BaseURL)
-	if err != nil || u.Host == "" || !isToken(p.Bearer) || !isToken(p.CSRF) || !isCookieValue(p.SessionID) {
-		return nil, errInvalidStored // the same checks as a login reply's
-	}
-	s := &Session{
-		Bearer: p.Bearer, CSRF: p.CSRF, SessionID: p.SessionID, BaseURL: p.BaseURL,
-		TTL: time.Duration(p.TTL) * time.Millisecond, Obtained: p.Obtained,
-		authValue: "Bearer " + p.Bearer, host: u.Host,
-	}
-	return s, nil
-}
+// Interface guards
+var (
+	_ mode = localMode{}
+	_ mode = clusterMode{}
+)

@@ -17,7 +17,6 @@ import (
 	"io/fs"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/caddyserver/certmagic"
 	"golang.org/x/crypto/scrypt"
@@ -33,7 +32,7 @@ const (
 	scryptP      = 1
 	kdfScrypt    = "scrypt-32768-8-1"
 	kdfGivenKey  = "key"
-	blobVersion  = 1
+	blobVersion  = 2
 	saltSize     = 16
 	sessionKeyNS = "lpauth/sessions"
 )
@@ -59,22 +58,20 @@ type storageStore struct {
 var derivedKeys sync.Map // sha256(secret|salt) hex -> []byte
 
 // newStorageStore names the blob after the identity's public parts only
-// (account, user, app key, hosts): a key name derived from the password
-// would let anyone who can list the storage guess the password offline.
-func newStorageStore(storage certmagic.Storage, c Credentials, csds, domain string, givenKey []byte) *storageStore {
-	id := hashOf(c.AccountID, c.Username, c.AppKey, csds, domain)[:32]
-	secret := c.Password
-	if c.AppKey != "" {
-		secret = c.Secret
-	}
-	key := sessionKeyNS + "/" + safeKeyPart(c.AccountID) + "/" + id + ".json"
+// (publicID: a hash of account, user, app key, hosts): a key name derived
+// from the password would let anyone who can list the storage guess the
+// password offline. secret is the identity's own, for the key derivation
+// when no encryption_key is given.
+func newStorageStore(storage certmagic.Storage, account, publicID string, secret, givenKey []byte) *storageStore {
+	id := publicID[:32]
+	key := sessionKeyNS + "/" + safeKeyPart(account) + "/" + id + ".json"
 	return &storageStore{
 		storage:  storage,
 		key:      key,
 		lock:     "lpauth_" + id,
 		aad:      []byte(key),
 		givenKey: givenKey,
-		secret:   []byte(secret),
+		secret:   secret,
 	}
 }
 
@@ -108,26 +105,15 @@ func ParseEncryptionKey(s string) ([]byte, error) {
 	return nil, errors.New("must be 32 bytes in base64 or hex (e.g. `openssl rand -base64 32`)")
 }
 
-var errInvalidStored = errors.New("stored session is not valid")
-
-// blob is the stored form.
+// blob is the stored form. Version 2 holds a credential source's opaque
+// record; a version 1 blob (a session's own fields) reads as absent, so an
+// upgraded cluster logs in once.
 type blob struct {
 	Version int    `json:"v"`
 	KDF     string `json:"kdf"`
 	Salt    []byte `json:"salt,omitempty"`
 	Nonce   []byte `json:"nonce"`
 	Data    []byte `json:"data"`
-}
-
-// plainState is what the blob encrypts.
-type plainState struct {
-	Bearer      string    `json:"bearer"`
-	CSRF        string    `json:"csrf"`
-	SessionID   string    `json:"session_id"`
-	BaseURL     string    `json:"base_url"`
-	TTL         int64     `json:"ttl_ms,omitempty"`
-	Obtained    time.Time `json:"obtained"`
-	LastRefresh time.Time `json:"last_refresh"`
 }
 
 func (s *storageStore) Lock(ctx context.Context) error   { return s.storage.Lock(ctx, s.lock) }
@@ -141,7 +127,7 @@ func (s *storageStore) Delete(ctx context.Context) error {
 	return err
 }
 
-func (s *storageStore) Load(ctx context.Context) (*SharedState, error) {
+func (s *storageStore) Load(ctx context.Context) ([]byte, error) {
 	raw, err := s.storage.Load(ctx, s.key)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -165,18 +151,10 @@ func (s *storageStore) Load(ctx context.Context) (*SharedState, error) {
 	if err != nil {
 		return nil, nil // another identity's secret, or tampered: absent
 	}
-	var p plainState
-	if json.Unmarshal(plain, &p) != nil || p.Bearer == "" || p.CSRF == "" || p.SessionID == "" {
-		return nil, nil
-	}
-	sess, err := restoreSession(p)
-	if err != nil {
-		return nil, nil
-	}
-	return &SharedState{Session: sess, LastRefresh: p.LastRefresh}, nil
+	return plain, nil
 }
 
-func (s *storageStore) Save(ctx context.Context, st *SharedState) error {
+func (s *storageStore) Save(ctx context.Context, plain []byte) error {
 	kdf, salt := kdfGivenKey, []byte(nil)
 	if s.givenKey == nil {
 		kdf = kdfScrypt
@@ -195,14 +173,6 @@ func (s *storageStore) Save(ctx context.Context, st *SharedState) error {
 		return err
 	}
 	gcm, err := newGCM(key)
-	if err != nil {
-		return err
-	}
-	sess := st.Session
-	plain, err := json.Marshal(plainState{
-		Bearer: sess.Bearer, CSRF: sess.CSRF, SessionID: sess.SessionID, BaseURL: sess.BaseURL,
-		TTL: sess.TTL.Milliseconds(), Obtained: sess.Obtained, LastRefresh: st.LastRefresh,
-	})
 	if err != nil {
 		return err
 	}

@@ -20,13 +20,13 @@ import (
 
 // clusterKeepers builds n keepers, as n Caddy instances would have, each
 // with its own client, sharing one file_system storage directory.
-func clusterKeepers(t *testing.T, srv *httptest.Server, dir string, n int, tune func(*Tuning)) []*Keeper {
+func clusterKeepers(t *testing.T, srv *httptest.Server, dir string, n int, tune func(*Settings)) []*Keeper {
 	t.Helper()
 	ks := make([]*Keeper, n)
 	for i := range ks {
 		storage := &certmagic.FileStorage{Path: dir}
-		ks[i] = testKeeper(t, srv, userCreds(), nil, func(tu *Tuning) {
-			tu.Shared = newStorageStore(storage, userCreds(), srv.URL, "", nil)
+		ks[i] = testKeeper(t, srv, userCreds(), nil, func(tu *Settings) {
+			tu.Store = clusterStore(storage, userCreds(), srv.URL, "", nil)
 			tu.LogoutOnStop = false
 			if tune != nil {
 				tune(tu)
@@ -46,7 +46,7 @@ func TestClusterOneLoginOneRelogin(t *testing.T) {
 	for _, k := range ks {
 		for range 20 {
 			wg.Go(func() {
-				if _, err := k.Session(bg()); err != nil {
+				if _, err := k.Get(bg()); err != nil {
 					t.Error(err)
 				}
 			})
@@ -58,7 +58,7 @@ func TestClusterOneLoginOneRelogin(t *testing.T) {
 	}
 	first := ks[0].Current()
 	for _, k := range ks {
-		if k.Current().Bearer != first.Bearer {
+		if k.Current().Token != first.Token {
 			t.Fatal("instances hold different sessions")
 		}
 	}
@@ -69,9 +69,9 @@ func TestClusterOneLoginOneRelogin(t *testing.T) {
 		failed := k.Current()
 		for range 10 {
 			wg.Go(func() {
-				s, err := k.Unauthorized(bg(), failed)
-				if err != nil || s == nil || s.Bearer == first.Bearer {
-					t.Errorf("after expiry: %v %v", s, err)
+				out := k.Unauthorized(bg(), failed)
+				if (out.Verdict != Retry && out.Verdict != RetryLate) || out.Credential.Token == first.Token {
+					t.Errorf("after expiry: %+v", out)
 				}
 			})
 		}
@@ -88,7 +88,7 @@ func TestClusterOneLoginOneRelogin(t *testing.T) {
 
 	// An instance that joins later adopts the stored session.
 	joiner := clusterKeepers(t, srv, storageDirOf(ks[0]), 1, nil)[0]
-	if s, err := joiner.Session(bg()); err != nil || s.Bearer != ks[0].Current().Bearer {
+	if s, err := joiner.Get(bg()); err != nil || s.Token != ks[0].Current().Token {
 		t.Fatalf("late joiner: %v", err)
 	}
 	if n := emu.Counters().LoginAttempts; n != 2 {
@@ -96,17 +96,20 @@ func TestClusterOneLoginOneRelogin(t *testing.T) {
 	}
 }
 
+// storeOf returns the storage a clustered keeper uses now.
+func storeOf(k *Keeper) *storageStore { return k.settings().Store.(*storageStore) }
+
 // storageDirOf returns the directory of a keeper's file storage.
 func storageDirOf(k *Keeper) string {
-	return k.store().(*storageStore).storage.(*certmagic.FileStorage).Path
+	return storeOf(k).storage.(*certmagic.FileStorage).Path
 }
 
 func TestClusterRefreshOncePerIntervalAndOneReloginAfterRefresh401(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	ks := clusterKeepers(t, srv, t.TempDir(), 3, func(tu *Tuning) { tu.RefreshInterval = 400 * time.Millisecond })
+	ks := clusterKeepers(t, srv, t.TempDir(), 3, func(tu *Settings) { tu.RefreshInterval = 400 * time.Millisecond })
 	for _, k := range ks {
-		if _, err := k.Session(bg()); err != nil {
+		if _, err := k.Get(bg()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -136,7 +139,7 @@ func TestClusterBlobIsEncryptedAndAuthenticated(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	dir := t.TempDir()
 	k := clusterKeepers(t, srv, dir, 1, nil)[0]
-	if _, err := k.Session(bg()); err != nil {
+	if _, err := k.Get(bg()); err != nil {
 		t.Fatal(err)
 	}
 	var blobs [][]byte
@@ -155,15 +158,15 @@ func TestClusterBlobIsEncryptedAndAuthenticated(t *testing.T) {
 			t.Fatalf("a secret (%d chars) in clear in the stored blob", len(secret))
 		}
 	}
-	store := k.store().(*storageStore)
-	if st, err := store.Load(bg()); err != nil || st == nil || st.Session.Bearer != k.Current().Bearer {
-		t.Fatalf("own blob does not load: %v %v", st, err)
+	store := storeOf(k)
+	if sh := k.decodeShared(store.Load(bg())); sh == nil || sh.cred.Token != k.Current().Token {
+		t.Fatalf("own blob does not load: %v", sh)
 	}
 
 	// Other credentials cannot read it: absent, not an error.
 	other := userCreds()
 	other.Password = "another-password"
-	wrong := newStorageStore(store.storage, other, srv.URL, "", nil)
+	wrong := clusterStore(store.storage, other, srv.URL, "", nil)
 	if st, err := wrong.Load(bg()); st != nil || err != nil {
 		t.Fatalf("a store with another password read the blob: %v %v", st, err)
 	}
@@ -184,24 +187,20 @@ func TestClusterEncryptionKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := NewClient(ClientConfig{CSDS: srv.URL})
-	s, err := c.Login(bg(), userCreds())
-	if err != nil {
+	payload := []byte(`{"credential":{"bearer":"0123456789abcdef"}}`)
+	a := clusterStore(storage, userCreds(), srv.URL, "", key)
+	if err := a.Save(bg(), payload); err != nil {
 		t.Fatal(err)
 	}
-	a := newStorageStore(storage, userCreds(), srv.URL, "", key)
-	if err := a.Save(bg(), &SharedState{Session: s, LastRefresh: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	b := newStorageStore(storage, userCreds(), srv.URL, "", key)
-	if st, _ := b.Load(bg()); st == nil || st.Session.Bearer != s.Bearer {
-		t.Fatal("the same key cannot read the blob")
+	b := clusterStore(storage, userCreds(), srv.URL, "", key)
+	if got, _ := b.Load(bg()); !bytes.Equal(got, payload) {
+		t.Fatalf("the same key cannot read the blob: %q", got)
 	}
 	otherKey, _ := ParseEncryptionKey(strings.Repeat("ab", 32))
-	if st, _ := newStorageStore(storage, userCreds(), srv.URL, "", otherKey).Load(bg()); st != nil {
+	if st, _ := clusterStore(storage, userCreds(), srv.URL, "", otherKey).Load(bg()); st != nil {
 		t.Fatal("another key read the blob")
 	}
-	if st, _ := newStorageStore(storage, userCreds(), srv.URL, "", nil).Load(bg()); st != nil {
+	if st, _ := clusterStore(storage, userCreds(), srv.URL, "", nil).Load(bg()); st != nil {
 		t.Fatal("a derived key read a blob written with an encryption_key")
 	}
 	for _, bad := range []string{"short", strings.Repeat("a", 44), ""} {
@@ -216,22 +215,22 @@ func TestClusterLogoutOnlyWhenAsked(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	dir := t.TempDir()
 	k := clusterKeepers(t, srv, dir, 1, nil)[0]
-	if _, err := k.Session(bg()); err != nil {
+	if _, err := k.Get(bg()); err != nil {
 		t.Fatal(err)
 	}
 	k.Close()
 	if n := emu.Counters().Logouts; n != 0 {
 		t.Fatalf("cluster mode logged out on stop by default: %d", n)
 	}
-	k2 := clusterKeepers(t, srv, dir, 1, func(tu *Tuning) { tu.LogoutOnStop = true })[0]
-	if _, err := k2.Session(bg()); err != nil {
+	k2 := clusterKeepers(t, srv, dir, 1, func(tu *Settings) { tu.LogoutOnStop = true })[0]
+	if _, err := k2.Get(bg()); err != nil {
 		t.Fatal(err)
 	}
 	k2.Close()
 	if n := emu.Counters().Logouts; n != 1 {
 		t.Fatalf("logout_on_stop: %d logouts", n)
 	}
-	if st, _ := k2.store().Load(context.Background()); st != nil {
+	if st, _ := storeOf(k2).Load(context.Background()); st != nil {
 		t.Fatal("the logged-out session is still stored for others to adopt")
 	}
 }

@@ -238,7 +238,7 @@ func FuzzParseLoginReply(f *testing.F) {
 		if cookieValue != "" {
 			cookies = append(cookies, &http.Cookie{Name: "Session_id", Value: cookieValue})
 		}
-		sess, err := parseLoginReply(body, cookies)
+		sess, err := parseLoginReply(body, cookies, "https://va.agentvep.liveperson.net")
 
 		var fields struct{ Bearer, CSRF string }
 		decoded := json.Unmarshal(body, &fields) == nil
@@ -265,7 +265,7 @@ func FuzzParseLoginReply(f *testing.F) {
 		if sess.TTL < 0 || sess.TTL > 30*24*time.Hour {
 			t.Fatalf("TTL %v: want 0..30 days", sess.TTL)
 		}
-		av := sess.AuthorizationValue()
+		av := sessionCredential(sess).AuthorizationValue()
 		if av != "Bearer "+sess.Bearer {
 			t.Fatalf("AuthorizationValue %q", av)
 		}

@@ -41,23 +41,42 @@ func testClient(t testing.TB, srv *httptest.Server) *Client {
 	return c
 }
 
-// testKeeper builds a keeper against srv; it is closed when the test ends.
-func testKeeper(t testing.TB, srv *httptest.Server, creds Credentials, clock Clock, tune func(*Tuning)) *Keeper {
+// testKeeper builds a keeper of the Login Service source against srv, with
+// one started configuration; it is closed when the test ends. With tune
+// setting a Store, the keeper is clustered.
+func testKeeper(t testing.TB, srv *httptest.Server, creds Credentials, clock Clock, tune func(*Settings)) *Keeper {
 	t.Helper()
-	tuning := Tuning{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, LogoutOnStop: true}
+	s := Settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, LogoutOnStop: true}
 	if tune != nil {
-		tune(&tuning)
+		tune(&s)
 	}
-	k := NewKeeper(creds, clock, tuning)
+	m := Local
+	if s.Store != nil {
+		m = Clustered
+	}
+	k := NewKeeper(NewLoginSource(creds), clock, m)
+	use, err := k.Attach("test", s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	use.Start()
 	t.Cleanup(func() { _ = k.Close() })
 	return k
 }
 
-// dataCall calls the emulator's data API with the session's bearer.
-func dataCall(t testing.TB, srv *httptest.Server, s *Session) int {
+// dataCall calls the emulator's data API with the credential's bearer.
+// It takes a keeper's *Credential or a client's *Session.
+func dataCall(t testing.TB, srv *httptest.Server, cred any) int {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/account/"+ccemu.DefaultAccountID+"/probe", nil)
-	req.Header.Set("Authorization", s.AuthorizationValue())
+	switch c := cred.(type) {
+	case *Credential:
+		req.Header.Set("Authorization", c.AuthorizationValue())
+	case *Session:
+		req.Header.Set("Authorization", "Bearer "+c.Bearer)
+	default:
+		t.Fatalf("dataCall: %T", cred)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

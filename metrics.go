@@ -134,7 +134,7 @@ func (c *sessionAgeCollector) Collect(ch chan<- prometheus.Metric) {
 	oldest := map[string]time.Time{}
 	forEachKeeper(func(k *Keeper) {
 		if s := k.Current(); s != nil {
-			acct := k.creds.AccountID
+			acct := k.Identity().Account
 			if t, ok := oldest[acct]; !ok || s.Obtained.Before(t) {
 				oldest[acct] = s.Obtained
 			}

@@ -4,18 +4,12 @@
 package lpauth
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math"
 	"net/http"
-	"net/url"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,7 +17,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 func init() {
@@ -182,7 +175,8 @@ func (p pooledKeeper) Destruct() error {
 }
 
 // Provision expands placeholders, checks the configuration and joins (or
-// creates) the keeper of this identity. It does no network I/O.
+// creates) the keeper of this identity. It does no network I/O. Its
+// session-wide settings and instances apply once this config starts.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
@@ -196,38 +190,39 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("lpauth: %w", err)
 	}
-	tuning := Tuning{
+	settings := Settings{
 		Client:          client,
 		RefreshInterval: cfg.refreshInterval,
 		LoginTimeout:    cfg.loginTimeout,
-		Observer:        h.observe,
 		LogoutOnStop:    h.StorageRaw == nil,
+		Observer:        h.observer(cfg.refreshInterval),
 	}
 	if h.LogoutOnStop != nil {
-		tuning.LogoutOnStop = *h.LogoutOnStop
+		settings.LogoutOnStop = *h.LogoutOnStop
 	}
-	key := identityKey(cfg)
+	mode := Local
 	if h.StorageRaw != nil {
-		// The storage config is part of the identity: another storage is
-		// another cluster.
-		key += "|cluster:" + hashOf(string(h.StorageRaw), string(cfg.encryptionKey))
 		storage, err := h.loadStorage(ctx)
 		if err != nil {
 			return err
 		}
-		tuning.Shared = newStorageStore(storage, cfg.creds, cfg.client.CSDS, cfg.client.Domain, cfg.encryptionKey)
+		settings.Store = clusterStore(storage, cfg.creds, cfg.client.CSDS, cfg.client.Domain, cfg.encryptionKey)
+		mode = Clustered
 	} else if cfg.encryptionKey != nil {
 		return errors.New("lpauth: encryption_key is only used with storage (cluster mode)")
 	}
+	key := identityKey(cfg, h.StorageRaw)
 	val, _, err := keepers.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledKeeper{NewKeeper(cfg.creds, nil, tuning)}, nil
+		return pooledKeeper{NewKeeper(NewLoginSource(cfg.creds), nil, mode)}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("lpauth: %w", err)
 	}
 	h.poolKey = key
 	h.keeper = val.(pooledKeeper).Keeper
-	h.keeper.Configure(tuning)
+	if err := attachConfig(ctx, h.keeper, settings); err != nil {
+		return err
+	}
 	h.identity = &RequestIdentity{AccountID: cfg.creds.AccountID, keeper: h.keeper}
 	return nil
 }
@@ -258,6 +253,18 @@ func (h *Handler) loadStorage(ctx caddy.Context) (certmagic.Storage, error) {
 		return nil, fmt.Errorf("lpauth: storage: %w", err)
 	}
 	return storage, nil
+}
+
+// clusterStore is where the cluster of an identity keeps its credential:
+// the blob is named after the identity's public parts, and its key is
+// derived from the identity's own secret unless an encryption_key is given.
+func clusterStore(storage certmagic.Storage, c Credentials, csds, domain string, encryptionKey []byte) *storageStore {
+	secret := c.Password
+	if c.AppKey != "" {
+		secret = c.Secret
+	}
+	publicID := hashOf(c.AccountID, c.Username, c.AppKey, csds, domain)
+	return newStorageStore(storage, c.AccountID, publicID, []byte(secret), encryptionKey)
 }
 
 // Cleanup releases this config's hold on the keeper; the last one to go
@@ -388,12 +395,18 @@ func positiveOr(field string, v caddy.Duration, def time.Duration) (time.Duratio
 	return time.Duration(v), nil
 }
 
-// identityKey hashes what makes a session: account, user, credentials and
-// where they are sent. Hashed so that no secret is kept as a map key.
-func identityKey(r resolved) string {
+// identityKey is the pool key: everything that makes a different session
+// (account, user, credentials, where they are sent) and, in cluster mode, a
+// different cluster (the storage config and the encryption key). Hashed so
+// that no secret is kept as a map key.
+func identityKey(r resolved, storage json.RawMessage) string {
 	c := r.creds
-	return "lpauth:" + hashOf(c.AccountID, c.Username, c.Password, c.AppKey, c.Secret,
+	key := "lpauth:" + hashOf(c.AccountID, c.Username, c.Password, c.AppKey, c.Secret,
 		c.AccessToken, c.AccessTokenSecret, r.client.CSDS, r.client.Domain)
+	if storage != nil {
+		key += "|cluster:" + hashOf(string(storage), string(r.encryptionKey))
+	}
+	return key
 }
 
 // hashOf hashes parts unambiguously (each prefixed by its length).
@@ -403,322 +416,6 @@ func hashOf(parts ...string) string {
 		fmt.Fprintf(h, "%d:%s|", len(part), part)
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// ServeHTTP adds the bearer and handles an upstream 401.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	caddyhttp.SetVar(r.Context(), IdentityVar, h.identity)
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl != nil {
-		repl.Set("http.lpauth.account_id", h.identity) // a Stringer: no boxing per request
-		repl.Set("http.lpauth.retried", false)
-	}
-	sess := h.keeper.Current() // the fast path: one atomic load
-	if sess == nil {
-		var err error
-		if sess, err = h.keeper.Session(r.Context()); err != nil {
-			return h.unavailable(w, err)
-		}
-	}
-	body, replayable, err := h.bufferBody(r)
-	if err != nil {
-		return err
-	}
-	if cur := h.keeper.Current(); cur != nil {
-		sess = cur // reading the body may have taken a while
-	}
-	setAuthorization(r, sess)
-	setSessionPlaceholders(repl, sess)
-
-	if !replayable {
-		rec := newHoldBackWriter(w, false)
-		defer rec.release()
-		err := next.ServeHTTP(rec, r)
-		if rec.status == http.StatusUnauthorized {
-			// Too late to retry this one, but the next requests should
-			// find a live session.
-			h.countUnauthorized("not_replayable")
-			h.keeper.UnauthorizedLater(sess)
-		}
-		return err
-	}
-
-	// What the first attempt may change, kept for a retry: the response
-	// header map (a held-back 401 fills it) and the request.
-	var before headerSnapshot
-	before.take(w.Header())
-	var orig requestState
-	orig.take(r)
-	groups, satisfied := routeGroups(r)
-	rec := newHoldBackWriter(w, true)
-	defer rec.release()
-	err = next.ServeHTTP(rec, r)
-	if err != nil || !rec.held {
-		return err // streamed through, or nothing written
-	}
-	late := h.keeper.Current() != sess && h.keeper.Current() != nil
-	retry, err := h.keeper.Unauthorized(r.Context(), sess)
-	if retry == nil && err == nil {
-		h.countUnauthorized("passed")
-		return rec.writeHeld() // the 401 is the endpoint's own
-	}
-	// Nothing of the held-back 401 may leak into what replaces it.
-	before.restore(w.Header())
-	if err != nil {
-		h.countUnauthorized("unavailable")
-		return h.unavailable(w, err)
-	}
-	if late {
-		h.countUnauthorized("retried_late")
-	} else {
-		h.countUnauthorized("retried")
-	}
-	// The retry runs the same routes on the request as it came: handlers
-	// after this one (handle_path, rewrite, request_header) changed it.
-	orig.restore(r)
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	forgetGroupsSince(groups, satisfied)
-	setAuthorization(r, retry)
-	setSessionPlaceholders(repl, retry)
-	if repl != nil {
-		repl.Set("http.lpauth.retried", true)
-	}
-	if c := h.logger.Check(zapcore.DebugLevel, "retrying after upstream 401"); c != nil {
-		c.Write(zap.String("account_id", h.identity.AccountID), zap.String("uri", r.RequestURI), zap.Bool("token_already_replaced", late))
-	}
-	return next.ServeHTTP(w, r)
-}
-
-func (h *Handler) countUnauthorized(outcome string) {
-	metricUpstream401.WithLabelValues(h.identity.AccountID).Inc()
-	metricRetries.WithLabelValues(h.identity.AccountID, outcome).Inc()
-}
-
-// requestState is what later handlers may change on a request.
-type requestState struct {
-	url        url.URL
-	requestURI string
-	method     string
-	host       string
-	headerMap  http.Header
-	header     headerSnapshot
-}
-
-func (s *requestState) take(r *http.Request) {
-	s.url, s.requestURI, s.method, s.host, s.headerMap = *r.URL, r.RequestURI, r.Method, r.Host, r.Header
-	s.header.take(r.Header)
-}
-
-func (s *requestState) restore(r *http.Request) {
-	u := s.url
-	r.URL, r.RequestURI, r.Method, r.Host, r.Header = &u, s.requestURI, s.method, s.host, s.headerMap
-	s.header.restore(r.Header)
-}
-
-// headerSnapshot remembers a header map's entries: the value slices
-// themselves, not copies, in arrays that stay on the stack for the usual
-// small maps. Handlers add values by appending, which leaves the remembered
-// slices as they were; a value edited in place (a header replace operation)
-// is the one change a restore does not undo.
-type headerSnapshot struct {
-	n     int
-	keys  [16]string
-	vals  [16][]string
-	spill http.Header // for larger maps
-}
-
-func (s *headerSnapshot) take(h http.Header) {
-	if len(h) > len(s.keys) {
-		s.spill = make(http.Header, len(h))
-		for k, v := range h {
-			s.spill[k] = v
-		}
-		return
-	}
-	for k, v := range h {
-		s.keys[s.n], s.vals[s.n] = k, v
-		s.n++
-	}
-}
-
-func (s *headerSnapshot) restore(h http.Header) {
-	clear(h)
-	for k, v := range s.spill {
-		h[k] = v
-	}
-	for i := range s.n {
-		h[s.keys[i]] = s.vals[i]
-	}
-}
-
-// routeGroupsKey is where Caddy records, per request, the route groups
-// already satisfied: of the routes in one group (the Caddyfile's handle
-// blocks), only the first matching one runs.
-// (Boxed once: a string-typed key passed to Context.Value allocates.)
-var routeGroupsKey any = caddy.CtxKey("route_group")
-
-// routeGroups returns the request's group record and the groups satisfied
-// before this handler ran (nil when none, the usual case: no allocation).
-func routeGroups(r *http.Request) (map[string]struct{}, []string) {
-	groups, _ := r.Context().Value(routeGroupsKey).(map[string]struct{})
-	if len(groups) == 0 {
-		return groups, nil
-	}
-	satisfied := make([]string, 0, len(groups))
-	for g := range groups {
-		satisfied = append(satisfied, g)
-	}
-	return groups, satisfied
-}
-
-// forgetGroupsSince drops the groups the first attempt satisfied, so the
-// retry runs the same handle block again instead of skipping it.
-func forgetGroupsSince(groups map[string]struct{}, satisfied []string) {
-	for g := range groups {
-		if !slices.Contains(satisfied, g) {
-			delete(groups, g)
-		}
-	}
-}
-
-// setAuthorization replaces whatever Authorization the client sent. The
-// slice is fresh per request, at the cost of one small allocation: Caddy's
-// header replace operations (request_header, header) edit values in place,
-// so a slice shared between requests would be a data race.
-func setAuthorization(r *http.Request, s *Session) {
-	r.Header["Authorization"] = []string{s.authValue}
-}
-
-// setSessionPlaceholders sets the placeholders that describe the session.
-func setSessionPlaceholders(repl *caddy.Replacer, s *Session) {
-	if repl != nil {
-		repl.Set("http.lpauth.domain", (*sessionHost)(s))
-		repl.Set("http.lpauth.session_age", (*sessionAge)(s))
-	}
-}
-
-// sessionHost and sessionAge render the placeholders when they are used:
-// pointers box into an interface without allocating, strings do not.
-type sessionHost Session
-
-func (h *sessionHost) String() string { return h.host }
-
-// sessionAge is the session's age in whole seconds.
-type sessionAge Session
-
-func (a *sessionAge) String() string {
-	return strconv.FormatInt(int64(time.Since(a.Obtained)/time.Second), 10)
-}
-
-// bufferBody reads a body of up to the limit so it can be replayed. A
-// larger one is put back together (what was read, then the rest) and
-// streamed. It returns the buffered bytes and whether the request can be
-// replayed.
-func (h *Handler) bufferBody(r *http.Request) ([]byte, bool, error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, true, nil
-	}
-	limit := h.RetryBodyLimit
-	if r.ContentLength > limit {
-		return nil, false, nil
-	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		// Trust the client's length only so far: the body may never come.
-		buf.Grow(int(min(r.ContentLength, 1<<20)) + bytes.MinRead)
-	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, false, caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
-		}
-		return nil, false, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("lpauth: reading request body: %w", err))
-	}
-	if n > limit {
-		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf.Bytes()), r.Body), r.Body}
-		return nil, false, nil
-	}
-	r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
-	return buf.Bytes(), true, nil
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
-}
-
-// unavailable answers 503 with Retry-After, as an error handle_errors can
-// shape.
-func (h *Handler) unavailable(w http.ResponseWriter, err error) error {
-	wait := time.Second
-	var u *UnavailableError
-	if errors.As(err, &u) && u.RetryAfter > wait {
-		wait = u.RetryAfter
-	}
-	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-	metricUnavailable.WithLabelValues(h.identity.AccountID).Inc()
-	return caddyhttp.Error(http.StatusServiceUnavailable, err)
-}
-
-func (h *Handler) observe(ev Event) {
-	recordEvent(ev)
-	h.logEvent(ev)
-}
-
-// logEvent logs what the keeper reports. No field carries a secret.
-func (h *Handler) logEvent(ev Event) {
-	fields := []zap.Field{
-		zap.String("account_id", ev.Account),
-		zap.String("login", ev.Mode),
-		zap.String("username", ev.Username),
-	}
-	if ev.Host != "" {
-		fields = append(fields, zap.String("host", ev.Host))
-	}
-	if ev.Duration > 0 {
-		fields = append(fields, zap.Duration("duration", ev.Duration))
-	}
-	if ev.Err != nil {
-		fields = append(fields, zap.Error(ev.Err))
-		var apiErr *APIError
-		if errors.As(ev.Err, &apiErr) {
-			fields = append(fields, zap.Int("status", apiErr.StatusCode))
-		}
-	}
-	switch ev.Kind {
-	case EventLogin:
-		h.logger.Info("logged in to CC", append(fields, zap.Bool("relogin", ev.Relogin))...)
-	case EventLoginFailed:
-		fields = append(fields, zap.Int("consecutive_failures", ev.Failures),
-			zap.Time("next_attempt", ev.NextAttempt))
-		if classify(ev.Err) == failConfig {
-			h.logger.Error("CC login refused: check account_id, username and credentials; retrying slowly so the user is not locked", fields...)
-		} else {
-			h.logger.Warn("CC login failed", fields...)
-		}
-	case EventRefresh:
-		h.logger.Debug("refreshed CC session", fields...)
-	case EventRefreshFailed:
-		h.logger.Warn("CC session refresh failed; will try again", fields...)
-	case EventSessionLost:
-		h.logger.Warn("CC session is gone; logging in again", fields...)
-	case EventLogout:
-		h.logger.Info("logged out of CC", fields...)
-	case EventAdopted:
-		h.logger.Info("adopted the cluster's CC session", fields...)
-	case EventStoreFailed:
-		h.logger.Warn("cluster storage failed; continuing on this instance's own", fields...)
-	case EventLogoutFailed:
-		var apiErr *APIError
-		if errors.As(ev.Err, &apiErr) {
-			h.logger.Warn("CC logout failed", fields...)
-		} else {
-			// Typical at shutdown of a one-process demo, whose emulator
-			// stops listening first.
-			h.logger.Debug("CC logout failed", fields...)
-		}
-	}
 }
 
 // Interface guards

@@ -19,10 +19,10 @@ func TestKeeperOneLoginForManyCallers(t *testing.T) {
 	emu.DelayNextLogins(1, 200*time.Millisecond)
 	k := testKeeper(t, srv, userCreds(), nil, nil)
 	var wg sync.WaitGroup
-	got := make([]*Session, 64)
+	got := make([]*Credential, 64)
 	for i := range got {
 		wg.Go(func() {
-			s, err := k.Session(bg())
+			s, err := k.Get(bg())
 			if err != nil {
 				t.Error(err)
 			}
@@ -54,7 +54,7 @@ func TestKeeperUnauthorized(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	k := testKeeper(t, srv, userCreds(), nil, nil)
-	s1, err := k.Session(bg())
+	s1, err := k.Get(bg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +62,8 @@ func TestKeeperUnauthorized(t *testing.T) {
 	// The session is alive: the 401 is the endpoint's and no login follows,
 	// however many requests see it.
 	for range 10 {
-		retry, err := k.Unauthorized(bg(), s1)
-		if retry != nil || err != nil {
-			t.Fatalf("401 with a live session: retry %v, err %v; want the 401 passed on", retry, err)
+		if out := k.Unauthorized(bg(), s1); out.Verdict != PassThrough || out.Credential != nil || out.Err != nil {
+			t.Fatalf("401 with a live session: %+v; want the 401 passed on", out)
 		}
 	}
 	n := emu.Counters()
@@ -75,19 +74,19 @@ func TestKeeperUnauthorized(t *testing.T) {
 	// The session is dead: one re-login. (A fresh keeper: the first one
 	// trusts its alive answer for 5s.)
 	k = testKeeper(t, srv, userCreds(), nil, nil)
-	if s1, err = k.Session(bg()); err != nil {
+	if s1, err = k.Get(bg()); err != nil {
 		t.Fatal(err)
 	}
 	emu.ExpireSessions()
 	var wg sync.WaitGroup
-	retries := make([]*Session, 32)
+	retries := make([]*Credential, 32)
 	for i := range retries {
 		wg.Go(func() {
-			retry, err := k.Unauthorized(bg(), s1)
-			if err != nil {
-				t.Error(err)
+			out := k.Unauthorized(bg(), s1)
+			if out.Verdict != Retry && out.Verdict != RetryLate {
+				t.Errorf("after an expiry: %+v, want a retry", out)
 			}
-			retries[i] = retry
+			retries[i] = out.Credential
 		})
 	}
 	wg.Wait()
@@ -104,9 +103,8 @@ func TestKeeperUnauthorized(t *testing.T) {
 	// A late 401 for the old token: retry with the current one, no login,
 	// no refresh.
 	before := emu.Counters()
-	retry, err := k.Unauthorized(bg(), s1)
-	if err != nil || retry != s2 {
-		t.Fatalf("late 401: retry %v err %v, want the current session", retry, err)
+	if out := k.Unauthorized(bg(), s1); out.Verdict != RetryLate || out.Credential != s2 {
+		t.Fatalf("late 401: %+v, want RetryLate with the current credential", out)
 	}
 	if after := emu.Counters(); after.LoginAttempts != before.LoginAttempts || after.Refreshes != before.Refreshes {
 		t.Fatalf("a late 401 reached CC: before %+v after %+v", before, after)
@@ -116,8 +114,8 @@ func TestKeeperUnauthorized(t *testing.T) {
 func TestKeeperRefreshKeepsIdleSessionAlive(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{SessionTTL: 1500 * time.Millisecond})
-	k := testKeeper(t, srv, userCreds(), nil, func(tu *Tuning) { tu.RefreshInterval = 400 * time.Millisecond })
-	s, err := k.Session(bg())
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *Settings) { tu.RefreshInterval = 400 * time.Millisecond })
+	s, err := k.Get(bg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +131,7 @@ func TestKeeperRefreshKeepsIdleSessionAlive(t *testing.T) {
 	// above is not vacuous.
 	emu2, srv2 := emulator(t, ccemu.Config{SessionTTL: 1500 * time.Millisecond})
 	k2 := testKeeper(t, srv2, userCreds(), nil, nil)
-	s2, err := k2.Session(bg())
+	s2, err := k2.Get(bg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,8 +144,8 @@ func TestKeeperRefreshKeepsIdleSessionAlive(t *testing.T) {
 func TestKeeperRefresh401LogsInAgainInBackground(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	k := testKeeper(t, srv, userCreds(), nil, func(tu *Tuning) { tu.RefreshInterval = 300 * time.Millisecond })
-	s1, err := k.Session(bg())
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *Settings) { tu.RefreshInterval = 300 * time.Millisecond })
+	s1, err := k.Get(bg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,9 +166,9 @@ func TestKeeperLoginTimeout(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	emu.DelayNextLogins(1, 20*time.Second)
-	k := testKeeper(t, srv, userCreds(), nil, func(tu *Tuning) { tu.LoginTimeout = 300 * time.Millisecond })
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *Settings) { tu.LoginTimeout = 300 * time.Millisecond })
 	start := time.Now()
-	_, err := k.Session(bg())
+	_, err := k.Get(bg())
 	took := time.Since(start)
 	var u *UnavailableError
 	if !errors.As(err, &u) {
@@ -191,7 +189,7 @@ func TestKeeperCallerLeavingDoesNotCancelLogin(t *testing.T) {
 	k := testKeeper(t, srv, userCreds(), nil, nil)
 	ctx, cancel := context.WithTimeout(bg(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := k.Session(ctx); err == nil {
+	if _, err := k.Get(ctx); err == nil {
 		t.Fatal("the caller that left got a session")
 	}
 	eventually(t, 2*time.Second, "the login to finish for the others", func() bool { return k.Current() != nil })
@@ -204,7 +202,7 @@ func TestKeeperCloseLogsOut(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	k := testKeeper(t, srv, userCreds(), nil, nil)
-	s, err := k.Session(bg())
+	s, err := k.Get(bg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +215,7 @@ func TestKeeperCloseLogsOut(t *testing.T) {
 	if got := dataCall(t, srv, s); got != 401 {
 		t.Fatalf("bearer after logout: %d", got)
 	}
-	if _, err := k.Session(bg()); !errors.Is(err, ErrClosed) {
+	if _, err := k.Get(bg()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("session after close: %v, want ErrClosed", err)
 	}
 	if n := emu.Counters().LoginAttempts; n != 1 {
@@ -261,7 +259,7 @@ func TestKeeperRetrySchedules(t *testing.T) {
 			}
 			clock := newFakeClock()
 			k := testKeeper(t, srv, tc.creds, clock, nil)
-			_, err := k.Session(bg())
+			_, err := k.Get(bg())
 			for i, want := range tc.waits {
 				var u *UnavailableError
 				if !errors.As(err, &u) {
@@ -273,12 +271,12 @@ func TestKeeperRetrySchedules(t *testing.T) {
 				}
 				attempts := emu.Counters().LoginAttempts
 				clock.Advance(u.RetryAfter - time.Millisecond)
-				if _, err := k.Session(bg()); err == nil || emu.Counters().LoginAttempts != attempts {
+				if _, err := k.Get(bg()); err == nil || emu.Counters().LoginAttempts != attempts {
 					t.Fatalf("failure %d: a login started before the wait was over", i+1)
 				}
 				clock.Advance(time.Millisecond) // the keeper retries by itself
 				eventually(t, 2*time.Second, "the background retry", func() bool { return emu.Counters().LoginAttempts == attempts+1 })
-				_, err = k.Session(bg())
+				_, err = k.Get(bg())
 			}
 			if tc.creds.Password != "wrong" && err != nil {
 				t.Fatalf("after the injected failures: %v", err)
@@ -307,15 +305,14 @@ func TestRetryDelayJitterBounds(t *testing.T) {
 func TestKeeperPeriodicRefreshDoesNotMaskExpiry(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	k := testKeeper(t, srv, userCreds(), nil, func(tu *Tuning) { tu.RefreshInterval = 300 * time.Millisecond })
-	s1, err := k.Session(bg())
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *Settings) { tu.RefreshInterval = 300 * time.Millisecond })
+	s1, err := k.Get(bg())
 	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 3*time.Second, "a periodic refresh", func() bool { return emu.Counters().RefreshesOK >= 1 })
 	emu.ExpireSessions()
-	retry, err := k.Unauthorized(bg(), s1)
-	if err != nil || retry == nil || retry == s1 {
-		t.Fatalf("401 right after a periodic refresh and an expiry: retry %v, err %v; want a new session", retry, err)
+	if out := k.Unauthorized(bg(), s1); out.Verdict != Retry || out.Credential == nil || out.Credential == s1 {
+		t.Fatalf("401 right after a periodic refresh and an expiry: %+v; want a retry with a new credential", out)
 	}
 }

@@ -466,7 +466,7 @@ http://127.0.0.1:9080 {
 		t.Fatal(err)
 	}
 	before := emu.Counters().DomainLookups
-	r := send(t, "GET", "/explicit"+dataPath("x"), nil, "Authorization", sess.AuthorizationValue())
+	r := send(t, "GET", "/explicit"+dataPath("x"), nil, "Authorization", "Bearer "+sess.Bearer)
 	if r.status != 200 || other.calls.Load() != 1 {
 		t.Fatalf("explicit account_id and csds: %d %s, %d calls at the msgHist host", r.status, r.body, other.calls.Load())
 	}
@@ -483,7 +483,7 @@ http://127.0.0.1:9080 {
 			t.Fatalf("no account: %d %s, want 503", r.status, r.body)
 		}
 	}
-	if r := send(t, "GET", "/explicit"+dataPath("x"), nil, "Authorization", sess.AuthorizationValue()); r.status != 200 {
+	if r := send(t, "GET", "/explicit"+dataPath("x"), nil, "Authorization", "Bearer "+sess.Bearer); r.status != 200 {
 		t.Fatalf("after the no-account requests: %d", r.status)
 	}
 	if n := emu.Counters().DomainLookups - before; n != 1 {

@@ -1,0 +1,519 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// aliveTrust is how long a check made for a 401 that found the credential
+// alive answers further 401s, so an endpoint that always answers 401 costs
+// at most one check per aliveTrust.
+const aliveTrust = 5 * time.Second
+
+// releaseTimeout bounds the release (logout) when the keeper closes.
+const releaseTimeout = 3 * time.Second
+
+// obtainWaitSlack lets an obtain's own timeout report before a waiter gives
+// up, so the waiter sees the real reason.
+const obtainWaitSlack = 50 * time.Millisecond
+
+// ErrClosed is returned once the keeper has begun closing.
+var ErrClosed = errors.New("session keeper is closed")
+
+// UnavailableError means no credential can be had now.
+type UnavailableError struct {
+	RetryAfter time.Duration // until the next attempt may start
+	Err        error         // why
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("lpauth: no CC session (next attempt in %s): %v", e.RetryAfter.Round(time.Second), e.Err)
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Keeper owns one credential of one identity: it obtains it on demand
+// (once, however many callers ask at the same time), renews it on a timer,
+// obtains a new one when the old one is gone, backs off after failures as
+// CC's retry policy asks, and releases it on Close. How a credential is
+// obtained, checked, renewed and released is its Source's business; whether
+// the credential is this process's own or the cluster's is its mode's,
+// fixed when the keeper is made. The settings it works with are those of
+// the configuration that applies (see Attach).
+type Keeper struct {
+	src    Source
+	id     Identity
+	clock  Clock
+	mode   mode
+	cur    atomic.Pointer[Credential]
+	flight singleflight.Group
+
+	ctx    context.Context // ends at Close; obtains and renewals run on it
+	cancel context.CancelFunc
+
+	mu          sync.Mutex
+	uses        []*Use    // the configurations attached, oldest first
+	fallback    *Settings // the last that applied, once none is live
+	lastSeq     uint64
+	closed      bool
+	obtained    bool // an obtain has succeeded before
+	failures    int  // consecutive failed obtains of failClass
+	failClass   failureClass
+	nextAttempt time.Time
+	lastErr     error
+	stopRetry   func() bool
+	aliveToken  string
+	aliveUntil  time.Time
+	deadToken   string // token of the credential last found gone: never adopt it again
+	renewal     renewalSchedule
+}
+
+// Mode says whether a keeper's credential is its own or shared by a cluster.
+type Mode int
+
+// The modes.
+const (
+	Local     Mode = iota // this process's own credential
+	Clustered             // one credential for every instance sharing a storage
+)
+
+// NewKeeper returns a keeper of src's credential. It does no network I/O:
+// the first Get obtains. A nil clock means the real one. A Clustered keeper
+// needs every configuration attached to it to carry a Store.
+func NewKeeper(src Source, clock Clock, m Mode) *Keeper {
+	if clock == nil {
+		clock = realClock{}
+	}
+	k := &Keeper{src: src, id: src.Identity(), clock: clock, mode: localMode{}}
+	if m == Clustered {
+		k.mode = clusterMode{}
+	}
+	k.ctx, k.cancel = context.WithCancel(context.Background())
+	return k
+}
+
+// Identity names the account and user the keeper's credential is for.
+func (k *Keeper) Identity() Identity { return k.id }
+
+// Current returns the live credential, or nil. It takes no lock.
+func (k *Keeper) Current() *Credential { return k.cur.Load() }
+
+// Get returns the live credential, obtaining one if there is none. It waits
+// for an obtain at most the login timeout, and not at all while backing
+// off; then it returns an *UnavailableError. A caller that goes away does
+// not cancel the obtain others wait for.
+func (k *Keeper) Get(ctx context.Context) (*Credential, error) {
+	if c := k.cur.Load(); c != nil {
+		return c, nil
+	}
+	return k.awaitObtain(ctx)
+}
+
+// Verdict is what to do with a request whose upstream answered 401.
+type Verdict int
+
+// The verdicts.
+const (
+	// Retry the request once with Outcome.Credential, a new one.
+	Retry Verdict = iota
+	// RetryLate: the 401 came back for a credential that had already been
+	// replaced (here or, in a cluster, by another instance); retry once
+	// with the current one.
+	RetryLate
+	// PassThrough: the credential is alive, so the 401 is the endpoint's
+	// own (a permission, a missing resource) and goes to the client.
+	PassThrough
+	// Unavailable: no credential can be had; Outcome.Err says why.
+	Unavailable
+)
+
+// Outcome is the keeper's answer to an upstream 401.
+type Outcome struct {
+	Verdict    Verdict
+	Credential *Credential // for Retry and RetryLate
+	Err        error       // for Unavailable: an *UnavailableError
+}
+
+// Unauthorized is called when upstream answered 401 to a request sent with
+// failed. Only failed is invalidated, and only once it is known to be gone:
+// one check, and one new obtain, serve every 401 meanwhile.
+func (k *Keeper) Unauthorized(ctx context.Context, failed *Credential) Outcome {
+	cur := k.cur.Load()
+	if cur != nil && cur != failed {
+		return Outcome{Verdict: RetryLate, Credential: cur}
+	}
+	if cur != nil {
+		if c := k.mode.adoptNewer(k, k.settings(), failed); c != nil {
+			return Outcome{Verdict: RetryLate, Credential: c}
+		}
+		if !k.gone(failed) {
+			return Outcome{Verdict: PassThrough}
+		}
+	}
+	c, err := k.awaitObtain(ctx)
+	if err != nil {
+		return Outcome{Verdict: Unavailable, Err: err}
+	}
+	return Outcome{Verdict: Retry, Credential: c}
+}
+
+// UnauthorizedLater handles a 401 that cannot be retried (its body was
+// streamed) in the background, so that the next requests find a live
+// credential.
+func (k *Keeper) UnauthorizedLater(failed *Credential) {
+	go k.Unauthorized(k.ctx, failed)
+}
+
+// Relogin replaces the credential with a new one now, through the same
+// single obtain, skipping any backoff (an operator asked for it). The old
+// credential is released once the new one is in place.
+func (k *Keeper) Relogin(ctx context.Context) (*Credential, error) {
+	old := k.cur.Load()
+	k.mu.Lock()
+	if old != nil {
+		k.deadToken = old.Token
+	}
+	if !k.closed {
+		k.nextAttempt = time.Time{}
+	}
+	k.mu.Unlock()
+	if old != nil {
+		k.cur.CompareAndSwap(old, nil)
+	}
+	c, err := k.awaitObtain(ctx)
+	if err == nil && old != nil && c != old {
+		go func() { _ = k.release(k.settings(), old) }()
+	}
+	return c, err
+}
+
+// Status describes the credential for operators. It holds no secret.
+type Status struct {
+	AccountID           string    `json:"account_id"`
+	Mode                string    `json:"login_mode"`
+	Username            string    `json:"username"`
+	Host                string    `json:"host,omitempty"`
+	LoggedIn            bool      `json:"logged_in"`
+	LoggedInAt          time.Time `json:"logged_in_at,omitzero"`
+	LastRefresh         time.Time `json:"last_refresh,omitzero"`
+	LastRefreshResult   string    `json:"last_refresh_result,omitempty"`
+	NextRefresh         time.Time `json:"next_refresh,omitzero"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	BackoffUntil        time.Time `json:"backoff_until,omitzero"`
+	LastError           string    `json:"last_error,omitempty"`
+}
+
+// Status reports the keeper's state.
+func (k *Keeper) Status() Status {
+	st := Status{AccountID: k.id.Account, Mode: k.id.Mode, Username: k.id.Name}
+	if c := k.cur.Load(); c != nil {
+		st.LoggedIn, st.LoggedInAt, st.Host = true, c.Obtained, c.Issuer
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	st.LastRefresh, st.LastRefreshResult = k.renewal.last, k.renewal.lastResult
+	if st.LoggedIn {
+		st.NextRefresh = k.renewal.next
+	}
+	st.ConsecutiveFailures = k.failures
+	if k.nextAttempt.After(k.clock.Now()) {
+		st.BackoffUntil = k.nextAttempt
+	}
+	if k.lastErr != nil {
+		st.LastError = k.lastErr.Error()
+	}
+	return st
+}
+
+// Client returns the CC client of the configuration that applies.
+func (k *Keeper) Client() *Client { return k.settings().Client }
+
+// Close stops the timers and releases the credential (if the settings that
+// applied last say so), bounded by a few seconds. Nothing is obtained
+// afterwards.
+func (k *Keeper) Close() error {
+	k.mu.Lock()
+	if k.closed {
+		k.mu.Unlock()
+		return nil
+	}
+	k.closed = true
+	k.stopTimersLocked()
+	k.mu.Unlock()
+	k.cancel()
+	c := k.cur.Swap(nil)
+	s := k.settings()
+	if c == nil || !s.LogoutOnStop {
+		return nil
+	}
+	return k.mode.release(k, s, c)
+}
+
+// release ends c through the source and reports it.
+func (k *Keeper) release(s *Settings, c *Credential) error {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	start := k.clock.Now()
+	err := k.src.Release(ctx, s.Client, c)
+	ev := k.event(EventLogout, c)
+	ev.Duration = k.clock.Now().Sub(start)
+	if err != nil {
+		ev.Kind, ev.Err = EventLogoutFailed, err
+	}
+	k.emit(s, ev)
+	return err
+}
+
+func (k *Keeper) awaitObtain(ctx context.Context) (*Credential, error) {
+	if err := k.unavailableNow(); err != nil {
+		return nil, err
+	}
+	ch := k.flight.DoChan("obtain", k.obtain)
+	wait := time.NewTimer(k.settings().LoginTimeout + obtainWaitSlack)
+	defer wait.Stop()
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, k.unavailable(r.Err)
+		}
+		return r.Val.(*Credential), nil
+	case <-ctx.Done():
+		return nil, &UnavailableError{RetryAfter: time.Second, Err: ctx.Err()}
+	case <-wait.C:
+		return nil, &UnavailableError{RetryAfter: time.Second, Err: errors.New("login still in progress")}
+	}
+}
+
+// unavailableNow says why no obtain may start now: closed, or backing off.
+func (k *Keeper) unavailableNow() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return &UnavailableError{RetryAfter: time.Second, Err: ErrClosed}
+	}
+	if wait := k.nextAttempt.Sub(k.clock.Now()); wait > 0 {
+		return &UnavailableError{RetryAfter: wait, Err: k.lastErr}
+	}
+	return nil
+}
+
+func (k *Keeper) unavailable(err error) error {
+	var u *UnavailableError
+	if errors.As(err, &u) {
+		return u
+	}
+	if u, ok := k.unavailableNow().(*UnavailableError); ok {
+		u.Err = err
+		return u
+	}
+	return &UnavailableError{RetryAfter: time.Second, Err: err}
+}
+
+// obtain is the body of the single obtain in flight. One settings snapshot
+// serves it from start to end: a reload meanwhile does not change the
+// client, the timeout or the storage instance half way.
+func (k *Keeper) obtain() (any, error) {
+	if c := k.cur.Load(); c != nil {
+		return c, nil // another obtain finished just before this one began
+	}
+	if err := k.unavailableNow(); err != nil {
+		return nil, err
+	}
+	s := k.settings()
+	start := k.clock.Now()
+	c, adopted, err := k.mode.obtain(k, s)
+	took := k.clock.Now().Sub(start)
+
+	k.mu.Lock()
+	if err != nil {
+		ev := k.failedObtainLocked(err)
+		k.mu.Unlock()
+		ev.Duration = took
+		k.emit(s, ev)
+		return nil, err
+	}
+	if k.closed {
+		k.mu.Unlock()
+		if !adopted {
+			k.mode.abandon(k, s, c)
+		}
+		return nil, ErrClosed
+	}
+	k.failures, k.failClass, k.nextAttempt, k.lastErr = 0, 0, time.Time{}, nil
+	if !adopted {
+		c.Obtained = k.clock.Now()
+	}
+	k.cur.Store(c)
+	k.scheduleRenewalLocked(c, s.RefreshInterval)
+	relogin := k.obtained
+	k.obtained = true
+	k.mu.Unlock()
+	kind := EventLogin
+	if adopted {
+		kind = EventAdopted
+	}
+	ev := k.event(kind, c)
+	ev.Duration, ev.Relogin = took, relogin
+	k.emit(s, ev)
+	return c, nil
+}
+
+// sourceObtain asks the source for a new credential, bounded by the login
+// timeout.
+func (k *Keeper) sourceObtain(s *Settings) (*Credential, error) {
+	ctx, cancel := context.WithTimeout(k.ctx, s.LoginTimeout)
+	defer cancel()
+	c, err := k.src.Obtain(ctx, s.Client)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = &timeoutError{after: s.LoginTimeout, err: err}
+	}
+	return c, err
+}
+
+// failedObtainLocked records a failed obtain and schedules the next attempt
+// in the background, so the credential comes back without a request paying
+// for it.
+func (k *Keeper) failedObtainLocked(err error) Event {
+	class := classify(err)
+	if class != k.failClass {
+		k.failures = 0
+	}
+	k.failClass = class
+	k.failures++
+	delay := retryDelay(err, class, k.failures)
+	k.nextAttempt = k.clock.Now().Add(delay)
+	k.lastErr = err
+	if !k.closed {
+		if k.stopRetry != nil {
+			k.stopRetry()
+		}
+		k.stopRetry = k.clock.AfterFunc(delay, k.retryObtain)
+	}
+	ev := k.event(EventLoginFailed, nil)
+	ev.Err, ev.Failures, ev.NextAttempt = err, k.failures, k.nextAttempt
+	return ev
+}
+
+func (k *Keeper) retryObtain() {
+	if k.cur.Load() == nil {
+		k.flight.DoChan("obtain", k.obtain)
+	}
+}
+
+// gone asks the source, through one check shared by every caller meanwhile,
+// whether c is gone; a gone credential is dropped (only if it is still the
+// current one). A check that fails for another reason cannot tell, and
+// counts as alive: a CC hiccup must not start a login storm.
+func (k *Keeper) gone(c *Credential) bool {
+	k.mu.Lock()
+	trusted := k.aliveToken == c.Token && k.clock.Now().Before(k.aliveUntil)
+	k.mu.Unlock()
+	if trusted {
+		return false
+	}
+	v, _, _ := k.flight.Do("alive:"+c.Token, func() (any, error) {
+		s := k.settings()
+		ctx, cancel := context.WithTimeout(k.ctx, s.LoginTimeout)
+		start := k.clock.Now()
+		err := k.src.Check(ctx, s.Client, c)
+		cancel()
+		gone := errors.Is(err, ErrCredentialGone)
+		k.renewed(s, c, k.clock.Now().Sub(start), gone, err)
+		if err == nil {
+			// Trusted only from a check made for a 401: a periodic
+			// renewal a moment ago says nothing about a 401 now.
+			k.mu.Lock()
+			k.aliveToken, k.aliveUntil = c.Token, k.clock.Now().Add(aliveTrust)
+			k.mu.Unlock()
+		}
+		return gone, nil
+	})
+	return v.(bool)
+}
+
+// sourceRenew renews c through the source and reports whether it is gone;
+// a new credential the source returns takes c's place.
+func (k *Keeper) sourceRenew(s *Settings, c *Credential) (next *Credential, gone bool, ok bool) {
+	ctx, cancel := context.WithTimeout(k.ctx, s.LoginTimeout)
+	start := k.clock.Now()
+	next, err := k.src.Renew(ctx, s.Client, c)
+	cancel()
+	gone = errors.Is(err, ErrCredentialGone)
+	k.renewed(s, c, k.clock.Now().Sub(start), gone, err)
+	if err != nil {
+		return c, gone, false
+	}
+	if next != c {
+		next.Obtained = k.clock.Now()
+		k.cur.CompareAndSwap(c, next)
+	}
+	return next, false, true
+}
+
+// renewed records a renewal or check of c and, if c is gone, drops it.
+func (k *Keeper) renewed(s *Settings, c *Credential, took time.Duration, gone bool, err error) {
+	ev := k.event(EventRefresh, c)
+	ev.Duration = took
+	switch {
+	case gone:
+		ev.Kind, ev.Err = EventSessionLost, err
+	case err != nil:
+		ev.Kind, ev.Err = EventRefreshFailed, err
+	}
+	k.mu.Lock()
+	k.renewal.last, k.renewal.lastResult = k.clock.Now(), "ok"
+	if err != nil {
+		k.renewal.lastResult = err.Error()
+	}
+	if gone {
+		k.deadToken = c.Token
+	}
+	k.mu.Unlock()
+	k.emit(s, ev)
+	if gone {
+		k.cur.CompareAndSwap(c, nil)
+	}
+}
+
+// adoptable says whether a credential read from elsewhere may be adopted:
+// not one this keeper already found gone.
+func (k *Keeper) adoptable(c *Credential) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return c.Token != k.deadToken
+}
+
+func (k *Keeper) event(kind EventKind, c *Credential) Event {
+	ev := Event{Kind: kind, Account: k.id.Account, Mode: k.id.Mode, Username: k.id.Name}
+	if c != nil {
+		ev.Host, ev.Lifetime = c.Issuer, c.Lifetime
+	}
+	return ev
+}
+
+func (k *Keeper) emit(s *Settings, ev Event) {
+	if s.Observer != nil {
+		s.Observer(ev)
+	}
+}
+
+// timeoutError marks an obtain cut at the login timeout.
+type timeoutError struct {
+	after time.Duration
+	err   error
+}
+
+func (e *timeoutError) Error() string {
+	return fmt.Sprintf("login timed out after %s: %v", e.after, e.err)
+}
+func (e *timeoutError) Unwrap() error { return e.err }
+func (e *timeoutError) Timeout() bool { return true }

@@ -1,0 +1,47 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+)
+
+// attachConfig gives the keeper this config's settings. They apply from
+// the moment the config starts (its events app's "started", which Caddy
+// emits only for a config that loaded whole, never for `caddy validate`)
+// and stop applying when its context is done, which Caddy does before it
+// cleans up any module: so a failed reload, provisioned and then cancelled,
+// changes nothing, and a storage instance is let go before it is closed.
+func attachConfig(ctx caddy.Context, k *Keeper, s Settings) error {
+	// One loaded config shares its metrics registry across all its
+	// modules; its context differs per server.
+	use, err := k.Attach(ctx.GetMetricsRegistry(), s, ctx.Done())
+	if err != nil {
+		return err
+	}
+	context.AfterFunc(ctx, use.Detach)
+	app, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("lpauth: events app: %w", err)
+	}
+	if err := app.(*caddyevents.App).On("started", startOnEvent{use}); err != nil {
+		return fmt.Errorf("lpauth: events app: %w", err)
+	}
+	return nil
+}
+
+// startOnEvent starts a Use when its config's "started" event arrives.
+type startOnEvent struct{ use *Use }
+
+func (s startOnEvent) Handle(context.Context, caddy.Event) error {
+	s.use.Start()
+	return nil
+}
+
+// Interface guard
+var _ caddyevents.Handler = startOnEvent{}

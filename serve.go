@@ -1,0 +1,281 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// The request path: inject the credential, hold back a 401, and retry the
+// request once, as it came, with the credential the keeper gives.
+
+// ServeHTTP adds the bearer and handles an upstream 401.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	caddyhttp.SetVar(r.Context(), IdentityVar, h.identity)
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl != nil {
+		repl.Set("http.lpauth.account_id", h.identity) // a Stringer: no boxing per request
+		repl.Set("http.lpauth.retried", false)
+	}
+	cred := h.keeper.Current() // the fast path: one atomic load
+	if cred == nil {
+		var err error
+		if cred, err = h.keeper.Get(r.Context()); err != nil {
+			return h.unavailable(w, err)
+		}
+	}
+	body, replayable, err := h.bufferBody(r)
+	if err != nil {
+		return err
+	}
+	if cur := h.keeper.Current(); cur != nil {
+		cred = cur // reading the body may have taken a while
+	}
+	setAuthorization(r, cred)
+	setCredentialPlaceholders(repl, cred)
+
+	if !replayable {
+		rec := newHoldBackWriter(w, false)
+		defer rec.release()
+		err := next.ServeHTTP(rec, r)
+		if rec.status == http.StatusUnauthorized {
+			// Too late to retry this one, but the next requests should
+			// find a live credential.
+			h.countUnauthorized("not_replayable")
+			h.keeper.UnauthorizedLater(cred)
+		}
+		return err
+	}
+
+	// What the first attempt may change, kept for a retry: the response
+	// header map (a held-back 401 fills it) and the request.
+	var before headerSnapshot
+	before.take(w.Header())
+	var orig requestState
+	orig.take(r)
+	groups, satisfied := routeGroups(r)
+	rec := newHoldBackWriter(w, true)
+	defer rec.release()
+	err = next.ServeHTTP(rec, r)
+	if err != nil || !rec.held {
+		return err // streamed through, or nothing written
+	}
+	out := h.keeper.Unauthorized(r.Context(), cred)
+	if out.Verdict == PassThrough {
+		h.countUnauthorized("passed")
+		return rec.writeHeld() // the 401 is the endpoint's own
+	}
+	// Nothing of the held-back 401 may leak into what replaces it.
+	before.restore(w.Header())
+	switch out.Verdict {
+	case Unavailable:
+		h.countUnauthorized("unavailable")
+		return h.unavailable(w, out.Err)
+	case RetryLate:
+		h.countUnauthorized("retried_late")
+	default:
+		h.countUnauthorized("retried")
+	}
+	// The retry runs the same routes on the request as it came: handlers
+	// after this one (handle_path, rewrite, request_header) changed it.
+	orig.restore(r)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	forgetGroupsSince(groups, satisfied)
+	setAuthorization(r, out.Credential)
+	setCredentialPlaceholders(repl, out.Credential)
+	if repl != nil {
+		repl.Set("http.lpauth.retried", true)
+	}
+	if c := h.logger.Check(zapcore.DebugLevel, "retrying after upstream 401"); c != nil {
+		c.Write(zap.String("account_id", h.identity.AccountID), zap.String("uri", r.RequestURI), zap.Bool("token_already_replaced", out.Verdict == RetryLate))
+	}
+	return next.ServeHTTP(w, r)
+}
+
+func (h *Handler) countUnauthorized(outcome string) {
+	metricUpstream401.WithLabelValues(h.identity.AccountID).Inc()
+	metricRetries.WithLabelValues(h.identity.AccountID, outcome).Inc()
+}
+
+// requestState is what later handlers may change on a request.
+type requestState struct {
+	url        url.URL
+	requestURI string
+	method     string
+	host       string
+	headerMap  http.Header
+	header     headerSnapshot
+}
+
+func (s *requestState) take(r *http.Request) {
+	s.url, s.requestURI, s.method, s.host, s.headerMap = *r.URL, r.RequestURI, r.Method, r.Host, r.Header
+	s.header.take(r.Header)
+}
+
+func (s *requestState) restore(r *http.Request) {
+	u := s.url
+	r.URL, r.RequestURI, r.Method, r.Host, r.Header = &u, s.requestURI, s.method, s.host, s.headerMap
+	s.header.restore(r.Header)
+}
+
+// headerSnapshot remembers a header map's entries: the value slices
+// themselves, not copies, in arrays that stay on the stack for the usual
+// small maps. Handlers add values by appending, which leaves the remembered
+// slices as they were; a value edited in place (a header replace operation)
+// is the one change a restore does not undo.
+type headerSnapshot struct {
+	n     int
+	keys  [16]string
+	vals  [16][]string
+	spill http.Header // for larger maps
+}
+
+func (s *headerSnapshot) take(h http.Header) {
+	if len(h) > len(s.keys) {
+		s.spill = make(http.Header, len(h))
+		for k, v := range h {
+			s.spill[k] = v
+		}
+		return
+	}
+	for k, v := range h {
+		s.keys[s.n], s.vals[s.n] = k, v
+		s.n++
+	}
+}
+
+func (s *headerSnapshot) restore(h http.Header) {
+	clear(h)
+	for k, v := range s.spill {
+		h[k] = v
+	}
+	for i := range s.n {
+		h[s.keys[i]] = s.vals[i]
+	}
+}
+
+// routeGroupsKey is where Caddy records, per request, the route groups
+// already satisfied: of the routes in one group (the Caddyfile's handle
+// blocks), only the first matching one runs.
+// (Boxed once: a string-typed key passed to Context.Value allocates.)
+var routeGroupsKey any = caddy.CtxKey("route_group")
+
+// routeGroups returns the request's group record and the groups satisfied
+// before this handler ran (nil when none, the usual case: no allocation).
+func routeGroups(r *http.Request) (map[string]struct{}, []string) {
+	groups, _ := r.Context().Value(routeGroupsKey).(map[string]struct{})
+	if len(groups) == 0 {
+		return groups, nil
+	}
+	satisfied := make([]string, 0, len(groups))
+	for g := range groups {
+		satisfied = append(satisfied, g)
+	}
+	return groups, satisfied
+}
+
+// forgetGroupsSince drops the groups the first attempt satisfied, so the
+// retry runs the same handle block again instead of skipping it.
+func forgetGroupsSince(groups map[string]struct{}, satisfied []string) {
+	for g := range groups {
+		if !slices.Contains(satisfied, g) {
+			delete(groups, g)
+		}
+	}
+}
+
+// setAuthorization replaces whatever Authorization the client sent. The
+// slice is fresh per request, at the cost of one small allocation: Caddy's
+// header replace operations (request_header, header) edit values in place,
+// so a slice shared between requests would be a data race.
+func setAuthorization(r *http.Request, c *Credential) {
+	r.Header["Authorization"] = []string{c.authValue}
+}
+
+// setCredentialPlaceholders sets the placeholders that describe the
+// credential.
+func setCredentialPlaceholders(repl *caddy.Replacer, c *Credential) {
+	if repl != nil {
+		repl.Set("http.lpauth.domain", (*issuerHost)(c))
+		repl.Set("http.lpauth.session_age", (*credentialAge)(c))
+	}
+}
+
+// issuerHost and credentialAge render the placeholders when they are used:
+// pointers box into an interface without allocating, strings do not.
+type issuerHost Credential
+
+func (h *issuerHost) String() string { return h.issuerHost }
+
+// credentialAge is the credential's age in whole seconds.
+type credentialAge Credential
+
+func (a *credentialAge) String() string {
+	return strconv.FormatInt(int64(time.Since(a.Obtained)/time.Second), 10)
+}
+
+// bufferBody reads a body of up to the limit so it can be replayed. A
+// larger one is put back together (what was read, then the rest) and
+// streamed. It returns the buffered bytes and whether the request can be
+// replayed.
+func (h *Handler) bufferBody(r *http.Request) ([]byte, bool, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, true, nil
+	}
+	limit := h.RetryBodyLimit
+	if r.ContentLength > limit {
+		return nil, false, nil
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		// Trust the client's length only so far: the body may never come.
+		buf.Grow(int(min(r.ContentLength, 1<<20)) + bytes.MinRead)
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, false, caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+		}
+		return nil, false, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("lpauth: reading request body: %w", err))
+	}
+	if n > limit {
+		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf.Bytes()), r.Body), r.Body}
+		return nil, false, nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
+	return buf.Bytes(), true, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// unavailable answers 503 with Retry-After, as an error handle_errors can
+// shape.
+func (h *Handler) unavailable(w http.ResponseWriter, err error) error {
+	wait := time.Second
+	var u *UnavailableError
+	if errors.As(err, &u) && u.RetryAfter > wait {
+		wait = u.RetryAfter
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	metricUnavailable.WithLabelValues(h.identity.AccountID).Inc()
+	return caddyhttp.Error(http.StatusServiceUnavailable, err)
+}
