@@ -50,7 +50,9 @@
 //
 // The session TTL is idle: a session dies when now > last login or refresh +
 // TTL (default 8h). Data calls do not extend it. A user may hold several live
-// sessions; logging in again does not end the older ones.
+// sessions; logging in again does not end the older ones. "Now" is
+// Config.Clock's time (real time by default), so a test with a fake clock
+// expires sessions and moves the login rate-limit window by advancing it.
 //
 // # Defaults
 //
@@ -173,6 +175,10 @@ type Config struct {
 	DomainArrayForm bool
 	// RequireVersion makes a login without ?v= a 400; by default it is accepted.
 	RequireVersion bool
+	// Clock is where every reading of the time comes from (session
+	// deadlines, the rate-limit window, login attempt times,
+	// serverCurrentTime, the error envelope's time); nil means real time.
+	Clock Clock
 }
 
 // Counters reports what the emulator has seen since New or Reset.
@@ -203,6 +209,7 @@ type Emulator struct {
 	baseURI         string
 	domainArrayForm bool
 	requireVersion  bool
+	clock           Clock
 
 	mu          sync.Mutex
 	ttl         time.Duration
@@ -234,12 +241,16 @@ func New(cfg Config) *Emulator {
 		baseURI:         cfg.BaseURI,
 		domainArrayForm: cfg.DomainArrayForm,
 		requireVersion:  cfg.RequireVersion,
+		clock:           cfg.Clock,
 		users:           map[string]string{},
 		sessions:        map[string]*session{},
 		byBearer:        map[string]*session{},
 	}
 	if e.accountID == "" {
 		e.accountID = DefaultAccountID
+	}
+	if e.clock == nil {
+		e.clock = realClock{}
 	}
 	if cfg.Users == nil {
 		e.users[DefaultUsername] = DefaultPassword
@@ -263,6 +274,9 @@ func New(cfg Config) *Emulator {
 	e.SetLoginRate(cfg.LoginRate, cfg.LoginRateWindow)
 	return e
 }
+
+// now reads the configured clock.
+func (e *Emulator) now() time.Time { return e.clock.Now() }
 
 // AccountID returns the account the emulator answers for.
 func (e *Emulator) AccountID() string { return e.accountID }
@@ -360,7 +374,7 @@ func (e *Emulator) SetServiceHost(service, host string) {
 func (e *Emulator) ExpireSessions() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	n := e.liveLocked(time.Now())
+	n := e.liveLocked(e.now())
 	e.sessions = map[string]*session{}
 	e.byBearer = map[string]*session{}
 	return n
@@ -386,7 +400,7 @@ func (e *Emulator) Counters() Counters {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.counters
-	c.LiveSessions = e.liveLocked(time.Now())
+	c.LiveSessions = e.liveLocked(e.now())
 	return c
 }
 
@@ -437,15 +451,15 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			e.domain(w, r, id, svc)
 			return
 		}
-		writeError(w, http.StatusNotFound, codeNotFound, "Not found")
+		e.writeError(w, http.StatusNotFound, codeNotFound, "Not found")
 		return
 	default:
-		writeError(w, http.StatusNotFound, codeNotFound, "Not found")
+		e.writeError(w, http.StatusNotFound, codeNotFound, "Not found")
 		return
 	}
 	id, rest, _ := strings.Cut(p, "/")
 	if id == "" {
-		writeError(w, http.StatusNotFound, codeNotFound, "Not found")
+		e.writeError(w, http.StatusNotFound, codeNotFound, "Not found")
 		return
 	}
 	if svc, ok := domainPath(rest); ok {
@@ -533,7 +547,7 @@ func (e *Emulator) allServices(r *http.Request) []serviceURI {
 
 func (e *Emulator) domain(w http.ResponseWriter, r *http.Request, id, svc string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(w, "GET, HEAD")
+		e.methodNotAllowed(w, "GET, HEAD")
 		return
 	}
 	e.mu.Lock()
@@ -541,15 +555,15 @@ func (e *Emulator) domain(w http.ResponseWriter, r *http.Request, id, svc string
 	failStatus := takeInjected(&e.failDomain, e.failDomStat)
 	e.mu.Unlock()
 	if failStatus != 0 {
-		writeError(w, failStatus, codeInjected, http.StatusText(failStatus))
+		e.writeError(w, failStatus, codeInjected, http.StatusText(failStatus))
 		return
 	}
 	if id != e.accountID {
-		writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
+		e.writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
 		return
 	}
 	if v := r.URL.Query().Get("version"); v != "" && v != "1.0" {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "Unsupported version "+v)
+		e.writeError(w, http.StatusBadRequest, codeBadRequest, "Unsupported version "+v)
 		return
 	}
 	if svc == "" {
@@ -559,7 +573,7 @@ func (e *Emulator) domain(w http.ResponseWriter, r *http.Request, id, svc string
 	host, set := e.serviceHosts()[svc]
 	// Case-sensitive, as in the real Domain API.
 	if !set && !slices.Contains(services, svc) {
-		writeError(w, http.StatusNotFound, codeNotFound, "Service "+svc+" not found")
+		e.writeError(w, http.StatusNotFound, codeNotFound, "Service "+svc+" not found")
 		return
 	}
 	if !set {
@@ -610,9 +624,9 @@ func equal(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
-func methodNotAllowed(w http.ResponseWriter, allow string) {
+func (e *Emulator) methodNotAllowed(w http.ResponseWriter, allow string) {
 	w.Header().Set("Allow", allow)
-	writeError(w, http.StatusMethodNotAllowed, codeMethod, "Method not allowed")
+	e.writeError(w, http.StatusMethodNotAllowed, codeMethod, "Method not allowed")
 }
 
 // errTime mimics the Java date format of the documented CSRF error.
@@ -635,9 +649,9 @@ func responseStatus(status int) string {
 	return strings.ToUpper(t)
 }
 
-func writeError(w http.ResponseWriter, status, code int, msg string) {
+func (e *Emulator) writeError(w http.ResponseWriter, status, code int, msg string) {
 	writeJSON(w, status, map[string]errorBody{"error": {
-		Time:           time.Now().UTC().Format(errTimeLayout),
+		Time:           e.now().UTC().Format(errTimeLayout),
 		Message:        msg,
 		InternalCode:   code,
 		ResponseStatus: responseStatus(status),

@@ -429,28 +429,35 @@ func TestMultipleSessionsSurviveRelogin(t *testing.T) {
 func TestIdleTTL(t *testing.T) {
 	t.Parallel()
 	const ttl = 600 * time.Millisecond
-	e, srv := newServer(t, Config{SessionTTL: ttl})
+	clk := newFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	e, srv := newServer(t, Config{SessionTTL: ttl, Clock: clk})
 	s := mustLogin(t, srv, userBody())
 	if s.raw["sessionTTl"] != "600" {
 		t.Errorf("sessionTTl %v", s.raw["sessionTTl"])
 	}
 	idle := mustLogin(t, srv, userBody())
-	// Data calls on idle must not extend it.
-	for range 3 {
-		time.Sleep(ttl / 3)
+	// Data calls on idle must not extend it. The last round is at idle's
+	// deadline, which it still lives at: it dies when now > login + TTL.
+	for i := range 3 {
+		clk.Advance(ttl / 3)
 		if r := s.refresh(t, srv, "refresh", s.csrf); r.status != 200 {
 			t.Fatalf("refresh inside TTL: %d %s", r.status, r.body)
 		}
-		idle.data(t, srv, "/keepalive")
+		if r := idle.data(t, srv, "/keepalive"); r.status != 200 {
+			t.Fatalf("round %d: data call inside TTL: %d %s", i, r.status, r.body)
+		}
 	}
-	time.Sleep(ttl / 3)
-	// s was refreshed ~200ms ago, so it lives past its original deadline.
+	clk.Advance(time.Nanosecond)
+	// s was refreshed at idle's deadline, so it lives past its original one.
 	if r := s.data(t, srv, "/x"); r.status != 200 {
 		t.Errorf("refreshed session rejected: %d", r.status)
 	}
 	envelope(t, idle.data(t, srv, "/x"), 401, codeBearer, "UNAUTHORIZED")
 	envelope(t, idle.refresh(t, srv, "refresh", idle.csrf), 401, codeNoSession, "UNAUTHORIZED")
-	time.Sleep(ttl + 100*time.Millisecond)
+	if n := e.Counters().LiveSessions; n != 1 {
+		t.Errorf("LiveSessions %d after idle expired, want 1", n)
+	}
+	clk.Advance(ttl) // 1ns past s's deadline
 	envelope(t, s.refresh(t, srv, "refresh", s.csrf), 401, codeNoSession, "UNAUTHORIZED")
 	envelope(t, s.data(t, srv, "/x"), 401, codeBearer, "UNAUTHORIZED")
 	if n := e.Counters().LiveSessions; n != 0 {
@@ -692,7 +699,8 @@ func TestExpireSessions(t *testing.T) {
 
 func TestLoginRateLimit(t *testing.T) {
 	t.Parallel()
-	e, srv := newServer(t, Config{LoginRate: 3})
+	clk := newFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	e, srv := newServer(t, Config{LoginRate: 3, Clock: clk})
 	mustLogin(t, srv, userBody())
 	envelope(t, post(t, loginURL(srv), `{"username":"demo-agent","password":"x"}`, nil), 401, codeBadCreds, "UNAUTHORIZED")
 	mustLogin(t, srv, appBody())
@@ -704,20 +712,24 @@ func TestLoginRateLimit(t *testing.T) {
 	e.SetLoginRate(0, 0)
 	mustLogin(t, srv, userBody())
 
-	e.SetLoginRate(1, 300*time.Millisecond)
+	// The window slides: an attempt counts until window has passed since it.
+	const window = 300 * time.Millisecond
+	e.SetLoginRate(1, window)
 	mustLogin(t, srv, userBody())
 	envelope(t, post(t, loginURL(srv), userBody(), nil), 429, codeRateLimited, "TOO_MANY_REQUESTS")
-	time.Sleep(350 * time.Millisecond)
+	clk.Advance(window - time.Nanosecond)
+	envelope(t, post(t, loginURL(srv), userBody(), nil), 429, codeRateLimited, "TOO_MANY_REQUESTS")
+	clk.Advance(time.Nanosecond)
 	mustLogin(t, srv, userBody())
-	if c := e.Counters(); c.LoginAttempts != 8 || c.Logins != 5 {
+	if c := e.Counters(); c.LoginAttempts != 9 || c.Logins != 5 {
 		t.Errorf("counters %+v", c)
 	}
 	times := e.LoginAttemptTimes()
-	if len(times) != 8 || !slices.IsSortedFunc(times, func(a, b time.Time) int { return a.Compare(b) }) {
-		t.Errorf("LoginAttemptTimes %v", times)
+	if len(times) != 9 || !slices.IsSortedFunc(times, func(a, b time.Time) int { return a.Compare(b) }) {
+		t.Fatalf("LoginAttemptTimes %v", times)
 	}
-	if gap := times[7].Sub(times[6]); gap < 350*time.Millisecond {
-		t.Errorf("gap %v", gap)
+	if gap := times[8].Sub(times[5]); gap != window {
+		t.Errorf("accepted logins %v apart, want exactly the window %v", gap, window)
 	}
 }
 

@@ -33,7 +33,7 @@ func (e *Emulator) ControlHandler(prefix string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name, ok := strings.CutPrefix(r.URL.Path, prefix+"/")
 		if !ok {
-			writeError(w, http.StatusNotFound, codeNotFound, "Not found")
+			e.writeError(w, http.StatusNotFound, codeNotFound, "Not found")
 			return
 		}
 		e.control(w, r, name)
@@ -63,11 +63,11 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 	case "counters", "expire", "fail-logins", "delay-logins", "fail-refreshes", "fail-domain-lookups",
 		"service-host", "login-rate", "session-ttl", "reset":
 	default:
-		writeError(w, http.StatusNotFound, codeNotFound, "Unknown control endpoint "+name)
+		e.writeError(w, http.StatusNotFound, codeNotFound, "Unknown control endpoint "+name)
 		return
 	}
 	if r.Method != want && !(want == http.MethodGet && r.Method == http.MethodHead) {
-		methodNotAllowed(w, want)
+		e.methodNotAllowed(w, want)
 		return
 	}
 	q := r.URL.Query()
@@ -157,7 +157,7 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 		}
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+		e.writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, out)

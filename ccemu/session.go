@@ -64,12 +64,12 @@ type loginResponse struct {
 
 func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 	if r.Method != http.MethodPost {
-		methodNotAllowed(w, http.MethodPost)
+		e.methodNotAllowed(w, http.MethodPost)
 		return
 	}
 	e.mu.Lock()
 	e.counters.LoginAttempts++
-	e.attempts = append(e.attempts, time.Now())
+	e.attempts = append(e.attempts, e.now())
 	var delay time.Duration
 	if e.delayLogins > 0 {
 		e.delayLogins--
@@ -97,11 +97,11 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 			writeJSON(w, status, map[string]string{"error": msgLeLogin})
 			return
 		}
-		writeError(w, status, codeInjected, injectedMessage(status))
+		e.writeError(w, status, codeInjected, injectedMessage(status))
 		return
 	}
 	if e.rateN > 0 {
-		now := time.Now()
+		now := e.now()
 		cut := now.Add(-e.rateWindow)
 		keep := e.rateLog[:0]
 		for _, t := range e.rateLog {
@@ -113,7 +113,7 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 		if len(e.rateLog) >= e.rateN {
 			e.mu.Unlock()
 			w.Header().Set("Retry-After", loginRetryAfter)
-			writeError(w, http.StatusTooManyRequests, codeRateLimited,
+			e.writeError(w, http.StatusTooManyRequests, codeRateLimited,
 				"Too many login attempts, retry after "+loginRetryAfter+" seconds")
 			return
 		}
@@ -122,19 +122,19 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 	e.mu.Unlock()
 
 	if id != e.accountID {
-		writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
+		e.writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
 		return
 	}
 	q := r.URL.Query()
 	if v, ok := q["v"]; ok || e.requireVersion {
 		if !ok || len(v) != 1 || (v[0] != "1.3" && v[0] != "1.2") {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "Invalid or missing query parameter v (supported: 1.2, 1.3)")
+			e.writeError(w, http.StatusBadRequest, codeBadRequest, "Invalid or missing query parameter v (supported: 1.2, 1.3)")
 			return
 		}
 	}
 	var req loginRequest
 	if readErr != nil || json.Unmarshal(raw, &req) != nil {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "Malformed JSON body")
+		e.writeError(w, http.StatusBadRequest, codeBadRequest, "Malformed JSON body")
 		return
 	}
 	var ok, app bool
@@ -150,17 +150,17 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 			}
 		}
 	default:
-		writeError(w, http.StatusBadRequest, codeBadRequest,
+		e.writeError(w, http.StatusBadRequest, codeBadRequest,
 			"Body must carry username and password, or username, appKey and secret")
 		return
 	}
 	if !ok {
-		writeError(w, http.StatusUnauthorized, codeBadCreds, "Authentication failed: invalid username or credentials")
+		e.writeError(w, http.StatusUnauthorized, codeBadCreds, "Authentication failed: invalid username or credentials")
 		return
 	}
 
 	s := &session{id: randHex(20), csrf: randHex(32), bearer: randHex(32), loginName: req.Username}
-	now := time.Now()
+	now := e.now()
 	e.mu.Lock()
 	ttl := e.ttl
 	s.deadline = now.Add(ttl)
@@ -220,7 +220,7 @@ func injectedMessage(status int) string {
 // sessionCall serves refresh and logout, which share their checks.
 func (e *Emulator) sessionCall(w http.ResponseWriter, r *http.Request, id string, logout bool) {
 	if r.Method != http.MethodPost {
-		methodNotAllowed(w, http.MethodPost)
+		e.methodNotAllowed(w, http.MethodPost)
 		return
 	}
 	if !logout {
@@ -229,12 +229,12 @@ func (e *Emulator) sessionCall(w http.ResponseWriter, r *http.Request, id string
 		status := takeInjected(&e.failRefresh, e.failRefStat)
 		e.mu.Unlock()
 		if status != 0 {
-			writeError(w, status, codeInjected, http.StatusText(status))
+			e.writeError(w, status, codeInjected, http.StatusText(status))
 			return
 		}
 	}
 	if id != e.accountID {
-		writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
+		e.writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
 		return
 	}
 	var sid string
@@ -246,7 +246,7 @@ func (e *Emulator) sessionCall(w http.ResponseWriter, r *http.Request, id string
 	}
 	bodyErr := decodeBody(r, &body)
 
-	now := time.Now()
+	now := e.now()
 	e.mu.Lock()
 	s := e.sessions[sid]
 	if s != nil && now.After(s.deadline) {
@@ -255,12 +255,12 @@ func (e *Emulator) sessionCall(w http.ResponseWriter, r *http.Request, id string
 	}
 	if s == nil {
 		e.mu.Unlock()
-		writeError(w, http.StatusUnauthorized, codeNoSession, msgNoSession)
+		e.writeError(w, http.StatusUnauthorized, codeNoSession, msgNoSession)
 		return
 	}
 	if bodyErr != nil || !equal(body.CSRF, s.csrf) {
 		e.mu.Unlock()
-		writeError(w, http.StatusUnauthorized, codeCSRF, msgCSRF)
+		e.writeError(w, http.StatusUnauthorized, codeCSRF, msgCSRF)
 		return
 	}
 	if logout {
@@ -298,7 +298,7 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 	if v := q.Get("delay"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > MaxDataDelay {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "Invalid query parameter delay (a Go duration, at most 30s)")
+			e.writeError(w, http.StatusBadRequest, codeBadRequest, "Invalid query parameter delay (a Go duration, at most 30s)")
 			return
 		}
 		delay = d
@@ -307,7 +307,7 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 	if v := q.Get("status"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 200 || n > 599 {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "Invalid query parameter status (200-599)")
+			e.writeError(w, http.StatusBadRequest, codeBadRequest, "Invalid query parameter status (200-599)")
 			return
 		}
 		status = n
@@ -320,7 +320,7 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 	var loginName string
 	ok := false
 	if id == e.accountID && rest != "always-401" && !strings.HasPrefix(rest, "always-401/") && bearer != "" {
-		now := time.Now()
+		now := e.now()
 		e.mu.Lock()
 		if s := e.byBearer[bearer]; s != nil {
 			if now.After(s.deadline) {
@@ -339,14 +339,14 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 		e.mu.Unlock()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ccemu"`)
 		w.Header().Set("X-Ccemu-Error", "unauthorized")
-		writeError(w, http.StatusUnauthorized, codeBearer, msgBearer)
+		e.writeError(w, http.StatusUnauthorized, codeBearer, msgBearer)
 		return
 	}
 
 	h := sha256.New()
 	n, err := io.Copy(h, r.Body)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "Could not read request body")
+		e.writeError(w, http.StatusBadRequest, codeBadRequest, "Could not read request body")
 		return
 	}
 	fp := sha256.Sum256([]byte(bearer))
