@@ -111,31 +111,37 @@ func TestKeeperUnauthorized(t *testing.T) {
 	}
 }
 
+// The emulator and the keeper share one fake clock: hours of idling take no
+// time, and the TTL boundary is exact.
 func TestKeeperRefreshKeepsIdleSessionAlive(t *testing.T) {
 	t.Parallel()
-	emu, srv := emulator(t, ccemu.Config{SessionTTL: 1500 * time.Millisecond})
-	k := testKeeper(t, srv, userCreds(), nil, func(tu *Settings) { tu.RefreshInterval = 400 * time.Millisecond })
+	clock := newFakeClock()
+	emu, srv := emulator(t, ccemu.Config{SessionTTL: 8 * time.Hour, Clock: clock})
+	k := testKeeper(t, srv, userCreds(), clock, func(tu *Settings) { tu.RefreshInterval = 5 * time.Minute })
 	s, err := k.Get(bg())
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3500 * time.Millisecond) // more than twice the TTL, idle
-	if got := dataCall(t, srv, s); got != 200 {
-		t.Fatalf("bearer after an idle period past the TTL: %d, want 200", got)
+	for range 24 * 12 { // a day idle, a refresh every 5 minutes
+		clock.Advance(5 * time.Minute)
 	}
-	if n := emu.Counters(); n.Logins != 1 || n.RefreshesOK < 5 {
-		t.Fatalf("emulator saw %+v; want 1 login and several refreshes", n)
+	if got := dataCall(t, srv, s); got != 200 {
+		t.Fatalf("bearer after a day idle past the 8h TTL: %d, want 200", got)
+	}
+	if n := emu.Counters(); n.Logins != 1 || n.RefreshesOK != 24*12 {
+		t.Fatalf("emulator saw %+v; want 1 login and one refresh per 5 minutes (288)", n)
 	}
 
 	// Without refreshes, the same idle period kills the session: the check
 	// above is not vacuous.
-	emu2, srv2 := emulator(t, ccemu.Config{SessionTTL: 1500 * time.Millisecond})
-	k2 := testKeeper(t, srv2, userCreds(), nil, nil)
+	clock2 := newFakeClock()
+	emu2, srv2 := emulator(t, ccemu.Config{SessionTTL: 8 * time.Hour, Clock: clock2})
+	k2 := testKeeper(t, srv2, userCreds(), clock2, func(tu *Settings) { tu.RefreshInterval = 10 * time.Hour })
 	s2, err := k2.Get(bg())
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1700 * time.Millisecond)
+	clock2.Advance(8*time.Hour + time.Nanosecond)
 	if got := dataCall(t, srv2, s2); got != 401 || emu2.Counters().Refreshes != 0 {
 		t.Fatalf("without refresh the session should have expired: %d", got)
 	}
