@@ -60,6 +60,8 @@ type Keeper struct {
 	ctx    context.Context // ends at Close; obtains and renewals run on it
 	cancel context.CancelFunc
 
+	applied atomic.Pointer[Use] // whose settings apply, while its config lives
+
 	mu          sync.Mutex
 	uses        []*Use    // the configurations attached, oldest first
 	fallback    *Settings // the last that applied, once none is live

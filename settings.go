@@ -113,8 +113,12 @@ func (u *Use) Detach() {
 
 // settings returns the settings that apply now. A configuration whose life
 // has ended is passed over at once, before it is detached: its instances
-// (a storage module) may be closed at any moment after.
+// (a storage module) may be closed at any moment after. Without a lock
+// while nothing changes: the request path of lpdomain asks for the client.
 func (k *Keeper) settings() *Settings {
+	if u := k.applied.Load(); u != nil && !ended(u.done) {
+		return &u.s
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.settingsLocked()
@@ -130,6 +134,7 @@ func (k *Keeper) settingsLocked() *Settings {
 			best = u
 		}
 	}
+	k.applied.Store(best)
 	if best != nil {
 		k.fallback = &best.s
 	}
