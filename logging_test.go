@@ -1,0 +1,39 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// A refresh_interval that is not below the session's idle lifetime CC
+// announced lets the session expire between refreshes: say so at login.
+func TestLoginWarnsWhenRefreshIntervalReachesSessionTTL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		interval, ttl time.Duration
+		warn          bool
+	}{
+		{time.Hour, 30 * time.Minute, true},
+		{time.Hour, time.Hour, true},
+		{5 * time.Minute, 8 * time.Hour, false},
+		{5 * time.Minute, 0, false}, // CC announced none
+	} {
+		core, logs := observer.New(zapcore.InfoLevel)
+		h := &Handler{logger: zap.New(core)}
+		h.observer(tc.interval)(Event{Kind: EventLogin, Account: "1", Lifetime: tc.ttl})
+		warned := logs.FilterMessageSnippet("refresh_interval is not below").Len() == 1
+		if warned != tc.warn {
+			t.Errorf("refresh_interval %s, sessionTTl %s: warned %v, want %v", tc.interval, tc.ttl, warned, tc.warn)
+		}
+		if logs.FilterMessage("logged in to CC").Len() != 1 {
+			t.Errorf("the login itself was not logged")
+		}
+	}
+}
