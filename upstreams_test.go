@@ -195,6 +195,14 @@ func TestUpstreamNoAccount(t *testing.T) {
 }
 
 func TestUpstreamDialAddress(t *testing.T) {
+	// As the resolver turns an answered host into a dial address.
+	dialAddress := func(host, scheme string) (string, error) {
+		u, err := validateHost(host, scheme, hostAnswered)
+		if err != nil {
+			return "", err
+		}
+		return dialAddress(u), nil
+	}
 	for _, tc := range []struct{ host, scheme, want string }{
 		{"va.msghist.liveperson.net", "https", "va.msghist.liveperson.net:443"},
 		{"va.msghist.liveperson.net:8443", "https", "va.msghist.liveperson.net:8443"},
