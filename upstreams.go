@@ -110,26 +110,16 @@ func (DomainUpstreams) CaddyModule() caddy.ModuleInfo {
 func (d *DomainUpstreams) Provision(ctx caddy.Context) error {
 	d.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
-	expand := func(field, v string) (string, error) {
-		if v == "" {
-			return "", nil
-		}
-		out, err := repl.ReplaceOrErr(v, true, true)
-		if err != nil {
-			return "", fmt.Errorf("lpdomain: %s: %w", field, err)
-		}
-		return out, nil
-	}
 	var err error
-	if d.service, err = expand("service", d.Service); err != nil {
-		return err
+	if d.service, err = expandField(repl, "service", d.Service, false); err != nil {
+		return fmt.Errorf("lpdomain: %w", err)
 	}
-	if d.account, err = expand("account_id", d.AccountID); err != nil {
-		return err
+	if d.account, err = expandField(repl, "account_id", d.AccountID, false); err != nil {
+		return fmt.Errorf("lpdomain: %w", err)
 	}
-	csds, err := expand("csds", d.CSDS)
+	csds, err := expandField(repl, "csds", d.CSDS, false)
 	if err != nil {
-		return err
+		return fmt.Errorf("lpdomain: %w", err)
 	}
 	d.service = strings.TrimSpace(d.service)
 	switch {
