@@ -225,21 +225,8 @@ func (d *DomainUpstreams) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 	if disp.NextArg() {
 		return disp.Errf("lpdomain: one service name expected, got another: %q", disp.Val())
 	}
-	seen := map[string]bool{}
-	for disp.NextBlock(0) {
-		name := disp.Val()
-		if seen[name] || (name == "service" && d.Service != "") {
-			return disp.Errf("lpdomain: %s given more than once", name)
-		}
-		seen[name] = true
-		var val string
-		if !disp.Args(&val) {
-			return disp.Errf("lpdomain: %s needs a value", name)
-		}
-		if disp.NextArg() {
-			return disp.Errf("lpdomain: %s takes one value, got another: %q", name, disp.Val())
-		}
-		var err error
+	block := subdirectives{module: "lpdomain", given: map[string]bool{"service": d.Service != ""}}
+	err := block.parse(disp, func(name, val string) (err error) {
 		switch name {
 		case "service":
 			d.Service = val
@@ -252,11 +239,12 @@ func (d *DomainUpstreams) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 		case "lookup_timeout":
 			d.LookupTimeout, err = parsePositiveDuration(val)
 		default:
-			return disp.Errf("lpdomain: unrecognized subdirective %q", name)
+			return errUnrecognized
 		}
-		if err != nil {
-			return disp.Errf("lpdomain: %s: %v", name, err)
-		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if d.Service == "" {
 		return disp.Err("lpdomain: a service name is required: dynamic lpdomain <service>")
