@@ -12,13 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -29,10 +27,6 @@ const DefaultCSDS = "https://api.liveperson.net"
 
 // loginVersion is the `v` query parameter of the Login Service API.
 const loginVersion = "1.3"
-
-// domainCacheTTL bounds how long a Domain API answer is reused. Hosts rarely
-// move; a stale answer is still used when the Domain API itself fails.
-const domainCacheTTL = time.Hour
 
 // maxErrorBody bounds how much of an error response is read and kept.
 const maxErrorBody = 16 << 10
@@ -281,14 +275,7 @@ type Client struct {
 	domain    *url.URL // nil: ask the Domain API
 	userAgent string
 	http      *http.Client
-
-	mu          sync.Mutex
-	domainCache map[string]cachedHost // account -> agentVep base URL
-}
-
-type cachedHost struct {
-	baseURL string
-	fetched time.Time
+	clock     Clock // of the login host's Domain API answers; nil = real time
 }
 
 // NewClient checks the configuration and builds a client. It does no
@@ -297,13 +284,13 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.CSDS == "" {
 		cfg.CSDS = DefaultCSDS
 	}
-	csds, err := parseBaseURL(cfg.CSDS, "")
+	csds, err := validateHost(cfg.CSDS, "", hostConfigured)
 	if err != nil {
 		return nil, fmt.Errorf("csds: %w", err)
 	}
-	c := &Client{csds: csds, userAgent: cfg.UserAgent, domainCache: map[string]cachedHost{}}
+	c := &Client{csds: csds, userAgent: cfg.UserAgent}
 	if cfg.Domain != "" {
-		if c.domain, err = parseBaseURL(cfg.Domain, csds.Scheme); err != nil {
+		if c.domain, err = validateHost(cfg.Domain, csds.Scheme, hostConfigured); err != nil {
 			return nil, fmt.Errorf("domain: %w", err)
 		}
 	}
@@ -347,180 +334,6 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s: no PEM certificate found", path)
 	}
 	return pool, nil
-}
-
-// parseBaseURL accepts "https://host[:port][/path]" or a bare "host[:port]"
-// (which takes defaultScheme). Plain http is allowed only for loopback
-// hosts. The host must be a DNS name, an IPv4 address or a bracketed IPv6
-// address: nothing (user info, a fragment, a path, a backslash, spaces)
-// that could send the request to another host than the one written.
-func parseBaseURL(raw, defaultScheme string) (*url.URL, error) {
-	raw = strings.TrimSpace(raw)
-	if raw == "" {
-		return nil, errors.New("empty")
-	}
-	if !strings.Contains(raw, "://") {
-		if defaultScheme == "" {
-			return nil, fmt.Errorf("%q: missing scheme (https://...)", raw)
-		}
-		if err := checkHostPort(raw); err != nil {
-			return nil, fmt.Errorf("%q: %w", raw, err)
-		}
-		raw = defaultScheme + "://" + raw
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%q: %w", raw, err)
-	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return nil, fmt.Errorf("%q: scheme must be https (or http for loopback)", raw)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("%q: missing host", raw)
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return nil, fmt.Errorf("%q: only scheme, host, port and path are allowed", raw)
-	}
-	if err := checkHostPort(u.Host); err != nil {
-		return nil, fmt.Errorf("%q: %w", raw, err)
-	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return nil, fmt.Errorf("%q: plain http is allowed only for loopback hosts; use https", raw)
-	}
-	u.Path = strings.TrimRight(u.Path, "/")
-	return u, nil
-}
-
-// checkHostPort accepts host[:port]: host a DNS name (ASCII letters,
-// digits, '-', '_', '.'), an IPv4 address or a bracketed IPv6 address
-// without zone; port 1-65535.
-func checkHostPort(hp string) error {
-	host := hp
-	if i := strings.LastIndexByte(hp, ':'); i >= 0 && !strings.HasSuffix(hp, "]") {
-		host = hp[:i]
-		port, err := strconv.Atoi(hp[i+1:])
-		if err != nil || port < 1 || port > 65535 || hp[i+1] == '+' || hp[i+1] == '-' {
-			return fmt.Errorf("bad port %q", hp[i+1:])
-		}
-	}
-	if inner, ok := strings.CutPrefix(host, "["); ok {
-		ip, ok := strings.CutSuffix(inner, "]")
-		if !ok || !strings.Contains(ip, ":") || net.ParseIP(ip) == nil {
-			return fmt.Errorf("bad IPv6 address %q", host)
-		}
-		return nil
-	}
-	if host == "" || len(host) > 253 {
-		return errors.New("missing or overlong host")
-	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("host %q: only letters, digits, '-', '_' and '.' are allowed", host)
-		}
-	}
-	return nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// LoginBaseURL returns the agentVep base URL for the account: the configured
-// domain, or the Domain API's answer (cached; a stale answer is used if the
-// Domain API fails).
-func (c *Client) LoginBaseURL(ctx context.Context, account string) (string, error) {
-	if c.domain != nil {
-		return c.domain.String(), nil
-	}
-	c.mu.Lock()
-	cached, ok := c.domainCache[account]
-	c.mu.Unlock()
-	if ok && time.Since(cached.fetched) < domainCacheTTL {
-		return cached.baseURL, nil
-	}
-	host, err := c.LookupService(ctx, account, "agentVep")
-	if err != nil {
-		if ok {
-			return cached.baseURL, nil
-		}
-		return "", err
-	}
-	u, err := serviceBaseURL(host, c.csds.Scheme)
-	if err != nil {
-		return "", fmt.Errorf("domain lookup: agentVep host: %w", err)
-	}
-	base := u.String()
-	c.mu.Lock()
-	c.domainCache[account] = cachedHost{baseURL: base, fetched: time.Now()}
-	c.mu.Unlock()
-	return base, nil
-}
-
-// serviceBaseURL turns a host the Domain API named into a base URL with the
-// scheme of csds. Only a bare host[:port] is accepted: a scheme or a path
-// of its own would let the answer pick where (and how) credentials go.
-func serviceBaseURL(host, scheme string) (*url.URL, error) {
-	if strings.Contains(host, "/") {
-		return nil, fmt.Errorf("%q: want a bare host[:port]", host)
-	}
-	return parseBaseURL(host, scheme)
-}
-
-// ForgetDomain drops the cached agentVep host, so that the next login asks
-// the Domain API again (after a connection failure, the host may have moved).
-func (c *Client) ForgetDomain(account string) {
-	c.mu.Lock()
-	delete(c.domainCache, account)
-	c.mu.Unlock()
-}
-
-type serviceURI struct {
-	Service string `json:"service"`
-	Account string `json:"account"`
-	BaseURI string `json:"baseURI"`
-}
-
-// LookupService asks the Domain API for a service's host (bare host[:port],
-// no scheme). Service names are case-sensitive.
-func (c *Client) LookupService(ctx context.Context, account, service string) (string, error) {
-	u := *c.csds
-	u.Path += "/api/account/" + url.PathEscape(account) + "/service/" + url.PathEscape(service) + "/baseURI.json"
-	u.RawQuery = "version=1.0"
-	body, _, err := c.do(ctx, "domain lookup", http.MethodGet, u.String(), nil, "")
-	if err != nil {
-		return "", err
-	}
-	host, err := parseDomainReply(body, service)
-	if err != nil {
-		return "", fmt.Errorf("domain lookup: %w", err)
-	}
-	return host, nil
-}
-
-// parseDomainReply reads the single-service object or the baseURIs array
-// form and returns the host for service.
-func parseDomainReply(body []byte, service string) (string, error) {
-	var reply struct {
-		serviceURI
-		BaseURIs []serviceURI `json:"baseURIs"`
-	}
-	if err := json.Unmarshal(body, &reply); err != nil {
-		return "", fmt.Errorf("reply is not JSON: %w", err)
-	}
-	if reply.BaseURI != "" && (reply.Service == "" || reply.Service == service) {
-		return strings.TrimSpace(reply.BaseURI), nil
-	}
-	for _, s := range reply.BaseURIs {
-		if s.Service == service && s.BaseURI != "" {
-			return strings.TrimSpace(s.BaseURI), nil
-		}
-	}
-	return "", fmt.Errorf("no baseURI for service %q in reply", service)
 }
 
 type loginRequest struct {

@@ -5,6 +5,7 @@ package lpauth
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -65,27 +66,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
-	for d.NextBlock(0) {
-		name := d.Val()
-		if seen[name] {
-			return d.Errf("lpauth: %s given more than once", name)
-		}
-		seen[name] = true
-		if name == "storage" {
-			if err := h.unmarshalStorage(d); err != nil {
-				return err
-			}
-			continue
-		}
-		var val string
-		if !d.Args(&val) {
-			return d.Errf("lpauth: %s needs a value", name)
-		}
-		if d.NextArg() {
-			return d.Errf("lpauth: %s takes one value, got another: %q", name, d.Val())
-		}
-		var err error
+	block := subdirectives{module: "lpauth", custom: map[string]func(*caddyfile.Dispenser) error{"storage": h.unmarshalStorage}}
+	return block.parse(d, func(name, val string) (err error) {
 		switch name {
 		case "account_id":
 			h.AccountID = val
@@ -120,10 +102,53 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			b, err = strconv.ParseBool(val)
 			h.LogoutOnStop = &b
 		default:
-			return d.Errf("lpauth: unrecognized subdirective %q", name)
+			return errUnrecognized
 		}
-		if err != nil {
-			return d.Errf("lpauth: %s: %v", name, err)
+		return err
+	})
+}
+
+// errUnrecognized is what a subdirectives setter returns for a name it
+// does not know.
+var errUnrecognized = errors.New("unrecognized subdirective")
+
+// subdirectives reads a directive's block in which each subdirective is
+// given at most once and takes one value, so that lpauth and lpdomain word
+// their errors alike.
+type subdirectives struct {
+	module string                                      // the error prefix: "lpauth", "lpdomain"
+	given  map[string]bool                             // names already set another way (an argument)
+	custom map[string]func(*caddyfile.Dispenser) error // names that read their own arguments
+}
+
+// parse calls set with each subdirective's name and value. An error from
+// set is reported against that subdirective, naming it.
+func (b subdirectives) parse(d *caddyfile.Dispenser, set func(name, val string) error) error {
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] || b.given[name] {
+			return d.Errf("%s: %s given more than once", b.module, name)
+		}
+		seen[name] = true
+		if custom := b.custom[name]; custom != nil {
+			if err := custom(d); err != nil {
+				return err
+			}
+			continue
+		}
+		var val string
+		if !d.Args(&val) {
+			return d.Errf("%s: %s needs a value", b.module, name)
+		}
+		if d.NextArg() {
+			return d.Errf("%s: %s takes one value, got another: %q", b.module, name, d.Val())
+		}
+		switch err := set(name, val); {
+		case errors.Is(err, errUnrecognized):
+			return d.Errf("%s: unrecognized subdirective %q", b.module, name)
+		case err != nil:
+			return d.Errf("%s: %s: %v", b.module, name, err)
 		}
 	}
 	return nil

@@ -113,7 +113,7 @@ func hostileInHost(s string) bool {
 		strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0
 }
 
-// checkLoginTarget asserts that a base URL accepted by parseBaseURL sends
+// checkLoginTarget asserts that a base URL accepted by validateHost sends
 // the login URL built from it (as Client.Login builds it) to u's own host,
 // and that the host is plain.
 func checkLoginTarget(t *testing.T, raw string, u *url.URL) {
@@ -159,9 +159,10 @@ func FuzzParseDomainReply(f *testing.F) {
 			if host == "" || host != strings.TrimSpace(host) {
 				t.Fatalf("host %q: want non-empty and trimmed", host)
 			}
-			// LoginBaseURL's conversion must refuse anything that is not
-			// a plain host[:port], and otherwise keep exactly that host.
-			u, err := serviceBaseURL(host, "https")
+			// The resolver's check of an answered host must refuse
+			// anything that is not a plain host[:port], and otherwise keep
+			// exactly that host.
+			u, err := validateHost(host, "https", hostAnswered)
 			if hostileInHost(host) && err == nil {
 				t.Fatalf("Domain API host %q accepted as %s", host, u)
 			}
@@ -171,18 +172,18 @@ func FuzzParseDomainReply(f *testing.F) {
 					t.Fatalf("Domain API host %q became %s", host, u)
 				}
 			}
-			if u, err := serviceBaseURL(host, "http"); err == nil && !isLoopback(u.Hostname()) {
+			if u, err := validateHost(host, "http", hostAnswered); err == nil && !isLoopback(u.Hostname()) {
 				t.Fatalf("Domain API host %q accepted over plain http", host)
 			}
-			// The same holds for parseBaseURL's bare host[:port] form.
-			if u, err := parseBaseURL(host, "https"); err == nil && hostileInHost(host) && !strings.Contains(host, "://") {
-				t.Fatalf("parseBaseURL accepted bare host %q as %s", host, u)
+			// The same holds for a configured bare host[:port].
+			if u, err := validateHost(host, "https", hostConfigured); err == nil && hostileInHost(host) && !strings.Contains(host, "://") {
+				t.Fatalf("validateHost accepted configured bare host %q as %s", host, u)
 			}
 		}
 
-		// parseBaseURL on its own, as the csds and domain settings use it.
+		// validateHost on its own, as the csds and domain settings use it.
 		for _, scheme := range []string{"", "https", "http"} {
-			u, err := parseBaseURL(service, scheme)
+			u, err := validateHost(service, scheme, hostConfigured)
 			if err != nil {
 				continue
 			}

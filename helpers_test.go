@@ -21,6 +21,7 @@ func emulator(t testing.TB, cfg ccemu.Config) (*ccemu.Emulator, *httptest.Server
 	emu := ccemu.New(cfg)
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
+	t.Cleanup(func() { dropDomainAnswers(srv.URL) })
 	return emu, srv
 }
 

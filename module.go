@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -302,22 +301,12 @@ func (h *Handler) resolve() (resolved, error) {
 	repl := caddy.NewReplacer()
 	var firstErr error
 	expand := func(field, v string) string {
-		if v == "" || firstErr != nil {
+		if firstErr != nil {
 			return v
 		}
-		out, err := repl.ReplaceOrErr(v, true, true)
+		out, err := expandField(repl, field, v, secretFields[field])
 		if err != nil {
-			if secretFields[field] {
-				// The replacer's message quotes the value: an inline
-				// secret with braces in it would be echoed. A lone
-				// {env.NAME} names only the variable, which is safe.
-				if name, ok := strings.CutPrefix(v, "{env."); ok && strings.Count(v, "{") == 1 && strings.HasSuffix(name, "}") {
-					err = fmt.Errorf("%s is unset or empty", v)
-				} else {
-					err = errors.New("a placeholder in it is unknown or empty (give secrets as {env.NAME}; escape literal braces as \\{ \\})")
-				}
-			}
-			firstErr = fmt.Errorf("lpauth: %s: %w", field, err)
+			firstErr = fmt.Errorf("lpauth: %w", err)
 		}
 		return out
 	}

@@ -4,73 +4,34 @@
 package lpauth
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sync/singleflight"
 )
 
 func init() {
 	caddy.RegisterModule(DomainUpstreams{})
 }
 
-// Defaults of DomainUpstreams.
-const (
-	DefaultDomainRefresh       = 10 * time.Minute
-	DefaultDomainLookupTimeout = 10 * time.Second
-)
-
-const (
-	// domainRetryDelay spaces Domain API attempts after a failure (capped
-	// at refresh), so a Domain API outage is not hammered by traffic.
-	domainRetryDelay = 5 * time.Second
-	// maxDomainAnswers bounds the cache; keys come from configs, so this is
-	// only reached by many reloads with changing csds or accounts.
-	maxDomainAnswers = 1024
-)
-
 // errNoAccount is returned when neither account_id nor an earlier lpauth
 // names the account.
 var errNoAccount = errors.New("lpdomain: no account_id: set it, or put lpauth before reverse_proxy")
 
-// domainAnswers caches Domain API answers for every DomainUpstreams. It is
-// package-level so that answers survive config reloads and are shared by
-// every route that names the same service.
-var (
-	domainMu      sync.RWMutex
-	domainAnswers = map[domainKey]domainAnswer{}
-	domainFlight  singleflight.Group // one lookup per key at a time
-)
-
-// domainKey is a CSDS base (its URL parts, so the request path builds no
-// string), an account and a service.
-type domainKey struct {
-	scheme, host, path string
-	account, service   string
-}
-
-func (k domainKey) flightKey() string {
-	return k.scheme + "://" + k.host + k.path + "\x00" + k.account + "\x00" + k.service
-}
-
-type domainAnswer struct {
-	dial    string    // host:port; "" until a lookup has succeeded
-	fetched time.Time // when dial was last confirmed by the Domain API
-	retryAt time.Time // no new lookup before this: one is in flight, or one failed
-	err     error     // the last failure, answered while no dial is known
-}
+// lpdomainClock is the clock a provisioned lpdomain source takes: the real
+// one, unless a test swaps it to drive the configs caddytest loads.
+var lpdomainClock = struct {
+	sync.Mutex
+	c Clock
+}{c: realClock{}}
 
 // DomainUpstreams is a dynamic upstream source for `reverse_proxy` that
 // finds a Conversational Cloud service's host through the Domain API, so a
@@ -131,6 +92,8 @@ type DomainUpstreams struct {
 	refresh       time.Duration
 	lookupTimeout time.Duration
 	retryDelay    time.Duration
+	clock         Clock // nil until Provision: lpdomainClock
+	report        func(domainReport)
 	logger        *zap.Logger
 }
 
@@ -147,26 +110,16 @@ func (DomainUpstreams) CaddyModule() caddy.ModuleInfo {
 func (d *DomainUpstreams) Provision(ctx caddy.Context) error {
 	d.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
-	expand := func(field, v string) (string, error) {
-		if v == "" {
-			return "", nil
-		}
-		out, err := repl.ReplaceOrErr(v, true, true)
-		if err != nil {
-			return "", fmt.Errorf("lpdomain: %s: %w", field, err)
-		}
-		return out, nil
-	}
 	var err error
-	if d.service, err = expand("service", d.Service); err != nil {
-		return err
+	if d.service, err = expandField(repl, "service", d.Service, false); err != nil {
+		return fmt.Errorf("lpdomain: %w", err)
 	}
-	if d.account, err = expand("account_id", d.AccountID); err != nil {
-		return err
+	if d.account, err = expandField(repl, "account_id", d.AccountID, false); err != nil {
+		return fmt.Errorf("lpdomain: %w", err)
 	}
-	csds, err := expand("csds", d.CSDS)
+	csds, err := expandField(repl, "csds", d.CSDS, false)
 	if err != nil {
-		return err
+		return fmt.Errorf("lpdomain: %w", err)
 	}
 	d.service = strings.TrimSpace(d.service)
 	switch {
@@ -187,6 +140,12 @@ func (d *DomainUpstreams) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("lpdomain: %w", err)
 	}
 	d.retryDelay = min(domainRetryDelay, d.refresh)
+	if d.clock == nil {
+		lpdomainClock.Lock()
+		d.clock = lpdomainClock.c
+		lpdomainClock.Unlock()
+	}
+	d.report = d.logLookup
 	return nil
 }
 
@@ -212,133 +171,37 @@ func (d *DomainUpstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstrea
 	if account == "" {
 		return nil, errNoAccount
 	}
-	dial, err := d.lookup(r.Context(), client, account)
+	q := domainLookup{
+		client: client, account: account, service: d.service,
+		refresh: d.refresh, timeout: d.lookupTimeout, retryDelay: d.retryDelay,
+		clock: d.clock, report: d.report,
+	}
+	a, err := q.resolve(r.Context())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("lpdomain: service %s of account %s: %w", d.service, account, err)
 	}
-	return []*reverseproxy.Upstream{{Dial: dial}}, nil
+	return []*reverseproxy.Upstream{{Dial: a.dial}}, nil
 }
 
-// lookup serves the cached answer, renews a stale one in the background, and
-// waits for the Domain API only when nothing is cached.
-func (d *DomainUpstreams) lookup(ctx context.Context, client *Client, account string) (string, error) {
-	key := domainKey{client.csds.Scheme, client.csds.Host, client.csds.Path, account, d.service}
-	now := time.Now()
-	domainMu.RLock()
-	a, ok := domainAnswers[key]
-	domainMu.RUnlock()
-	if ok && a.dial != "" && now.Sub(a.fetched) < d.refresh {
-		return a.dial, nil // fresh: the fast path
-	}
-	if ok && a.dial != "" {
-		// Stale: serve it, and let one request start the renewal.
-		domainMu.Lock()
-		a = domainAnswers[key]
-		start := a.dial != "" && now.Sub(a.fetched) >= d.refresh && !now.Before(a.retryAt)
-		if start {
-			a.retryAt = now.Add(d.lookupTimeout + d.retryDelay) // in flight; fetch resets it
-			domainAnswers[key] = a
-		}
-		domainMu.Unlock()
-		if start {
-			domainFlight.DoChan(key.flightKey(), func() (any, error) { return d.fetch(client, key) })
-		}
-		if a.dial != "" {
-			return a.dial, nil
-		}
-	} else if ok && now.Before(a.retryAt) {
-		return "", d.wrap(account, a.err) // failed moments ago: answer at once
-	}
-	// Nothing known yet: wait for the lookup, shared with concurrent requests.
-	ch := domainFlight.DoChan(key.flightKey(), func() (any, error) { return d.fetch(client, key) })
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return "", d.wrap(account, res.Err)
-		}
-		return res.Val.(string), nil
-	case <-ctx.Done():
-		return "", d.wrap(account, ctx.Err())
-	}
-}
-
-func (d *DomainUpstreams) wrap(account string, err error) error {
-	return fmt.Errorf("lpdomain: service %s of account %s: %w", d.service, account, err)
-}
-
-// fetch asks the Domain API, on a context of its own so that the request
-// that started it going away does not fail it for the others, and records
-// the outcome.
-func (d *DomainUpstreams) fetch(client *Client, key domainKey) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d.lookupTimeout)
-	defer cancel()
-	host, err := client.LookupService(ctx, key.account, key.service)
-	var dial string
-	if err == nil {
-		dial, err = dialAddress(host, key.scheme)
-	}
-	now := time.Now()
-	domainMu.Lock()
-	prev, had := domainAnswers[key]
-	if !had && len(domainAnswers) >= maxDomainAnswers {
-		for k := range domainAnswers {
-			delete(domainAnswers, k)
-			break
-		}
-	}
-	if err != nil {
-		// Keep the last good host; try again after a pause.
-		prev.retryAt, prev.err = now.Add(d.retryDelay), err
-		domainAnswers[key] = prev
-	} else {
-		domainAnswers[key] = domainAnswer{dial: dial, fetched: now}
-	}
-	domainMu.Unlock()
-
-	fields := []zap.Field{zap.String("service", key.service), zap.String("account_id", key.account)}
+// logLookup logs the outcome of a Domain API lookup this source started.
+func (d *DomainUpstreams) logLookup(r domainReport) {
+	fields := []zap.Field{zap.String("service", r.Service), zap.String("account_id", r.Account)}
 	switch {
-	case err != nil && prev.dial != "":
+	case r.Err != nil && r.Prev != "":
 		d.logger.Warn("CC Domain API lookup failed; still using the last known host",
-			append(fields, zap.String("host", prev.dial), zap.Duration("retry_in", d.retryDelay), zap.Error(err))...)
-	case err != nil:
+			append(fields, zap.String("host", r.Prev), zap.Duration("retry_in", r.RetryIn), zap.Error(r.Err))...)
+	case r.Err != nil:
 		// reverse_proxy logs the request's error; this adds when it retries.
 		if c := d.logger.Check(zapcore.DebugLevel, "CC Domain API lookup failed"); c != nil {
-			c.Write(append(fields, zap.Duration("retry_in", d.retryDelay), zap.Error(err))...)
+			c.Write(append(fields, zap.Duration("retry_in", r.RetryIn), zap.Error(r.Err))...)
 		}
-	case prev.dial != "" && prev.dial != dial:
-		d.logger.Info("CC service moved", append(fields, zap.String("from", prev.dial), zap.String("to", dial))...)
+	case r.Prev != "" && r.Prev != r.Dial:
+		d.logger.Info("CC service moved", append(fields, zap.String("from", r.Prev), zap.String("to", r.Dial))...)
 	default:
 		if c := d.logger.Check(zapcore.DebugLevel, "CC service resolved"); c != nil {
-			c.Write(append(fields, zap.String("host", dial))...)
+			c.Write(append(fields, zap.String("host", r.Dial))...)
 		}
 	}
-	return dial, err
-}
-
-// dialAddress turns a Domain API host (bare host or host:port) into a dial
-// address; with no port, the port of the csds scheme. Anything but a plain
-// host[:port] is refused (a path, userinfo or fragment could smuggle in
-// another host), and plain http is accepted only for loopback hosts, as
-// everywhere in lpauth.
-func dialAddress(host, scheme string) (string, error) {
-	if host == "" || strings.ContainsAny(host, "/?#@\\{}%") || strings.IndexFunc(host, unicode.IsSpace) >= 0 {
-		return "", fmt.Errorf("domain lookup: answered %q, not a host[:port]", host)
-	}
-	u, err := parseBaseURL(host, scheme)
-	if err != nil {
-		return "", fmt.Errorf("domain lookup: unusable host: %w", err)
-	}
-	if u.Host != host {
-		return "", fmt.Errorf("domain lookup: answered %q, not a host[:port]", host)
-	}
-	port := u.Port()
-	if port == "" {
-		port = "80"
-		if u.Scheme == "https" {
-			port = "443"
-		}
-	}
-	return net.JoinHostPort(u.Hostname(), port), nil
 }
 
 // UnmarshalCaddyfile sets up the upstream source from Caddyfile tokens.
@@ -362,21 +225,8 @@ func (d *DomainUpstreams) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 	if disp.NextArg() {
 		return disp.Errf("lpdomain: one service name expected, got another: %q", disp.Val())
 	}
-	seen := map[string]bool{}
-	for disp.NextBlock(0) {
-		name := disp.Val()
-		if seen[name] || (name == "service" && d.Service != "") {
-			return disp.Errf("lpdomain: %s given more than once", name)
-		}
-		seen[name] = true
-		var val string
-		if !disp.Args(&val) {
-			return disp.Errf("lpdomain: %s needs a value", name)
-		}
-		if disp.NextArg() {
-			return disp.Errf("lpdomain: %s takes one value, got another: %q", name, disp.Val())
-		}
-		var err error
+	block := subdirectives{module: "lpdomain", given: map[string]bool{"service": d.Service != ""}}
+	err := block.parse(disp, func(name, val string) (err error) {
 		switch name {
 		case "service":
 			d.Service = val
@@ -389,11 +239,12 @@ func (d *DomainUpstreams) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 		case "lookup_timeout":
 			d.LookupTimeout, err = parsePositiveDuration(val)
 		default:
-			return disp.Errf("lpdomain: unrecognized subdirective %q", name)
+			return errUnrecognized
 		}
-		if err != nil {
-			return disp.Errf("lpdomain: %s: %v", name, err)
-		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if d.Service == "" {
 		return disp.Err("lpdomain: a service name is required: dynamic lpdomain <service>")

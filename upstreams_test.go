@@ -9,6 +9,7 @@ package lpauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -79,27 +80,100 @@ func getDial(t testing.TB, d *DomainUpstreams) (string, error) {
 	return ups[0].Dial, nil
 }
 
-// slowDomainAPI delays the emulator's Domain API answers, so that requests
-// overlap a lookup in flight.
-func slowDomainAPI(emu http.Handler, d time.Duration) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/service/") {
-			time.Sleep(d)
+// heldDomainAPI passes the emulator's Domain API answers through, or
+// holds them until released, so that a test can tell whether a request
+// waited for a lookup. It counts the lookups that arrive.
+type heldDomainAPI struct {
+	next    http.Handler
+	arrived atomic.Int64
+	mu      sync.Mutex
+	gate    chan struct{} // nil: pass through
+}
+
+func (h *heldDomainAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.Contains(r.URL.Path, "/service/") {
+		h.arrived.Add(1)
+		h.mu.Lock()
+		gate := h.gate
+		h.mu.Unlock()
+		if gate != nil {
+			<-gate
 		}
-		emu.ServeHTTP(w, r)
+	}
+	h.next.ServeHTTP(w, r)
+}
+
+func (h *heldDomainAPI) hold() {
+	h.mu.Lock()
+	h.gate = make(chan struct{})
+	h.mu.Unlock()
+}
+
+func (h *heldDomainAPI) release() {
+	h.mu.Lock()
+	if h.gate != nil {
+		close(h.gate)
+		h.gate = nil
+	}
+	h.mu.Unlock()
+}
+
+// getDialAtOnce is getDial for a request that must not wait for the
+// Domain API (held by the test): waiting would end in a deadline error.
+func getDialAtOnce(t testing.TB, d *DomainUpstreams) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ups, err := d.GetUpstreams(httptest.NewRequest("GET", "/", nil).WithContext(ctx))
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the request waited for the Domain API: %v", err)
+	}
+	if err != nil {
+		return "", err
+	}
+	return ups[0].Dial, nil
+}
+
+// setLpdomainClock makes the lpdomain sources provisioned during the test
+// (those of caddytest configs too) run on clock.
+func setLpdomainClock(t *testing.T, clock Clock) {
+	lpdomainClock.Lock()
+	prev := lpdomainClock.c
+	lpdomainClock.c = clock
+	lpdomainClock.Unlock()
+	t.Cleanup(func() {
+		lpdomainClock.Lock()
+		lpdomainClock.c = prev
+		lpdomainClock.Unlock()
 	})
 }
 
 func TestUpstreamCacheSharesRenewsAndSurvivesOutage(t *testing.T) {
 	emu := ccemu.New(ccemu.Config{})
-	srv := httptest.NewServer(slowDomainAPI(emu, 200*time.Millisecond))
+	api := &heldDomainAPI{next: emu}
+	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
+	t.Cleanup(api.release) // before the server closes: it waits for held requests
+	t.Cleanup(func() { dropDomainAnswers(srv.URL) })
+	clock := newFakeClock()
 	const refresh = 400 * time.Millisecond
-	d := &DomainUpstreams{Service: "msgHist", AccountID: ccemu.DefaultAccountID, CSDS: srv.URL, Refresh: caddy.Duration(refresh)}
+	d := &DomainUpstreams{Service: "msgHist", AccountID: ccemu.DefaultAccountID, CSDS: srv.URL, Refresh: caddy.Duration(refresh), clock: clock}
 	logs := provisionDomain(t, d)
 	want := hostport(srv)
+	lookups := func() int64 { return emu.Counters().DomainLookups }
+	// renewed waits until the answer is confirmed at the clock's now.
+	renewed := func() {
+		t.Helper()
+		eventually(t, 5*time.Second, "the renewal to be recorded", func() bool {
+			return cachedAnswer(d.client, "msgHist").fetched.Equal(clock.Now())
+		})
+	}
+	warnings := func() int {
+		return logs.FilterMessage("CC Domain API lookup failed; still using the last known host").Len()
+	}
 
-	// Cold: concurrent requests share one lookup.
+	// Cold: concurrent requests share one lookup, held until all started.
+	api.hold()
 	var wg sync.WaitGroup
 	for range 32 {
 		wg.Go(func() {
@@ -108,8 +182,10 @@ func TestUpstreamCacheSharesRenewsAndSurvivesOutage(t *testing.T) {
 			}
 		})
 	}
+	eventually(t, 5*time.Second, "the cold lookup to arrive", func() bool { return api.arrived.Load() == 1 })
+	api.release()
 	wg.Wait()
-	if n := emu.Counters().DomainLookups; n != 1 {
+	if n := lookups(); n != 1 {
 		t.Fatalf("%d Domain API lookups for 32 concurrent cold requests, want 1", n)
 	}
 
@@ -119,68 +195,82 @@ func TestUpstreamCacheSharesRenewsAndSurvivesOutage(t *testing.T) {
 			t.Fatalf("fresh: %q", dial)
 		}
 	}
-	if n := emu.Counters().DomainLookups; n != 1 {
+	if n := lookups(); n != 1 {
 		t.Fatalf("%d lookups after 100 fresh requests, want still 1", n)
 	}
 
-	// Stale: served at once while one background lookup renews it.
-	time.Sleep(refresh + 50*time.Millisecond)
+	// Stale: served at once (the Domain API is held) while one background
+	// lookup renews it.
+	clock.Advance(refresh)
+	api.hold()
 	for range 20 {
-		start := time.Now()
-		if dial, err := getDial(t, d); err != nil || dial != want {
+		if dial, err := getDialAtOnce(t, d); err != nil || dial != want {
 			t.Fatalf("stale: %q, %v", dial, err)
 		}
-		// A lookup takes at least 200ms here; well under that means no wait.
-		if took := time.Since(start); took > 150*time.Millisecond {
-			t.Fatalf("a stale answer waited %s for the Domain API", took)
-		}
 	}
-	eventually(t, 2*time.Second, "the background renewal", func() bool { return emu.Counters().DomainLookups == 2 })
-	time.Sleep(300 * time.Millisecond)
-	if n := emu.Counters().DomainLookups; n != 2 {
+	eventually(t, 5*time.Second, "the background renewal to arrive", func() bool { return api.arrived.Load() == 2 })
+	api.release()
+	renewed()
+	// Every stale request returned before the release, so any renewal
+	// they started has arrived by now.
+	if n := api.arrived.Load(); n != 2 {
 		t.Fatalf("%d lookups: 20 stale requests started more than one renewal", n)
 	}
 
 	// Outage: the last good host is still served, a warning is logged, and
 	// the Domain API is asked again only after the retry delay.
 	emu.FailNextDomainLookups(100, 500)
-	time.Sleep(refresh + 50*time.Millisecond)
-	deadline := time.Now().Add(3 * refresh)
-	for time.Now().Before(deadline) {
+	clock.Advance(refresh)
+	if dial, err := getDial(t, d); err != nil || dial != want {
+		t.Fatalf("during the outage: %q, %v", dial, err)
+	}
+	eventually(t, 5*time.Second, "the failed renewal's warning", func() bool { return warnings() == 1 })
+	for range 50 {
 		if dial, err := getDial(t, d); err != nil || dial != want {
 			t.Fatalf("during the outage: %q, %v", dial, err)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	failed := emu.Counters().DomainLookups - 2
-	if failed < 1 || failed > 4 {
-		t.Fatalf("%d failed lookups in %s of requests every 10ms, want 1 to 4 (one per retry delay)", failed, 3*refresh)
+	clock.Advance(d.retryDelay - time.Millisecond)
+	for range 50 {
+		if dial, err := getDial(t, d); err != nil || dial != want {
+			t.Fatalf("during the outage, within the retry delay: %q, %v", dial, err)
+		}
+	}
+	if n := lookups(); n != 3 {
+		t.Fatalf("%d lookups, want 3: a failed lookup was retried within the retry delay", n)
+	}
+	clock.Advance(time.Millisecond)
+	if dial, err := getDial(t, d); err != nil || dial != want {
+		t.Fatalf("during the outage, after the retry delay: %q, %v", dial, err)
+	}
+	eventually(t, 5*time.Second, "the retry's warning", func() bool { return warnings() == 2 })
+	if n := lookups(); n != 4 {
+		t.Fatalf("%d lookups, want 4: one retry after the retry delay", n)
 	}
 	warned := logs.FilterMessage("CC Domain API lookup failed; still using the last known host").All()
-	if len(warned) == 0 {
-		t.Fatal("no warning logged for the failed lookup")
-	}
 	if f := warned[0].ContextMap(); f["service"] != "msgHist" || f["host"] != want || !strings.Contains(fmt.Sprint(f["error"]), "HTTP 500") {
 		t.Fatalf("warning fields %v", f)
 	}
 
 	// A service never resolved: the error goes back, and within the retry
-	// delay it is answered at once without asking again.
-	cold := &DomainUpstreams{Service: "leDataReporting", AccountID: ccemu.DefaultAccountID, CSDS: srv.URL, Refresh: caddy.Duration(refresh)}
+	// delay it is answered at once (the Domain API is held) without asking
+	// again.
+	cold := &DomainUpstreams{Service: "leDataReporting", AccountID: ccemu.DefaultAccountID, CSDS: srv.URL, Refresh: caddy.Duration(refresh), clock: clock}
 	provisionDomain(t, cold)
-	before := emu.Counters().DomainLookups
+	before := api.arrived.Load()
 	if _, err := getDial(t, cold); err == nil || !strings.Contains(err.Error(), "lpdomain: service leDataReporting of account 12345678: domain lookup: HTTP 500") {
 		t.Fatalf("cold lookup during the outage: %v", err)
 	}
-	start := time.Now()
-	if _, err := getDial(t, cold); err == nil || time.Since(start) > 150*time.Millisecond {
-		t.Fatalf("repeat within the retry delay: %v after %s", err, time.Since(start))
+	api.hold()
+	if _, err := getDialAtOnce(t, cold); err == nil || !strings.Contains(err.Error(), "HTTP 500") {
+		t.Fatalf("repeat within the retry delay: %v, want the cached failure", err)
 	}
-	if n := emu.Counters().DomainLookups - before; n != 1 {
+	api.release()
+	if n := api.arrived.Load() - before; n != 1 {
 		t.Fatalf("%d lookups for two cold requests within the retry delay, want 1", n)
 	}
 	emu.FailNextDomainLookups(0, 0)
-	time.Sleep(refresh)
+	clock.Advance(cold.retryDelay)
 	if dial, err := getDial(t, cold); err != nil || dial != want {
 		t.Fatalf("after the outage: %q, %v", dial, err)
 	}
@@ -195,6 +285,14 @@ func TestUpstreamNoAccount(t *testing.T) {
 }
 
 func TestUpstreamDialAddress(t *testing.T) {
+	// As the resolver turns an answered host into a dial address.
+	dialAddress := func(host, scheme string) (string, error) {
+		u, err := validateHost(host, scheme, hostAnswered)
+		if err != nil {
+			return "", err
+		}
+		return dialAddress(u), nil
+	}
 	for _, tc := range []struct{ host, scheme, want string }{
 		{"va.msghist.liveperson.net", "https", "va.msghist.liveperson.net:443"},
 		{"va.msghist.liveperson.net:8443", "https", "va.msghist.liveperson.net:8443"},
@@ -357,6 +455,8 @@ func TestUpstreamTwoServicesOneCaddyfile(t *testing.T) {
 }
 
 func TestUpstreamDomainAPIDownKeepsLastHost(t *testing.T) {
+	clock := newFakeClock()
+	setLpdomainClock(t, clock)
 	emu, srv := emulator(t, ccemu.Config{})
 	other := newCountingListener(t, emu)
 	emu.SetServiceHost("msgHist", hostport(other.srv))
@@ -367,30 +467,47 @@ func TestUpstreamDomainAPIDownKeepsLastHost(t *testing.T) {
 		t.Fatalf("first request: %d, %d calls at the msgHist host", r.status, other.calls.Load())
 	}
 	lookups := emu.Counters().DomainLookups
+	const warning = "CC Domain API lookup failed; still using the last known host"
+	warnings := func() int {
+		logs, _ := os.ReadFile(logFile)
+		return strings.Count(string(logs), warning)
+	}
+	// served sends n requests and checks each reached the last good host.
+	served := func(n int) {
+		t.Helper()
+		before := other.calls.Load()
+		for i := range n {
+			if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 {
+				t.Fatalf("request %d while the Domain API fails: %d %s", i, r.status, r.body)
+			}
+		}
+		if got := other.calls.Load() - before; got != int64(n) {
+			t.Fatalf("%d of %d requests reached the last good host", got, n)
+		}
+	}
 
 	emu.FailNextDomainLookups(100, 500)
 	emu.SetServiceHost("msgHist", "") // were the Domain API asked and answering, msgHist would move
-	time.Sleep(1100 * time.Millisecond)
-	n := 0
-	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); n++ {
-		if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 {
-			t.Fatalf("request %d while the Domain API fails: %d %s", n, r.status, r.body)
-		}
-		time.Sleep(20 * time.Millisecond)
+	clock.Advance(time.Second)        // refresh 1s: stale
+	served(1)
+	eventually(t, 5*time.Second, "the failed renewal's warning", func() bool { return warnings() == 1 })
+	served(20)
+	if failed := emu.Counters().DomainLookups - lookups; failed != 1 {
+		t.Fatalf("%d Domain API lookups within the retry delay, want 1", failed)
 	}
-	if got := other.calls.Load(); got != int64(n+1) {
-		t.Fatalf("%d of %d requests reached the last good host", got-1, n)
-	}
-	failed := emu.Counters().DomainLookups - lookups
-	if failed < 1 || failed > 3 {
-		t.Fatalf("%d Domain API lookups during %d requests over 1.5s, want 1 to 3 (one per retry delay)", failed, n)
+	clock.Advance(time.Second) // the retry delay: min(5s, refresh)
+	served(1)
+	eventually(t, 5*time.Second, "the retry's warning", func() bool { return warnings() == 2 })
+	served(20)
+	if failed := emu.Counters().DomainLookups - lookups; failed != 2 {
+		t.Fatalf("%d Domain API lookups after one retry delay, want 2", failed)
 	}
 
 	logs, err := os.ReadFile(logFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(logs), "CC Domain API lookup failed; still using the last known host") {
+	if !strings.Contains(string(logs), warning) {
 		t.Fatalf("no warning about the failed lookup in the log:\n%s", logs)
 	}
 	for _, s := range emu.IssuedSecrets() {
@@ -401,6 +518,8 @@ func TestUpstreamDomainAPIDownKeepsLastHost(t *testing.T) {
 }
 
 func TestUpstreamHostChangePickedUpAfterRefresh(t *testing.T) {
+	clock := newFakeClock()
+	setLpdomainClock(t, clock)
 	emu, srv := emulator(t, ccemu.Config{})
 	moved := newCountingListener(t, emu)
 	loadCaddy(t, domainCaddyConfig(srv, route("/svc1", "msgHist", "refresh 1s"), ""))
@@ -408,6 +527,7 @@ func TestUpstreamHostChangePickedUpAfterRefresh(t *testing.T) {
 		t.Fatalf("first request: %d", r.status)
 	}
 	emu.SetServiceHost("msgHist", hostport(moved.srv))
+	clock.Advance(time.Second) // refresh 1s: stale, renewed in the background
 	eventually(t, 5*time.Second, "requests to reach the moved host", func() bool {
 		if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 {
 			t.Fatalf("status %d while the host moves", r.status)

@@ -1,0 +1,37 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// expandField expands the global placeholders ({env.*}, {file.*}, ...) of
+// one config value at load time; an empty value stays empty. An unknown or
+// empty placeholder is an error naming the field, without the module's
+// prefix (each caller adds its own). For a secret the error never quotes the
+// value, which may be an inline secret with braces in it: a lone
+// {env.NAME} is named (only the variable, which is safe), anything else is
+// not shown.
+func expandField(repl *caddy.Replacer, field, value string, secret bool) (string, error) {
+	if value == "" {
+		return "", nil
+	}
+	out, err := repl.ReplaceOrErr(value, true, true)
+	if err == nil {
+		return out, nil
+	}
+	if secret {
+		if name, ok := strings.CutPrefix(value, "{env."); ok && strings.Count(value, "{") == 1 && strings.HasSuffix(name, "}") {
+			err = fmt.Errorf("%s is unset or empty", value)
+		} else {
+			err = errors.New("a placeholder in it is unknown or empty (give secrets as {env.NAME}; escape literal braces as \\{ \\})")
+		}
+	}
+	return out, fmt.Errorf("%s: %w", field, err)
+}
