@@ -5,9 +5,11 @@ package lpauth
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -93,6 +95,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	// The retry runs the same routes on the request as it came: handlers
 	// after this one (handle_path, rewrite, request_header) changed it.
+	r = withOwnVars(r)
 	orig.restore(r)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	forgetGroupsSince(groups, satisfied)
@@ -105,6 +108,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		c.Write(zap.String("account_id", h.identity.AccountID), zap.String("uri", r.RequestURI), zap.Bool("token_already_replaced", out.Verdict == RetryLate))
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// withOwnVars gives the retry a copy of the request's variables. The first
+// attempt's transport may still be dialling in the background, and
+// reverse_proxy's dialer reads the variables that its next attempt writes:
+// one shared map would be a data race. What the retry sets is seen by the
+// handlers after lpauth, not by those before it once it returns.
+func withOwnVars(r *http.Request) *http.Request {
+	vars, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if !ok {
+		return r
+	}
+	return r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, maps.Clone(vars)))
 }
 
 func (h *Handler) countUnauthorized(outcome string) {
