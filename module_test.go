@@ -31,6 +31,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
 const proxyURL = "http://127.0.0.1:9080"
@@ -62,25 +63,15 @@ func reverseProxyTo(srv *httptest.Server) string { return "\treverse_proxy " + h
 // testSite is the caddytest config every integration test starts from:
 // lpauth at site level (extra inside its block), then handlers.
 func testSite(srv *httptest.Server, extra, handlers, global string) string {
-	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	skip_install_trust
-	auto_https off
-	default_bind 127.0.0.1
-	%s
-}
-http://127.0.0.1:9080 {
-	lpauth {
-		account_id 12345678
-		username demo-agent
-		password {env.%s}
-		csds %s
-		%s
-	}
-%s}
-`, global, testPasswordEnv, srv.URL, extra, handlers)
+	return caddyproc.Proxy{
+		Admin:    "localhost:2999",
+		Global:   "http_port 9080\n\thttps_port 9443\n\tskip_install_trust\n\t" + global,
+		Addr:     "127.0.0.1:9080",
+		CSDS:     srv.URL,
+		Password: "{env." + testPasswordEnv + "}",
+		Lpauth:   extra,
+		Handlers: handlers,
+	}.Caddyfile()
 }
 
 // loadCaddy loads a config into the in-process Caddy. A caddytest that
