@@ -656,7 +656,9 @@ func TestProxyTwoSitesShareOneSession(t *testing.T) {
 }
 
 func TestProxyApplicationLogin(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{})
+	// No user accounts: only the application login can succeed, so a
+	// rewrite that left the user login in place fails the test.
+	emu, srv := emulator(t, ccemu.Config{Users: map[string]string{}})
 	os.Setenv("LPAUTH_TEST_APP_SECRET", ccemu.DefaultAppSecret)
 	cfg := strings.Replace(caddyConfig(srv, "", ""),
 		"username demo-agent\n\t\tpassword {env."+testPasswordEnv+"}",
