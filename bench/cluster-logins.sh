@@ -41,16 +41,7 @@ run() {
 		root $work/shared-$n-$mode
 	}
 }
-http://127.0.0.1:$port {
-	lpauth {
-		account_id 12345678
-		username demo-agent
-		password demo-password
-		csds http://127.0.0.1:$emu_port
-		$storage
-	}
-	reverse_proxy 127.0.0.1:$emu_port
-}
+$(lpauth_site "$port" "127.0.0.1:$emu_port" "$storage")
 EOC
 		start_caddy "inst$i" "$work/inst$i-$mode.log"
 		run_pids+=("$last_pid")

@@ -6,7 +6,7 @@
 # It sets $caddy (built by ./xcaddy.sh if missing) and $work (a temporary
 # directory holding caddy's XDG dirs, removed at exit, with every process
 # in $pids killed), and defines free_port, wait_port, start_caddy,
-# emulator_caddyfile, logins and machine. Everything runs on 127.0.0.1.
+# emulator_caddyfile, lpauth_site, logins and machine. Everything runs on 127.0.0.1.
 
 caddy=${1:-./caddy}
 [ -x "$caddy" ] || ./xcaddy.sh "$caddy" >/dev/null
@@ -45,6 +45,25 @@ http://127.0.0.1:$1 {
 	ccemu {
 		control_path /_ccemu
 	}
+}
+EOC
+}
+
+# lpauth_site PORT UPSTREAM [LINES]: a site on PORT with lpauth (the
+# emulator's demo user, LINES inside its block) in front of reverse_proxy
+# to UPSTREAM (host:port), logging in at the emulator on $emu_port (as
+# internal/caddyproc.Proxy writes it for the Go benchmarks).
+lpauth_site() {
+	cat <<EOC
+http://127.0.0.1:$1 {
+	lpauth {
+		account_id 12345678
+		username demo-agent
+		password demo-password
+		csds http://127.0.0.1:$emu_port
+		${3:-}
+	}
+	reverse_proxy $2
 }
 EOC
 }

@@ -65,15 +65,7 @@ EOC
 
 cat >"$work/proxy.Caddyfile" <<EOC
 $global
-http://127.0.0.1:$a_port {
-	lpauth {
-		account_id 12345678
-		username demo-agent
-		password demo-password
-		csds http://127.0.0.1:$emu_port
-	}
-	reverse_proxy 127.0.0.1:$up_port
-}
+$(lpauth_site "$a_port" "127.0.0.1:$up_port")
 http://127.0.0.1:$b_port {
 	reverse_proxy 127.0.0.1:$up_port {
 		header_up Authorization "Bearer $static_bearer"
