@@ -246,6 +246,11 @@ type Options struct {
 	WaitFor string
 	// Timeout bounds the wait; zero is 15 s.
 	Timeout time.Duration
+	// DieWithParent has the kernel kill caddy when the thread that started
+	// it exits (Linux). Right for a benchmark's main program; in a test
+	// binary a thread may end with a locked goroutine and kill caddy
+	// mid-test, and the test's cleanup stops it anyway.
+	DieWithParent bool
 }
 
 // Proc is a running caddy process.
@@ -292,7 +297,9 @@ func Launch(bin string, o Options) (*Proc, error) {
 	cmd.Env = env
 	out := &Output{}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = dieWithParent()
+	if o.DieWithParent {
+		cmd.SysProcAttr = dieWithParent()
+	}
 	if err := cmd.Start(); err != nil {
 		removeTmp()
 		return nil, err
@@ -323,9 +330,10 @@ func Launch(bin string, o Options) (*Proc, error) {
 }
 
 // Start runs `caddy run` on caddyfile with isolated directories and waits
-// until addr accepts connections.
+// until addr accepts connections: what a benchmark does, so caddy dies with
+// the benchmark.
 func Start(bin, caddyfile, addr string) (*Proc, error) {
-	return Launch(bin, Options{Caddyfile: caddyfile, WaitFor: addr})
+	return Launch(bin, Options{Caddyfile: caddyfile, WaitFor: addr, DieWithParent: true})
 }
 
 // Pid is the process id.

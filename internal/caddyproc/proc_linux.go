@@ -5,8 +5,8 @@ package caddyproc
 
 import "syscall"
 
-// dieWithParent makes the kernel end caddy should the test or benchmark die
-// without stopping it.
+// dieWithParent makes the kernel end caddy should the benchmark die without
+// stopping it.
 func dieWithParent() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
