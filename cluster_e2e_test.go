@@ -8,45 +8,31 @@ package lpauth
 // redis-server on loopback.
 
 import (
-	"bytes"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
 // clusterCaddyfile is one instance of the cluster: its own port, the shared
 // storage in the global options, lpauth in cluster mode.
 func clusterCaddyfile(port int, storage string, emu *httptest.Server) string {
-	return fmt.Sprintf(`{
-	admin off
-	persist_config off
-	auto_https off
-	default_bind 127.0.0.1
-	%s
-}
-http://127.0.0.1:%d {
-	lpauth {
-		account_id 12345678
-		username demo-agent
-		password {env.LP_PASSWORD}
-		csds %s
-		login_timeout 5s
-		storage
-	}
-	reverse_proxy %s
-}
-`, storage, port, emu.URL, emu.Listener.Addr())
+	return caddyproc.Proxy{
+		Global:   storage,
+		Addr:     caddyproc.Addr(port),
+		CSDS:     emu.URL,
+		Password: "{env.LP_PASSWORD}",
+		Lpauth:   "login_timeout 5s\n\t\tstorage",
+		Upstream: emu.Listener.Addr().String(),
+	}.Caddyfile()
 }
 
 type clusterInstance struct {
@@ -56,21 +42,16 @@ type clusterInstance struct {
 
 func startCluster(t *testing.T, n int, storage string, emu *httptest.Server) []*clusterInstance {
 	t.Helper()
-	dir := t.TempDir()
 	bin := builtCaddy(t)
 	out := make([]*clusterInstance, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range out {
 		port := freePort(t)
-		cfg := filepath.Join(dir, fmt.Sprintf("caddy%d.Caddyfile", i))
-		if err := os.WriteFile(cfg, []byte(clusterCaddyfile(port, storage, emu)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		env := caddyEnv(t, "LP_PASSWORD="+ccemu.DefaultPassword)
+		addr := caddyproc.Addr(port)
 		wg.Go(func() {
-			p, err := launchCaddy(t, bin, env, fmt.Sprintf("127.0.0.1:%d", port), "run", "--config", cfg)
-			out[i], errs[i] = &clusterInstance{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d", port)}, err
+			p, err := launchCaddyfile(t, bin, clusterCaddyfile(port, storage, emu), addr, "LP_PASSWORD="+ccemu.DefaultPassword)
+			out[i], errs[i] = &clusterInstance{proc: p, url: "http://" + addr}, err
 		})
 	}
 	wg.Wait()
@@ -91,19 +72,8 @@ func burst(t *testing.T, insts []*clusterInstance, per int) {
 		for i := range per {
 			wg.Go(func() {
 				body, sum := randomBody(t, 1000+i*131)
-				resp, err := httpClient.Post(in.url+dataPath(fmt.Sprintf("c/%d", i)), "application/octet-stream", bytes.NewReader(body))
-				if err != nil {
+				if _, err := postBody(httpClient, in.url+dataPath(fmt.Sprintf("c/%d", i)), body, sum); err != nil {
 					t.Error(err)
-					return
-				}
-				data, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					t.Errorf("%s: status %d: %s", in.url, resp.StatusCode, data)
-					return
-				}
-				if e := (result{status: 200, body: data}).echo(t); e.BodySHA256 != sum {
-					t.Errorf("%s: body altered", in.url)
 				}
 			})
 		}
@@ -191,13 +161,9 @@ func redisAddr(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	eventually(t, 5*time.Second, "redis-server to listen", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	addr := caddyproc.Addr(port)
+	if err := caddyproc.WaitPort(addr, 5*time.Second); err != nil {
+		t.Fatal("redis-server: ", err)
+	}
 	return addr
 }

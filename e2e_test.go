@@ -10,67 +10,44 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
-var (
-	buildOnce sync.Once
-	caddyBin  string
-	buildErr  error
-	buildLog  []byte
-)
-
-// builtCaddy builds the binary once per test run with ./xcaddy.sh. Set
-// LPAUTH_CADDY_BIN to test an existing binary instead.
+// builtCaddy is the binary the end-to-end tests run, built once per test
+// run with ./xcaddy.sh. Set LPAUTH_CADDY_BIN to test an existing binary
+// instead.
 func builtCaddy(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Fatal("the end-to-end tests do not run with -short")
 	}
-	buildOnce.Do(func() {
-		if bin := os.Getenv("LPAUTH_CADDY_BIN"); bin != "" {
-			caddyBin = bin
-			return
-		}
-		dir, err := os.MkdirTemp("", "lpauth-e2e-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		caddyBin = filepath.Join(dir, "caddy")
-		cmd := exec.Command("./xcaddy.sh", caddyBin)
-		cmd.Env = append(os.Environ(), "LPAUTH_WITH_REDIS=1") // the cluster tests use Redis storage
-		buildLog, buildErr = cmd.CombinedOutput()
-	})
-	if buildErr != nil {
-		t.Fatalf("./xcaddy.sh: %v\n%s", buildErr, buildLog)
+	bin, err := caddyproc.Built()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return caddyBin
+	return bin
 }
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := caddyproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // caddyProc is a running caddy process and what it printed.
@@ -79,31 +56,16 @@ type caddyProc struct {
 	out    *syncBuffer
 	exited chan struct{} // closed once the process has exited, err set
 	err    error
+	proc   *caddyproc.Proc
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output; safe to read while the process writes.
+type syncBuffer = caddyproc.Output
 
 // caddyEnv is the process environment plus the given settings; it isolates
 // caddy's config and data directories in the test's temp dir.
 func caddyEnv(t *testing.T, kv ...string) []string {
-	home := t.TempDir()
-	env := append(os.Environ(), "XDG_CONFIG_HOME="+home, "XDG_DATA_HOME="+home, "HOME="+home)
-	return append(env, kv...)
+	return caddyproc.Env(t.TempDir(), kv...)
 }
 
 func startCaddy(t *testing.T, env []string, waitFor string, args ...string) *caddyProc {
@@ -119,52 +81,81 @@ func startCaddy(t *testing.T, env []string, waitFor string, args ...string) *cad
 // not end the test, so it may run on a goroutine of its own; the process is
 // killed, and what it printed shown on failure, when the test ends.
 func launchCaddy(t *testing.T, bin string, env []string, waitFor string, args ...string) (*caddyProc, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	return adoptCaddy(t, bin, caddyproc.Options{Args: args, Env: env, WaitFor: waitFor})
+}
+
+// launchCaddyfile is launchCaddy for `caddy run` on a Caddyfile's text,
+// with kv added to the environment.
+func launchCaddyfile(t *testing.T, bin, caddyfile, waitFor string, kv ...string) (*caddyProc, error) {
+	home := t.TempDir()
+	return adoptCaddy(t, bin, caddyproc.Options{Caddyfile: caddyfile, Home: home, Env: caddyproc.Env(home, kv...), WaitFor: waitFor})
+}
+
+// startCaddyfile is startCaddy for `caddy run` on a Caddyfile's text.
+func startCaddyfile(t *testing.T, caddyfile, waitFor string, kv ...string) *caddyProc {
+	t.Helper()
+	p, err := launchCaddyfile(t, builtCaddy(t), caddyfile, waitFor, kv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// adoptCaddy launches caddy and ties the process to the test.
+func adoptCaddy(t *testing.T, bin string, o caddyproc.Options) (*caddyProc, error) {
+	proc, err := caddyproc.Launch(bin, o)
+	if err != nil {
 		return nil, err
 	}
-	p := &caddyProc{cmd: cmd, out: out, exited: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	p := &caddyProc{cmd: proc.Cmd, out: proc.Out, exited: make(chan struct{}), proc: proc}
+	go func() { <-proc.Done(); p.err = proc.Err(); close(p.exited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		proc.Kill()
 		<-p.exited
 		if t.Failed() {
-			t.Logf("caddy %v printed:\n%s", args, out.String())
+			t.Logf("caddy %v printed:\n%s", proc.Cmd.Args[1:], p.out.String())
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", waitFor, 100*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return p, nil
-		}
-		select {
-		case <-p.exited:
-			return nil, fmt.Errorf("caddy %v exited (%v) before listening on %s:\n%s", args, p.err, waitFor, out.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("caddy %v not listening on %s within 15s", args, waitFor)
-		}
-	}
+	return p, nil
 }
 
 // stop sends SIGINT, as Ctrl-C does, and waits for a clean exit.
 func (p *caddyProc) stop(t *testing.T, within time.Duration) {
 	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-p.exited:
-		if p.err != nil {
-			t.Fatalf("caddy exited with %v", p.err)
-		}
-	case <-time.After(within):
-		t.Fatalf("caddy did not stop within %s", within)
+	if err := p.proc.Stop(within); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// errAltered says the upstream's echo does not match the body sent.
+var errAltered = errors.New("body altered")
+
+// postBody POSTs body (sum its SHA-256) to url and checks the answer: 200,
+// and the emulator's echo showing the body arrived whole. It returns the
+// status (0 without a whole answer) and what was wrong; a 200 whose echo does
+// not match is errAltered. It does not end the test, so it may run on
+// goroutines.
+func postBody(client *http.Client, url string, body []byte, sum string) (int, error) {
+	resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	data, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return 0, fmt.Errorf("%s: reading the answer: %w", url, err)
+	}
+	if resp.StatusCode != 200 {
+		return resp.StatusCode, fmt.Errorf("%s: status %d: %s", url, resp.StatusCode, data)
+	}
+	var e echoReply
+	if err := json.Unmarshal(data, &e); err != nil {
+		return 200, fmt.Errorf("%s: %w: not the emulator's echo: %q", url, errAltered, data)
+	}
+	if e.BodySHA256 != sum || e.BodyLength != int64(len(body)) {
+		return 200, fmt.Errorf("%s: %w: upstream got %d bytes sha %s, sent %d sha %s", url, errAltered, e.BodyLength, e.BodySHA256, len(body), sum)
+	}
+	return 200, nil
 }
 
 func getJSON(t *testing.T, method, url string, v any) int {
@@ -186,18 +177,27 @@ func getJSON(t *testing.T, method, url string, v any) int {
 
 var hexSecret = regexp.MustCompile(`[0-9a-f]{64}`)
 
+// quickStart runs example.Caddyfile with demo.env as the README tells users
+// to: its own emulator on emuPort, the proxy on proxyPort, CC (the Domain
+// API and the upstream) at ccPort. It returns the process and its
+// environment, for `caddy reload`.
+func quickStart(t *testing.T, admin, emuPort, proxyPort, ccPort int) (*caddyProc, []string) {
+	t.Helper()
+	env := caddyEnv(t,
+		fmt.Sprintf("LP_ADMIN=localhost:%d", admin),
+		"LP_EMULATOR_ADDR="+caddyproc.Addr(emuPort),
+		"LP_PROXY_ADDR="+caddyproc.Addr(proxyPort),
+		"LP_CSDS=http://"+caddyproc.Addr(ccPort),
+		"LP_UPSTREAM=http://"+caddyproc.Addr(ccPort),
+	)
+	return startCaddy(t, env, caddyproc.Addr(proxyPort), "run", "--config", "example.Caddyfile", "--envfile", "demo.env"), env
+}
+
 // The quick start as a user runs it: one process serves the emulator and
 // the proxy.
 func TestE2EQuickStart(t *testing.T) {
 	admin, emuPort, proxyPort := freePort(t), freePort(t), freePort(t)
-	env := caddyEnv(t,
-		fmt.Sprintf("LP_ADMIN=localhost:%d", admin),
-		fmt.Sprintf("LP_EMULATOR_ADDR=127.0.0.1:%d", emuPort),
-		fmt.Sprintf("LP_PROXY_ADDR=127.0.0.1:%d", proxyPort),
-		fmt.Sprintf("LP_CSDS=http://127.0.0.1:%d", emuPort),
-		fmt.Sprintf("LP_UPSTREAM=http://127.0.0.1:%d", emuPort),
-	)
-	p := startCaddy(t, env, fmt.Sprintf("127.0.0.1:%d", proxyPort), "run", "--config", "example.Caddyfile", "--envfile", "demo.env")
+	p, env := quickStart(t, admin, emuPort, proxyPort, emuPort)
 	proxy := fmt.Sprintf("http://127.0.0.1:%d", proxyPort)
 	control := fmt.Sprintf("http://127.0.0.1:%d/_ccemu", emuPort)
 
@@ -212,14 +212,8 @@ func TestE2EQuickStart(t *testing.T) {
 		}
 	}
 	body, sum := randomBody(t, 200<<10)
-	resp, err := httpClient.Post(proxy+dataPath("messages"), "application/octet-stream", bytes.NewReader(body))
-	if err != nil {
+	if _, err := postBody(httpClient, proxy+dataPath("messages"), body, sum); err != nil {
 		t.Fatal(err)
-	}
-	data, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if e := (result{status: resp.StatusCode, body: data}).echo(t); e.BodySHA256 != sum {
-		t.Fatal("POST body altered")
 	}
 
 	// Expire the session through the emulator's control API: the next
@@ -265,23 +259,12 @@ func TestE2EQuickStart(t *testing.T) {
 // With the emulator in a process of its own, stopping the proxy must log
 // its session out.
 func TestE2EStopLogsOut(t *testing.T) {
-	emuAdmin, emuPort := freePort(t), freePort(t)
-	dir := t.TempDir()
-	emuConfig := filepath.Join(dir, "emu.Caddyfile")
-	if err := os.WriteFile(emuConfig, []byte(fmt.Sprintf("{\n\tadmin localhost:%d\n\tpersist_config off\n\tauto_https off\n}\nhttp://127.0.0.1:%d {\n\tccemu {\n\t\tcontrol_path /_ccemu\n\t}\n}\n", emuAdmin, emuPort)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	startCaddy(t, caddyEnv(t), fmt.Sprintf("127.0.0.1:%d", emuPort), "run", "--config", emuConfig)
+	emuPort := freePort(t)
+	emuAddr := caddyproc.Addr(emuPort)
+	startCaddyfile(t, caddyproc.Emulator("", emuAddr), emuAddr)
 
 	admin, unusedEmu, proxyPort := freePort(t), freePort(t), freePort(t)
-	env := caddyEnv(t,
-		fmt.Sprintf("LP_ADMIN=localhost:%d", admin),
-		fmt.Sprintf("LP_EMULATOR_ADDR=127.0.0.1:%d", unusedEmu),
-		fmt.Sprintf("LP_PROXY_ADDR=127.0.0.1:%d", proxyPort),
-		fmt.Sprintf("LP_CSDS=http://127.0.0.1:%d", emuPort),
-		fmt.Sprintf("LP_UPSTREAM=http://127.0.0.1:%d", emuPort),
-	)
-	p := startCaddy(t, env, fmt.Sprintf("127.0.0.1:%d", proxyPort), "run", "--config", "example.Caddyfile", "--envfile", "demo.env")
+	p, _ := quickStart(t, admin, unusedEmu, proxyPort, emuPort)
 	if st := getJSON(t, "GET", fmt.Sprintf("http://127.0.0.1:%d", proxyPort)+dataPath("x"), nil); st != 200 {
 		t.Fatalf("status %d", st)
 	}

@@ -11,6 +11,7 @@ package lpauth
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
 const proxyURL = "http://127.0.0.1:9080"
@@ -62,25 +64,15 @@ func reverseProxyTo(srv *httptest.Server) string { return "\treverse_proxy " + h
 // testSite is the caddytest config every integration test starts from:
 // lpauth at site level (extra inside its block), then handlers.
 func testSite(srv *httptest.Server, extra, handlers, global string) string {
-	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	skip_install_trust
-	auto_https off
-	default_bind 127.0.0.1
-	%s
-}
-http://127.0.0.1:9080 {
-	lpauth {
-		account_id 12345678
-		username demo-agent
-		password {env.%s}
-		csds %s
-		%s
-	}
-%s}
-`, global, testPasswordEnv, srv.URL, extra, handlers)
+	return caddyproc.Proxy{
+		Admin:    "localhost:2999",
+		Global:   "http_port 9080\n\thttps_port 9443\n\tskip_install_trust\n\t" + global,
+		Addr:     "127.0.0.1:9080",
+		CSDS:     srv.URL,
+		Password: "{env." + testPasswordEnv + "}",
+		Lpauth:   extra,
+		Handlers: handlers,
+	}.Caddyfile()
 }
 
 // loadCaddy loads a config into the in-process Caddy. A caddytest that
@@ -160,26 +152,66 @@ func send(t testing.TB, method, path string, body []byte, hdr ...string) result 
 	return result{status: resp.StatusCode, header: resp.Header, body: data, took: time.Since(start)}
 }
 
-// sendChunked POSTs body with no Content-Length, so that it goes chunked.
+// sendChunked POSTs body with no Content-Length, so that it goes chunked,
+// and fails the test if the request did not leave that way.
 func sendChunked(t testing.TB, path string, body []byte) result {
 	t.Helper()
+	wire := &wireHead{}
+	client := &http.Client{Timeout: httpClient.Timeout, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &recordingConn{Conn: c, head: wire}, nil
+		},
+	}}
 	req, err := http.NewRequest(http.MethodPost, proxyURL+path, io.MultiReader(bytes.NewReader(body)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if req.ContentLength != 0 {
-		t.Fatalf("request length %d, want unknown", req.ContentLength)
+	if head := wire.String(); !strings.Contains(head, "\r\nTransfer-Encoding: chunked\r\n") || strings.Contains(head, "\r\nContent-Length:") {
+		t.Fatalf("the request went out as %q, want chunked with no length", head)
 	}
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("POST %s: reading body: %v", path, err)
 	}
 	return result{status: resp.StatusCode, header: resp.Header, body: data}
+}
+
+// wireHead keeps the head of what a client wrote: its request line and
+// headers, up to the blank line.
+type wireHead struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (w *wireHead) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	head, _, _ := bytes.Cut(w.b, []byte("\r\n\r\n"))
+	return string(head) + "\r\n"
+}
+
+type recordingConn struct {
+	net.Conn
+	head *wireHead
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.head.mu.Lock()
+	if len(c.head.b) < 8<<10 {
+		c.head.b = append(c.head.b, p[:min(len(p), 8<<10)]...)
+	}
+	c.head.mu.Unlock()
+	return c.Conn.Write(p)
 }
 
 func (r result) echo(t testing.TB) echoReply {
@@ -624,7 +656,9 @@ func TestProxyTwoSitesShareOneSession(t *testing.T) {
 }
 
 func TestProxyApplicationLogin(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{})
+	// No user accounts: only the application login can succeed, so a
+	// rewrite that left the user login in place fails the test.
+	emu, srv := emulator(t, ccemu.Config{Users: map[string]string{}})
 	os.Setenv("LPAUTH_TEST_APP_SECRET", ccemu.DefaultAppSecret)
 	cfg := strings.Replace(caddyConfig(srv, "", ""),
 		"username demo-agent\n\t\tpassword {env."+testPasswordEnv+"}",

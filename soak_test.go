@@ -10,13 +10,12 @@ package lpauth
 
 import (
 	"bufio"
-	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
 type soakWindow struct{ from, to time.Time }
@@ -45,29 +45,15 @@ func TestE2ESoak(t *testing.T) {
 	}
 	emu, srv := emulator(t, ccemu.Config{})
 	admin, proxyPort := freePort(t), freePort(t)
-	cfgPath := filepath.Join(t.TempDir(), "soak.Caddyfile")
-	cfg := fmt.Sprintf(`{
-	admin localhost:%d
-	persist_config off
-	auto_https off
-	default_bind 127.0.0.1
-}
-http://127.0.0.1:%d {
-	lpauth {
-		account_id 12345678
-		username demo-agent
-		password {env.LP_PASSWORD}
-		csds %s
-		refresh_interval 2s
-		login_timeout 3s
-	}
-	reverse_proxy %s
-}
-`, admin, proxyPort, srv.URL, srv.Listener.Addr())
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startCaddy(t, caddyEnv(t, "LP_PASSWORD="+ccemu.DefaultPassword), fmt.Sprintf("127.0.0.1:%d", proxyPort), "run", "--config", cfgPath)
+	cfg := caddyproc.Proxy{
+		Admin:    fmt.Sprintf("localhost:%d", admin),
+		Addr:     caddyproc.Addr(proxyPort),
+		CSDS:     srv.URL,
+		Password: "{env.LP_PASSWORD}",
+		Lpauth:   "refresh_interval 2s\n\t\tlogin_timeout 3s",
+		Upstream: srv.Listener.Addr().String(),
+	}.Caddyfile()
+	p := startCaddyfile(t, cfg, caddyproc.Addr(proxyPort), "LP_PASSWORD="+ccemu.DefaultPassword)
 	proxy := fmt.Sprintf("http://127.0.0.1:%d", proxyPort)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 
@@ -111,17 +97,9 @@ http://127.0.0.1:%d {
 				}
 				body, sum := randomBody(t, rng.IntN(64<<10))
 				start := time.Now()
-				resp, err := client.Post(proxy+dataPath(fmt.Sprintf("soak/%d/%d", w, i)), "application/octet-stream", bytes.NewReader(body))
-				status := 0
-				if err == nil {
-					data, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					status = resp.StatusCode
-					if status == 200 {
-						if e := (result{status: 200, body: data}).echo(t); e.BodySHA256 != sum || e.BodyLength != int64(len(body)) {
-							altered.Add(1)
-						}
-					}
+				status, err := postBody(client, proxy+dataPath(fmt.Sprintf("soak/%d/%d", w, i)), body, sum)
+				if errors.Is(err, errAltered) {
+					altered.Add(1)
 				}
 				mu.Lock()
 				records = append(records, soakRecord{start, time.Now(), status})
@@ -251,16 +229,9 @@ func soakGoroutines(t *testing.T, admin int) int {
 // soakRSS reads a process's resident set size.
 func soakRSS(t *testing.T, pid int) int64 {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := caddyproc.StatusKB(pid, "VmRSS")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
+	return kb << 10
 }

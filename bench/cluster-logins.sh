@@ -10,41 +10,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-caddy=${1:-./caddy}
-[ -x "$caddy" ] || ./xcaddy.sh "$caddy" >/dev/null
+. bench/lib.sh "${1:-}"
 counts=${COUNTS:-1 3 5}
 per=${PER_INSTANCE:-20}
-work=$(mktemp -d)
-export XDG_CONFIG_HOME="$work/xdg" XDG_DATA_HOME="$work/xdg"
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
 emu_port=$(free_port)
-cat >"$work/emu.Caddyfile" <<EOC
-{
-	admin off
-	persist_config off
-	auto_https off
-}
-http://127.0.0.1:$emu_port {
-	ccemu {
-		control_path /_ccemu
-	}
-}
-EOC
-"$caddy" run --config "$work/emu.Caddyfile" >"$work/emu.log" 2>&1 &
-pids+=($!)
+emulator_caddyfile "$emu_port" >"$work/emu.Caddyfile"
+start_caddy emu
 wait_port "$emu_port"
 control="http://127.0.0.1:$emu_port/_ccemu"
-logins() { curl -fsS "$control/counters" | python3 -c 'import json,sys; print(json.load(sys.stdin)["login_attempts"])'; }
 
 # run MODE N: prints "startup expiry" login counts
 run() {
@@ -67,20 +41,10 @@ run() {
 		root $work/shared-$n-$mode
 	}
 }
-http://127.0.0.1:$port {
-	lpauth {
-		account_id 12345678
-		username demo-agent
-		password demo-password
-		csds http://127.0.0.1:$emu_port
-		$storage
-	}
-	reverse_proxy 127.0.0.1:$emu_port
-}
+$(lpauth_site "$port" "127.0.0.1:$emu_port" "$storage")
 EOC
-		"$caddy" run --config "$work/inst$i.Caddyfile" >"$work/inst$i-$mode.log" 2>&1 &
-		run_pids+=($!)
-		pids+=($!)
+		start_caddy "inst$i" "$work/inst$i-$mode.log"
+		run_pids+=("$last_pid")
 	done
 	for port in "${ports[@]}"; do wait_port "$port"; done
 	load() {
@@ -101,7 +65,7 @@ EOC
 }
 
 echo "command: bench/cluster-logins.sh  (COUNTS=\"$counts\" PER_INSTANCE=$per)"
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores"
+echo "machine: $(machine)"
 echo
 printf '| instances | cluster off: logins at start | off: re-logins after expiry | cluster on: logins at start | on: re-logins after expiry |\n'
 printf '|---|---|---|---|---|\n'

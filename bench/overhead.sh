@@ -23,8 +23,6 @@ set -euo pipefail
 if [ $# -gt 0 ]; then case $1 in /*) ;; *) set -- "$PWD/$1" ;; esac; fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-caddy=${1:-./caddy}
-[ -x "$caddy" ] || ./xcaddy.sh "$caddy" >/dev/null
 rounds=${ROUNDS:-5}
 duration=${DURATION:-5s}
 warmup=${WARMUP:-2s}
@@ -33,22 +31,7 @@ conns=${CONNECTIONS:-50}
 for tool in wrk curl python3; do
 	command -v "$tool" >/dev/null || { echo "overhead.sh: $tool is required (apt-get install -y $tool)" >&2; exit 1; }
 done
-work=$(mktemp -d)
-export XDG_CONFIG_HOME="$work/xdg" XDG_DATA_HOME="$work/xdg"
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
-start_caddy() { # name: runs $work/name.Caddyfile
-	"$caddy" run --config "$work/$1.Caddyfile" --adapter caddyfile >"$work/$1.log" 2>&1 &
-	pids+=($!)
-}
+. bench/lib.sh "${1:-}"
 
 emu_port=$(free_port)
 up_port=$(free_port)
@@ -64,14 +47,7 @@ global='{
 	default_bind 127.0.0.1
 }'
 
-cat >"$work/emu.Caddyfile" <<EOC
-$global
-http://127.0.0.1:$emu_port {
-	ccemu {
-		control_path /_ccemu
-	}
-}
-EOC
+emulator_caddyfile "$emu_port" >"$work/emu.Caddyfile"
 
 # The fast upstream. /_check answers whether an Authorization header of the
 # expected shape arrived (never the header itself).
@@ -89,15 +65,7 @@ EOC
 
 cat >"$work/proxy.Caddyfile" <<EOC
 $global
-http://127.0.0.1:$a_port {
-	lpauth {
-		account_id 12345678
-		username demo-agent
-		password demo-password
-		csds http://127.0.0.1:$emu_port
-	}
-	reverse_proxy 127.0.0.1:$up_port
-}
+$(lpauth_site "$a_port" "127.0.0.1:$up_port")
 http://127.0.0.1:$b_port {
 	reverse_proxy 127.0.0.1:$up_port {
 		header_up Authorization "Bearer $static_bearer"
@@ -113,7 +81,6 @@ start_caddy upstream
 start_caddy proxy
 for port in "$emu_port" "$up_port" "$a_port" "$b_port" "$c_port"; do wait_port "$port"; done
 control="http://127.0.0.1:$emu_port/_ccemu"
-logins() { curl -fsS "$control/counters" | python3 -c 'import json,sys; print(json.load(sys.stdin)["login_attempts"])'; }
 
 declare -A port_of=([A]=$a_port [B]=$b_port [C]=$c_port)
 # Check each variant: A and B carry a 64-hex bearer upstream, C none. The
@@ -130,7 +97,7 @@ for v in A B C; do
 done
 
 echo "command: bench/overhead.sh  (ROUNDS=$rounds DURATION=$duration WARMUP=$warmup; wrk -t$threads -c$conns -d$duration --latency)"
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores"
+echo "machine: $(machine)"
 echo "caddy:   $("$caddy" version)"
 echo
 

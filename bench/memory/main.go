@@ -43,8 +43,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lpauth/caddy-lpauth/bench/internal/caddyproc"
+	"github.com/lpauth/caddy-lpauth/bench/internal/benchkit"
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
 // retryBodyLimit is lpauth's default retry_body_limit: bodies of at most
@@ -54,24 +55,16 @@ const retryBodyLimit = 1 << 20
 func main() { os.Exit(run()) }
 
 func run() int {
-	caddyproc.StopOnInterrupt()
-	clients, err1 := envInt("CLIENTS", 64)
-	rounds, err2 := envInt("ROUNDS", 5)
+	clients, err1 := benchkit.EnvInt("CLIENTS", 64)
+	rounds, err2 := benchkit.EnvInt("ROUNDS", 5)
 	sizesText := os.Getenv("SIZES")
 	if sizesText == "" {
 		sizesText = "1MiB 4MiB 16MiB"
 	}
 	sizes, err3 := parseSizes(sizesText)
-	for _, err := range []error{err1, err2, err3} {
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "memory:", err)
-			return 2
-		}
-	}
-	bin, err := caddyproc.Binary(os.Args[1:])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "memory:", err)
-		return 2
+	bin, status := benchkit.Start("memory", err1, err2, err3)
+	if status != 0 {
+		return status
 	}
 
 	emu := httptest.NewServer(ccemu.New(ccemu.Config{})) // login only
@@ -79,9 +72,7 @@ func run() int {
 	upstream := httptest.NewServer(http.HandlerFunc(discard))
 	defer upstream.Close()
 
-	fmt.Printf("command: go run ./bench/memory  (CLIENTS=%d ROUNDS=%d SIZES=%q)\n", clients, rounds, sizesText)
-	fmt.Printf("machine: %s\n", caddyproc.Machine())
-	fmt.Printf("caddy:   %s\n\n", caddyproc.Version(bin))
+	benchkit.Header(fmt.Sprintf("go run ./bench/memory  (CLIENTS=%d ROUNDS=%d SIZES=%q)", clients, rounds, sizesText), bin)
 
 	var results []result
 	for _, size := range sizes {
@@ -149,18 +140,11 @@ func run() int {
 	loGrowth, hiGrowth := lo.peakKB-lo.baselineKB, hi.peakKB-hi.baselineKB
 	ratio := float64(hiGrowth) / float64(max(loGrowth, 1024))
 	fmt.Printf("streamed: %s bodies are %.1fx the %s ones; peak - baseline %s vs %s MiB, ratio %.2f; target <= 1.5 (does not scale with body size): %s\n",
-		sizeName(hi.size), float64(hi.size)/float64(lo.size), sizeName(lo.size), mib(hiGrowth), mib(loGrowth), ratio, yes(ratio <= 1.5))
+		sizeName(hi.size), float64(hi.size)/float64(lo.size), sizeName(lo.size), mib(hiGrowth), mib(loGrowth), ratio, benchkit.Yes(ratio <= 1.5))
 	if ratio > 1.5 {
 		return 1
 	}
 	return 0
-}
-
-func yes(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "NO"
 }
 
 type result struct {
@@ -177,13 +161,13 @@ func measure(bin, emuURL, upstreamURL string, size int64, clients, rounds int) (
 	if err != nil {
 		return r, err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	caddyfile := caddyproc.ProxyCaddyfile(addr, emuURL, strings.TrimPrefix(upstreamURL, "http://"), "")
+	addr := caddyproc.Addr(port)
+	caddyfile := caddyproc.Proxy{Addr: addr, CSDS: emuURL, Upstream: strings.TrimPrefix(upstreamURL, "http://")}.Caddyfile()
 	proxy, err := caddyproc.Start(bin, caddyfile, addr)
 	if err != nil {
 		return r, err
 	}
-	defer proxy.Stop()
+	defer proxy.Stop(10 * time.Second)
 
 	client := &http.Client{
 		Transport: &http.Transport{
@@ -198,7 +182,7 @@ func measure(bin, emuURL, upstreamURL string, size int64, clients, rounds int) (
 
 	// Warm-up: the login, then one small POST per client at once.
 	if err := post(client, url, 1024, 0); err != nil {
-		return r, fmt.Errorf("warm-up: %v\n%s", err, proxy.LogTail(20))
+		return r, fmt.Errorf("warm-up: %v\n%s", err, proxy.Out.Tail(20))
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, clients)
@@ -234,7 +218,7 @@ func measure(bin, emuURL, upstreamURL string, size int64, clients, rounds int) (
 	}
 	wg.Wait()
 	if exited, err := proxy.Exited(); exited {
-		return r, fmt.Errorf("caddy exited during the run: %v\n%s", err, proxy.LogTail(20))
+		return r, fmt.Errorf("caddy exited during the run: %v\n%s", err, proxy.Out.Tail(20))
 	}
 	if r.peakKB, err = caddyproc.StatusKB(proxy.Pid(), "VmHWM"); err != nil {
 		return r, err
@@ -342,15 +326,3 @@ func sizeName(n int64) string {
 }
 
 func mib(kb int64) string { return strconv.FormatFloat(float64(kb)/1024, 'f', 1, 64) }
-
-func envInt(name string, def int) (int, error) {
-	v := os.Getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		return 0, fmt.Errorf("%s=%q: want a positive integer", name, v)
-	}
-	return n, nil
-}

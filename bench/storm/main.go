@@ -40,27 +40,20 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lpauth/caddy-lpauth/bench/internal/caddyproc"
+	"github.com/lpauth/caddy-lpauth/bench/internal/benchkit"
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
 func main() { os.Exit(run()) }
 
 func run() int {
-	caddyproc.StopOnInterrupt()
-	repeat, err1 := envInt("REPEAT", 3)
-	requests, err2 := envInt("REQUESTS", 1000)
-	delay, err3 := envDuration("LOGIN_DELAY", 200*time.Millisecond)
-	for _, err := range []error{err1, err2, err3} {
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "storm:", err)
-			return 2
-		}
-	}
-	bin, err := caddyproc.Binary(os.Args[1:])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "storm:", err)
-		return 2
+	repeat, err1 := benchkit.EnvInt("REPEAT", 3)
+	requests, err2 := benchkit.EnvInt("REQUESTS", 1000)
+	delay, err3 := benchkit.EnvDuration("LOGIN_DELAY", 200*time.Millisecond)
+	bin, status := benchkit.Start("storm", err1, err2, err3)
+	if status != 0 {
+		return status
 	}
 
 	emu := ccemu.New(ccemu.Config{})
@@ -74,18 +67,16 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "storm:", err)
 		return 1
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	caddyfile := caddyproc.ProxyCaddyfile(addr, "http://"+emuHost, emuHost, "login_timeout 10s")
+	addr := caddyproc.Addr(port)
+	caddyfile := caddyproc.Proxy{Addr: addr, CSDS: "http://" + emuHost, Upstream: emuHost, Lpauth: "login_timeout 10s"}.Caddyfile()
 	proxy, err := caddyproc.Start(bin, caddyfile, addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "storm:", err)
 		return 1
 	}
-	defer proxy.Stop()
+	defer proxy.Stop(10 * time.Second)
 
-	fmt.Printf("command: go run ./bench/storm  (REPEAT=%d REQUESTS=%d LOGIN_DELAY=%s)\n", repeat, requests, delay)
-	fmt.Printf("machine: %s\n", caddyproc.Machine())
-	fmt.Printf("caddy:   %s\n\n", caddyproc.Version(bin))
+	benchkit.Header(fmt.Sprintf("go run ./bench/storm  (REPEAT=%d REQUESTS=%d LOGIN_DELAY=%s)", repeat, requests, delay), bin)
 
 	client := &http.Client{
 		Transport: &http.Transport{
@@ -102,7 +93,7 @@ func run() int {
 	// Warm-up: the first request logs in; a burst opens the client's
 	// connections so that no measured burst pays for TCP setup.
 	if code, err := get(client, url+"/warmup"); err != nil || code != http.StatusOK {
-		fmt.Fprintf(os.Stderr, "storm: warm-up request: status %d, %v\n%s\n", code, err, proxy.LogTail(20))
+		fmt.Fprintf(os.Stderr, "storm: warm-up request: status %d, %v\n%s\n", code, err, proxy.Out.Tail(20))
 		return 1
 	}
 	if r := burst(client, url, requests, emu, timed); r.failed > 0 {
@@ -121,7 +112,7 @@ func run() int {
 		time.Sleep(300 * time.Millisecond)
 	}
 	if exited, err := proxy.Exited(); exited {
-		fmt.Fprintf(os.Stderr, "storm: caddy exited during the run: %v\n%s\n", err, proxy.LogTail(20))
+		fmt.Fprintf(os.Stderr, "storm: caddy exited during the run: %v\n%s\n", err, proxy.Out.Tail(20))
 		return 1
 	}
 
@@ -183,10 +174,10 @@ func run() int {
 	budget := delay + b.verifyRefresh + 50*time.Millisecond
 	fmt.Println()
 	fmt.Println("Target check:")
-	fmt.Printf("  storm logins == 1 in every storm:   %s (%s)\n", yes(oneLogin), joinInts(logins))
-	fmt.Printf("  failed == 0 in every burst:         %s\n", yes(noFail))
+	fmt.Printf("  storm logins == 1 in every storm:   %s (%s)\n", benchkit.Yes(oneLogin), joinInts(logins))
+	fmt.Printf("  failed == 0 in every burst:         %s\n", benchkit.Yes(noFail))
 	fmt.Printf("  storm p99 - no-expiry p99 = %s ms <= login delay %s ms + verifying refresh %s ms + 50 ms = %s ms: %s (slack %s ms)\n",
-		ms(delta), ms(delay), ms(b.verifyRefresh), ms(budget), yes(delta <= budget), ms(budget-delta))
+		ms(delta), ms(delay), ms(b.verifyRefresh), ms(budget), benchkit.Yes(delta <= budget), ms(budget-delta))
 	if !oneLogin || !noFail || delta > budget {
 		return 1
 	}
@@ -372,40 +363,9 @@ func (t *timedHandler) since(mark int, kind string) []call {
 	return out
 }
 
-func envInt(name string, def int) (int, error) {
-	v := os.Getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		return 0, fmt.Errorf("%s=%q: want a positive integer", name, v)
-	}
-	return n, nil
-}
-
-func envDuration(name string, def time.Duration) (time.Duration, error) {
-	v := os.Getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s=%q: want a positive Go duration such as 200ms", name, v)
-	}
-	return d, nil
-}
-
 func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 1, 64) }
 
 func num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
-
-func yes(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "NO"
-}
 
 func joinInts(v []int64) string {
 	s := make([]string, len(v))
