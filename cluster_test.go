@@ -20,12 +20,12 @@ import (
 
 // clusterKeepers builds n keepers, as n Caddy instances would have, each
 // with its own client, sharing one file_system storage directory.
-func clusterKeepers(t *testing.T, srv *httptest.Server, dir string, n int, tune func(*Settings)) []*Keeper {
+func clusterKeepers(t *testing.T, srv *httptest.Server, dir string, n int, clock Clock, tune func(*Settings)) []*Keeper {
 	t.Helper()
 	ks := make([]*Keeper, n)
 	for i := range ks {
 		storage := &certmagic.FileStorage{Path: dir}
-		ks[i] = testKeeper(t, srv, userCreds(), nil, func(tu *Settings) {
+		ks[i] = testKeeper(t, srv, userCreds(), clock, func(tu *Settings) {
 			tu.Store = clusterStore(storage, userCreds(), srv.URL, "", nil)
 			tu.LogoutOnStop = false
 			if tune != nil {
@@ -40,7 +40,7 @@ func TestClusterOneLoginOneRelogin(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	emu.DelayNextLogins(1, 300*time.Millisecond)
-	ks := clusterKeepers(t, srv, t.TempDir(), 3, nil)
+	ks := clusterKeepers(t, srv, t.TempDir(), 3, nil, nil)
 
 	var wg sync.WaitGroup
 	for _, k := range ks {
@@ -87,7 +87,7 @@ func TestClusterOneLoginOneRelogin(t *testing.T) {
 	}
 
 	// An instance that joins later adopts the stored session.
-	joiner := clusterKeepers(t, srv, storageDirOf(ks[0]), 1, nil)[0]
+	joiner := clusterKeepers(t, srv, storageDirOf(ks[0]), 1, nil, nil)[0]
 	if s, err := joiner.Get(bg()); err != nil || s.Token != ks[0].Current().Token {
 		t.Fatalf("late joiner: %v", err)
 	}
@@ -106,21 +106,27 @@ func storageDirOf(k *Keeper) string {
 
 func TestClusterRefreshOncePerIntervalAndOneReloginAfterRefresh401(t *testing.T) {
 	t.Parallel()
-	emu, srv := emulator(t, ccemu.Config{})
-	ks := clusterKeepers(t, srv, t.TempDir(), 3, func(tu *Settings) { tu.RefreshInterval = 400 * time.Millisecond })
+	clock := newFakeClock()
+	emu, srv := emulator(t, ccemu.Config{Clock: clock})
+	ks := clusterKeepers(t, srv, t.TempDir(), 3, clock, func(tu *Settings) { tu.RefreshInterval = 5 * time.Minute })
 	for _, k := range ks {
 		if _, err := k.Get(bg()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(2100 * time.Millisecond)
+	for range 5 {
+		clock.Advance(5 * time.Minute)
+	}
 	// 3 instances, each ticking 5 times: alone they would refresh 15 times.
-	if n := emu.Counters().Refreshes; n < 3 || n > 8 {
-		t.Fatalf("%d refreshes by 3 instances in about 5 intervals, want about one per interval", n)
+	if n := emu.Counters().Refreshes; n != 5 {
+		t.Fatalf("%d refreshes by 3 instances in 5 intervals, want one per interval", n)
 	}
 
+	// A refresh finds the session gone: one instance logs in again, the
+	// others adopt its session.
 	emu.ExpireSessions()
-	eventually(t, 5*time.Second, "every instance to hold the new session", func() bool {
+	clock.Advance(5 * time.Minute)
+	eventually(t, 10*time.Second, "every instance to hold the new session", func() bool {
 		for _, k := range ks {
 			if s := k.Current(); s == nil || dataCall(t, srv, s) != 200 {
 				return false
@@ -128,7 +134,6 @@ func TestClusterRefreshOncePerIntervalAndOneReloginAfterRefresh401(t *testing.T)
 		}
 		return true
 	})
-	time.Sleep(time.Second)
 	if n := emu.Counters().LoginAttempts; n != 2 {
 		t.Fatalf("%d logins after a refresh 401 seen across the cluster, want 2 in all", n)
 	}
@@ -138,7 +143,7 @@ func TestClusterBlobIsEncryptedAndAuthenticated(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	dir := t.TempDir()
-	k := clusterKeepers(t, srv, dir, 1, nil)[0]
+	k := clusterKeepers(t, srv, dir, 1, nil, nil)[0]
 	if _, err := k.Get(bg()); err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +219,7 @@ func TestClusterLogoutOnlyWhenAsked(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	dir := t.TempDir()
-	k := clusterKeepers(t, srv, dir, 1, nil)[0]
+	k := clusterKeepers(t, srv, dir, 1, nil, nil)[0]
 	if _, err := k.Get(bg()); err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +227,7 @@ func TestClusterLogoutOnlyWhenAsked(t *testing.T) {
 	if n := emu.Counters().Logouts; n != 0 {
 		t.Fatalf("cluster mode logged out on stop by default: %d", n)
 	}
-	k2 := clusterKeepers(t, srv, dir, 1, func(tu *Settings) { tu.LogoutOnStop = true })[0]
+	k2 := clusterKeepers(t, srv, dir, 1, nil, func(tu *Settings) { tu.LogoutOnStop = true })[0]
 	if _, err := k2.Get(bg()); err != nil {
 		t.Fatal(err)
 	}
