@@ -35,7 +35,27 @@ import (
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
-const proxyURL = "http://127.0.0.1:9080"
+// The in-process Caddy's ports. LPAUTH_TEST_PORT_OFFSET moves all of them,
+// so that two checkouts can run their suites on one machine at once.
+var (
+	portOffset = testPortOffset()
+	adminPort  = 2999 + portOffset
+	adminAddr  = fmt.Sprintf("localhost:%d", adminPort)
+	httpPort   = 9080 + portOffset
+	httpsPort  = 9443 + portOffset
+	proxyAddr  = fmt.Sprintf("127.0.0.1:%d", httpPort)
+	proxyURL   = "http://" + proxyAddr
+	// portsGlobal is the global options block's lines for these ports.
+	portsGlobal = fmt.Sprintf("http_port %d\n\thttps_port %d\n\t", httpPort, httpsPort)
+)
+
+func testPortOffset() int {
+	n, err := strconv.Atoi(os.Getenv("LPAUTH_TEST_PORT_OFFSET"))
+	if err != nil || n < 0 || n > 20000 {
+		return 0
+	}
+	return n
+}
 
 const testPasswordEnv = "LPAUTH_TEST_PASSWORD"
 
@@ -65,9 +85,9 @@ func reverseProxyTo(srv *httptest.Server) string { return "\treverse_proxy " + h
 // lpauth at site level (extra inside its block), then handlers.
 func testSite(srv *httptest.Server, extra, handlers, global string) string {
 	return caddyproc.Proxy{
-		Admin:    "localhost:2999",
-		Global:   "http_port 9080\n\thttps_port 9443\n\tskip_install_trust\n\t" + global,
-		Addr:     "127.0.0.1:9080",
+		Admin:    adminAddr,
+		Global:   portsGlobal + "skip_install_trust\n\t" + global,
+		Addr:     proxyAddr,
 		CSDS:     srv.URL,
 		Password: "{env." + testPasswordEnv + "}",
 		Lpauth:   extra,
@@ -87,7 +107,7 @@ func loadCaddy(t *testing.T, config string) *caddytest.Tester {
 		os.Setenv(testPasswordEnv, ccemu.DefaultPassword)
 	}
 	httpClient.CloseIdleConnections()
-	tester := caddytest.NewTester(t)
+	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
 	loaded := false
 	defer func() {
 		if !loaded {
@@ -103,7 +123,7 @@ func loadCaddy(t *testing.T, config string) *caddytest.Tester {
 // stopping Caddy does to the module.
 func unloadCaddy(t *testing.T) {
 	t.Helper()
-	loadCaddy(t, "{\n\tadmin localhost:2999\n\tskip_install_trust\n\tauto_https off\n}\n")
+	loadCaddy(t, "{\n\tadmin "+adminAddr+"\n\tskip_install_trust\n\tauto_https off\n}\n")
 }
 
 var httpClient = &http.Client{Timeout: 30 * time.Second}
@@ -535,13 +555,13 @@ func TestProxyUpgradedConnectionWorks(t *testing.T) {
 	t.Cleanup(up.Close)
 	loadCaddy(t, testSite(srv, "", reverseProxyTo(up), ""))
 
-	conn, err := net.DialTimeout("tcp", "127.0.0.1:9080", 5*time.Second)
+	conn, err := net.DialTimeout("tcp", proxyAddr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:9080\r\nConnection: Upgrade\r\nUpgrade: lpauth-echo\r\n\r\n", dataPath("socket"))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: lpauth-echo\r\n\r\n", dataPath("socket"), proxyAddr)
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -599,11 +619,11 @@ func TestProxyBodyAboveLimitStreams(t *testing.T) {
 func TestProxyHugeDeclaredLengthIsNotPreallocated(t *testing.T) {
 	_, srv := emulator(t, ccemu.Config{})
 	loadCaddy(t, caddyConfig(srv, "retry_body_limit 1TiB", ""))
-	conn, err := net.Dial("tcp", "127.0.0.1:9080")
+	conn, err := net.Dial("tcp", proxyAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: 127.0.0.1:9080\r\nContent-Length: 536870912000\r\n\r\nonly this", dataPath("x"))
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 536870912000\r\n\r\nonly this", dataPath("x"), proxyAddr)
 	time.Sleep(300 * time.Millisecond)
 	conn.Close()
 	if r := send(t, "GET", dataPath("y"), nil); r.status != 200 {
@@ -638,9 +658,9 @@ func TestProxyReloadKeepsSessionAndStopLogsOut(t *testing.T) {
 func TestProxyTwoSitesShareOneSession(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	cfg := caddyConfig(srv, "", "") + strings.Replace(
-		strings.SplitN(caddyConfig(srv, "", ""), "}\n", 2)[1], "127.0.0.1:9080", "127.0.0.1:9081", 1)
+		strings.SplitN(caddyConfig(srv, "", ""), "}\n", 2)[1], proxyAddr, fmt.Sprintf("127.0.0.1:%d", httpPort+1), 1)
 	loadCaddy(t, cfg)
-	for _, base := range []string{proxyURL, "http://127.0.0.1:9081"} {
+	for _, base := range []string{proxyURL, fmt.Sprintf("http://127.0.0.1:%d", httpPort+1)} {
 		resp, err := httpClient.Get(base + dataPath("x"))
 		if err != nil {
 			t.Fatal(err)
@@ -698,11 +718,11 @@ func TestProxySiteLevelCoversNestedHandles(t *testing.T) {
 
 func TestProxyJSONConfig(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
-	tester := caddytest.NewTester(t)
+	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
 	tester.InitServer(fmt.Sprintf(`{
-		"admin": {"listen": "localhost:2999"},
+		"admin": {"listen": %q},
 		"apps": {"http": {"servers": {"proxy": {
-			"listen": ["127.0.0.1:9080"],
+			"listen": [%q],
 			"automatic_https": {"disable": true},
 			"routes": [{"handle": [
 				{"handler": "lpauth", "account_id": "12345678", "username": "demo-agent",
@@ -711,7 +731,7 @@ func TestProxyJSONConfig(t *testing.T) {
 				{"handler": "reverse_proxy", "upstreams": [{"dial": %q}]}
 			]}]
 		}}}}
-	}`, testPasswordEnv, srv.URL, strings.TrimPrefix(srv.URL, "http://")), "json")
+	}`, adminAddr, proxyAddr, testPasswordEnv, srv.URL, strings.TrimPrefix(srv.URL, "http://")), "json")
 	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
 		t.Fatalf("status %d", r.status)
 	}
@@ -745,7 +765,7 @@ func TestProxyNoSecretsInDebugLogs(t *testing.T) {
 		t.Fatalf("status %d while the login backs off", r.status)
 	}
 
-	resp, err := http.Get("http://localhost:2999/config/")
+	resp, err := http.Get("http://" + adminAddr + "/config/")
 	if err != nil {
 		t.Fatal(err)
 	}

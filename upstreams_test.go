@@ -553,17 +553,15 @@ func TestUpstreamExplicitAccountWithoutLpauth(t *testing.T) {
 	t.Setenv("LPAUTH_TEST_ACCOUNT", ccemu.DefaultAccountID)
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	loadCaddy(t, fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	skip_install_trust
+	admin %s
+	%s	skip_install_trust
 	auto_https off
 	default_bind 127.0.0.1
 	log {
 		output file %s
 	}
 }
-http://127.0.0.1:9080 {
+http://%s {
 	handle_path /explicit/* {
 		reverse_proxy {
 			dynamic lpdomain msgHist {
@@ -579,7 +577,7 @@ http://127.0.0.1:9080 {
 		}
 	}
 }
-`, logFile, srv.URL))
+`, adminAddr, portsGlobal, logFile, proxyAddr, srv.URL))
 	// The app brings its own bearer here: no lpauth runs.
 	sess, err := testClient(t, srv).Login(bg(), userCreds())
 	if err != nil {
