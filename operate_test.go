@@ -26,7 +26,7 @@ func accountPath(account, rest string) string { return "/api/account/" + account
 // value of every lpauth sample line, keyed by name{labels}.
 func scrape(t *testing.T) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://"+adminAddr+"/metrics")
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestAdminSessionsAndForcedRelogin(t *testing.T) {
 	}
 
 	get := func() (string, []Status) {
-		resp, err := http.Get("http://"+adminAddr+"/lpauth/sessions?account_id=" + acct)
+		resp, err := http.Get("http://" + adminAddr + "/lpauth/sessions?account_id=" + acct)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +173,7 @@ func TestAdminSessionsAndForcedRelogin(t *testing.T) {
 	}
 
 	// Wrong method, unknown account.
-	if resp, err := http.Get("http://"+adminAddr+"/lpauth/sessions/relogin"); err != nil || resp.StatusCode != 405 {
+	if resp, err := http.Get("http://" + adminAddr + "/lpauth/sessions/relogin"); err != nil || resp.StatusCode != 405 {
 		t.Fatalf("GET relogin: %v %v", err, resp.StatusCode)
 	}
 	if resp, err := http.Post("http://"+adminAddr+"/lpauth/sessions/relogin?account_id=nope", "", nil); err != nil || resp.StatusCode != 404 {
