@@ -412,8 +412,10 @@ func FuzzJSONConfig(f *testing.F) {
 			}
 			t.Fatalf("error %q names no field", msg)
 		}
-		if r.refreshInterval <= 0 || r.loginTimeout <= 0 || r.retryBodyLimit <= 0 || r.retryBodyLimit > maxRetryBodyLimit {
-			t.Fatalf("resolved tuning not positive: refresh %v, login timeout %v, retry body limit %d",
+		if r.refreshInterval < refreshIntervalRange.min || r.refreshInterval > refreshIntervalRange.max ||
+			r.loginTimeout < loginTimeoutRange.min || r.loginTimeout > loginTimeoutRange.max ||
+			r.retryBodyLimit <= 0 || r.retryBodyLimit > maxRetryBodyLimit {
+			t.Fatalf("resolved tuning out of bounds: refresh %v, login timeout %v, retry body limit %d",
 				r.refreshInterval, r.loginTimeout, r.retryBodyLimit)
 		}
 		c := r.creds

@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -354,10 +356,10 @@ func (h *Handler) resolve() (resolved, error) {
 		return r, errors.New("lpauth: access_token and access_token_secret belong to application login (app_key)")
 	}
 	var err error
-	if r.refreshInterval, err = positiveOr("refresh_interval", h.RefreshInterval, DefaultRefreshInterval); err != nil {
+	if r.refreshInterval, err = durationIn("refresh_interval", h.RefreshInterval, DefaultRefreshInterval, refreshIntervalRange); err != nil {
 		return r, fmt.Errorf("lpauth: %w", err)
 	}
-	if r.loginTimeout, err = positiveOr("login_timeout", h.LoginTimeout, DefaultLoginTimeout); err != nil {
+	if r.loginTimeout, err = durationIn("login_timeout", h.LoginTimeout, DefaultLoginTimeout, loginTimeoutRange); err != nil {
 		return r, fmt.Errorf("lpauth: %w", err)
 	}
 	switch {
@@ -372,16 +374,44 @@ func (h *Handler) resolve() (resolved, error) {
 	return r, nil
 }
 
-// positiveOr returns v, or def when v is zero; a negative v is an error
-// that names the field.
-func positiveOr(field string, v caddy.Duration, def time.Duration) (time.Duration, error) {
+// durationRange is the values a duration field accepts.
+type durationRange struct{ min, max time.Duration }
+
+// The bounds of the session-wide durations. CC asks for a refresh every
+// 3-5 min and keeps an idle session 8 h: a refresh every millisecond is a
+// storm, one every day lets the session die. A login round trip takes well
+// under a second; a login_timeout of 1ns fails every login, one of days lets
+// requests hang for days.
+var (
+	refreshIntervalRange = durationRange{time.Second, 4 * time.Hour}
+	loginTimeoutRange    = durationRange{time.Second, 5 * time.Minute}
+	anyPositive          = durationRange{1, math.MaxInt64}
+)
+
+// durationIn returns v, or def when v is zero; a value outside r is an
+// error that names the field and the range.
+func durationIn(field string, v caddy.Duration, def time.Duration, r durationRange) (time.Duration, error) {
+	d := time.Duration(v)
 	switch {
-	case v < 0:
-		return 0, fmt.Errorf("%s must be positive, got %s", field, time.Duration(v))
-	case v == 0:
+	case d == 0:
 		return def, nil
+	case d < 0 && r == anyPositive:
+		return 0, fmt.Errorf("%s must be positive, got %s", field, d)
+	case d < r.min || d > r.max:
+		return 0, fmt.Errorf("%s must be between %s and %s, got %s", field, shortDuration(r.min), shortDuration(r.max), d)
 	}
-	return time.Duration(v), nil
+	return d, nil
+}
+
+// shortDuration writes 4h, 5m, 1s rather than 4h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	for _, zero := range []string{"0s", "0m"} {
+		if t, ok := strings.CutSuffix(s, zero); ok && len(t) > 0 && !strings.HasSuffix(t, ".") && t[len(t)-1] >= 'a' {
+			s = t
+		}
+	}
+	return s
 }
 
 // identityKey is the pool key: everything that makes a different session

@@ -49,6 +49,9 @@ var (
 	portsGlobal = fmt.Sprintf("http_port %d\n\thttps_port %d\n\t", httpPort, httpsPort)
 )
 
+// caddytest's own helpers (AssertLoadError) post to its default admin port.
+func init() { caddytest.Default.AdminPort = adminPort }
+
 func testPortOffset() int {
 	n, err := strconv.Atoi(os.Getenv("LPAUTH_TEST_PORT_OFFSET"))
 	if err != nil || n < 0 || n > 20000 {
@@ -639,14 +642,14 @@ func TestProxyReloadKeepsSessionAndStopLogsOut(t *testing.T) {
 	}
 	// Same identity, new tuning: the session stays, and the new refresh
 	// interval applies.
-	loadCaddy(t, caddyConfig(srv, "refresh_interval 300ms", ""))
+	loadCaddy(t, caddyConfig(srv, "refresh_interval 1s", ""))
 	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
 		t.Fatalf("status %d after reload", r.status)
 	}
 	if n := emu.Counters(); n.LoginAttempts != 1 || n.Logouts != 0 {
 		t.Fatalf("after reload: %+v; want the one login and no logout", n)
 	}
-	eventually(t, 3*time.Second, "the reloaded refresh_interval to apply", func() bool {
+	eventually(t, 5*time.Second, "the reloaded refresh_interval to apply", func() bool {
 		return emu.Counters().RefreshesOK >= 2
 	})
 	unloadCaddy(t)
@@ -747,7 +750,7 @@ func TestProxyNoSecretsInDebugLogs(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	global := fmt.Sprintf("log {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n\tdebug", logFile)
-	loadCaddy(t, caddyConfig(srv, "refresh_interval 300ms", global)+"\n")
+	loadCaddy(t, caddyConfig(srv, "refresh_interval 1s", global)+"\n")
 	// A login, a normal call, an endpoint 401, an expiry with re-login and
 	// retry, refreshes, a failed login, and a logout.
 	send(t, "GET", dataPath("x"), nil, "Authorization", "Bearer client-token")
@@ -757,10 +760,13 @@ func TestProxyNoSecretsInDebugLogs(t *testing.T) {
 		t.Fatalf("status %d", r.status)
 	}
 	send(t, "GET", dataPath("always-401"), nil)
-	time.Sleep(800 * time.Millisecond)
+	refreshed := emu.Counters().RefreshesOK
+	eventually(t, 3*time.Second, "a periodic refresh", func() bool { return emu.Counters().RefreshesOK > refreshed })
 	emu.ExpireSessions()
 	emu.FailNextLogins(1, 401, 0)
-	time.Sleep(800 * time.Millisecond) // the refresh finds the session gone; the re-login is refused
+	attempts := emu.Counters().LoginAttempts
+	// The refresh finds the session gone; the re-login is refused.
+	eventually(t, 3*time.Second, "the refused re-login", func() bool { return emu.Counters().LoginAttempts > attempts })
 	if r := send(t, "GET", dataPath("z"), nil); r.status != 503 {
 		t.Fatalf("status %d while the login backs off", r.status)
 	}
@@ -835,6 +841,10 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"bogus 1", `unrecognized subdirective \"bogus\"`},
 		{"refresh_interval soon", "refresh_interval"},
 		{"refresh_interval -5s", "refresh_interval: must be positive"},
+		{"refresh_interval 1ms", "refresh_interval must be between 1s and 4h, got 1ms"},
+		{"refresh_interval 5h", "refresh_interval must be between 1s and 4h, got 5h0m0s"},
+		{"login_timeout 1ns", "login_timeout must be between 1s and 5m, got 1ns"},
+		{"login_timeout 1000h", "login_timeout must be between 1s and 5m, got 1000h0m0s"},
 		{"retry_body_limit lots", "retry_body_limit"},
 		{"login_timeout", "login_timeout needs a value"},
 		{"csds http://api.liveperson.net", "plain http is allowed only for loopback"},

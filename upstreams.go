@@ -133,10 +133,10 @@ func (d *DomainUpstreams) Provision(ctx caddy.Context) error {
 	if d.client, err = NewClient(ClientConfig{CSDS: csds, UserAgent: "caddy-lpauth"}); err != nil {
 		return fmt.Errorf("lpdomain: %w", err)
 	}
-	if d.refresh, err = positiveOr("refresh", d.Refresh, DefaultDomainRefresh); err != nil {
+	if d.refresh, err = durationIn("refresh", d.Refresh, DefaultDomainRefresh, anyPositive); err != nil {
 		return fmt.Errorf("lpdomain: %w", err)
 	}
-	if d.lookupTimeout, err = positiveOr("lookup_timeout", d.LookupTimeout, DefaultDomainLookupTimeout); err != nil {
+	if d.lookupTimeout, err = durationIn("lookup_timeout", d.LookupTimeout, DefaultDomainLookupTimeout, anyPositive); err != nil {
 		return fmt.Errorf("lpdomain: %w", err)
 	}
 	d.retryDelay = min(domainRetryDelay, d.refresh)
