@@ -66,7 +66,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	block := subdirectives{module: "lpauth", custom: map[string]func(*caddyfile.Dispenser) error{"storage": h.unmarshalStorage}}
+	block := subdirectives{module: "lpauth", custom: map[string]func(*caddyfile.Dispenser) error{"storage": h.unmarshalStorage}, secret: secretFields}
 	return block.parse(d, func(name, val string) (err error) {
 		switch name {
 		case "account_id":
@@ -119,6 +119,7 @@ type subdirectives struct {
 	module string                                      // the error prefix: "lpauth", "lpdomain"
 	given  map[string]bool                             // names already set another way (an argument)
 	custom map[string]func(*caddyfile.Dispenser) error // names that read their own arguments
+	secret map[string]bool                             // names whose values an error must not show
 }
 
 // parse calls set with each subdirective's name and value. An error from
@@ -142,6 +143,9 @@ func (b subdirectives) parse(d *caddyfile.Dispenser, set func(name, val string) 
 			return d.Errf("%s: %s needs a value", b.module, name)
 		}
 		if d.NextArg() {
+			if b.secret[name] {
+				return d.Errf("%s: %s takes one value, got another (not shown: it is a secret; quote a value that has spaces)", b.module, name)
+			}
 			return d.Errf("%s: %s takes one value, got another: %q", b.module, name, d.Val())
 		}
 		switch err := set(name, val); {

@@ -31,7 +31,47 @@ const (
 // bracketed IPv6 address: nothing (user info, a fragment, a path, a
 // backslash, spaces) that could send the request to another host than the
 // one written.
+//
+// Its errors quote what was written, less what may be a secret: user info,
+// a query, a fragment (`https://user:pw@host`, `?token=…`).
 func validateHost(raw, defaultScheme string, from hostSource) (*url.URL, error) {
+	if parts := secretParts(raw); len(parts) > 0 {
+		shown := raw
+		for _, part := range parts {
+			shown = strings.ReplaceAll(shown, part, "…")
+		}
+		return nil, fmt.Errorf("%q: only scheme, host, port and path are allowed", shown)
+	}
+	return checkHost(raw, defaultScheme, from)
+}
+
+// secretParts returns what of a written URL an error must not show.
+func secretParts(raw string) []string {
+	var parts []string
+	rest := raw
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		parts = append(parts, rest[i+1:])
+		rest = rest[:i]
+	}
+	if _, after, ok := strings.Cut(rest, "://"); ok {
+		rest = after
+	}
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		parts = append(parts, rest[:i])
+	}
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p, url.QueryEscape(p), url.PathEscape(p))
+		}
+	}
+	return out
+}
+
+func checkHost(raw, defaultScheme string, from hostSource) (*url.URL, error) {
 	if from == hostAnswered && (raw == "" || strings.Contains(raw, "/") || strings.TrimSpace(raw) != raw) {
 		return nil, fmt.Errorf("%q: want a bare host[:port]", raw)
 	}
