@@ -218,15 +218,12 @@ type Emulator struct {
 	rateLog     []time.Time // accepted attempts still inside the window
 	sessions    map[string]*session
 	byBearer    map[string]*session
-	failLogins  int
-	failStatus  int
+	failLogins  injection
 	failRetry   time.Duration
 	delayLogins int
 	delay       time.Duration
-	failRefresh int
-	failRefStat int
-	failDomain  int
-	failDomStat int
+	failRefresh injection
+	failDomain  injection
 	svcHosts    map[string]string // SetServiceHost overrides
 	counters    Counters
 	attempts    []time.Time
@@ -313,11 +310,9 @@ func (e *Emulator) SetLoginRate(n int, window time.Duration) {
 // outside 400-599 means 500. retryAfter > 0 adds a Retry-After header in whole
 // seconds (rounded up). n <= 0 cancels the knob.
 func (e *Emulator) FailNextLogins(n int, status int, retryAfter time.Duration) {
-	if status < 400 || status > 599 {
-		status = http.StatusInternalServerError
-	}
 	e.mu.Lock()
-	e.failLogins, e.failStatus, e.failRetry = max(n, 0), status, retryAfter
+	e.failLogins.arm(n, status)
+	e.failRetry = retryAfter
 	e.mu.Unlock()
 }
 
@@ -332,11 +327,8 @@ func (e *Emulator) DelayNextLogins(n int, d time.Duration) {
 // FailNextRefreshes makes the next n refresh calls answer status (outside
 // 400-599 means 500) before any session check. n <= 0 cancels the knob.
 func (e *Emulator) FailNextRefreshes(n int, status int) {
-	if status < 400 || status > 599 {
-		status = http.StatusInternalServerError
-	}
 	e.mu.Lock()
-	e.failRefresh, e.failRefStat = max(n, 0), status
+	e.failRefresh.arm(n, status)
 	e.mu.Unlock()
 }
 
@@ -344,11 +336,8 @@ func (e *Emulator) FailNextRefreshes(n int, status int) {
 // all-services forms) answer status (outside 400-599 means 500) with the
 // error envelope. n <= 0 cancels the knob.
 func (e *Emulator) FailNextDomainLookups(n int, status int) {
-	if status < 400 || status > 599 {
-		status = http.StatusInternalServerError
-	}
 	e.mu.Lock()
-	e.failDomain, e.failDomStat = max(n, 0), status
+	e.failDomain.arm(n, status)
 	e.mu.Unlock()
 }
 
@@ -387,7 +376,7 @@ func (e *Emulator) ExpireSessions() int {
 func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.failLogins, e.delayLogins, e.failRefresh, e.failDomain = 0, 0, 0, 0
+	e.failLogins, e.delayLogins, e.failRefresh, e.failDomain = injection{}, 0, injection{}, injection{}
 	e.counters = Counters{}
 	e.attempts = nil
 	e.rateLog = nil
@@ -552,7 +541,7 @@ func (e *Emulator) domain(w http.ResponseWriter, r *http.Request, id, svc string
 	}
 	e.mu.Lock()
 	e.counters.DomainLookups++
-	failStatus := takeInjected(&e.failDomain, e.failDomStat)
+	failStatus := e.failDomain.take()
 	e.mu.Unlock()
 	if failStatus != 0 {
 		e.writeError(w, failStatus, codeInjected, http.StatusText(failStatus))
@@ -602,18 +591,29 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// randHex returns n random bytes hex-encoded; crypto/rand.Read never fails
-// (it aborts the program instead).
-// takeInjected uses up one injected failure, if any is left, and returns
-// its status (0: none left). The caller holds e.mu.
-func takeInjected(left *int, status int) int {
-	if *left <= 0 {
-		return 0
+// injection is a fault knob: the next left calls answer status.
+type injection struct{ left, status int }
+
+// arm sets the knob; a status outside 400-599 means 500, n <= 0 cancels it.
+func (f *injection) arm(n, status int) {
+	if status < 400 || status > 599 {
+		status = http.StatusInternalServerError
 	}
-	*left--
-	return status
+	f.left, f.status = max(n, 0), status
 }
 
+// take uses up one injected failure, if any is left, and returns its
+// status (0: none left). The caller holds e.mu.
+func (f *injection) take() int {
+	if f.left <= 0 {
+		return 0
+	}
+	f.left--
+	return f.status
+}
+
+// randHex returns n random bytes hex-encoded; crypto/rand.Read never fails
+// (it aborts the program instead).
 func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

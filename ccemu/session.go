@@ -85,9 +85,8 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 	}
 
 	e.mu.Lock()
-	if e.failLogins > 0 {
-		e.failLogins--
-		status, retry := e.failStatus, e.failRetry
+	if status := e.failLogins.take(); status != 0 {
+		retry := e.failRetry
 		e.mu.Unlock()
 		if retry > 0 {
 			secs := int64((retry + time.Second - 1) / time.Second)
@@ -226,7 +225,7 @@ func (e *Emulator) sessionCall(w http.ResponseWriter, r *http.Request, id string
 	if !logout {
 		e.mu.Lock()
 		e.counters.Refreshes++
-		status := takeInjected(&e.failRefresh, e.failRefStat)
+		status := e.failRefresh.take()
 		e.mu.Unlock()
 		if status != 0 {
 			e.writeError(w, status, codeInjected, http.StatusText(status))
