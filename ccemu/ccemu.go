@@ -539,16 +539,7 @@ func (e *Emulator) domain(w http.ResponseWriter, r *http.Request, id, svc string
 		e.methodNotAllowed(w, "GET, HEAD")
 		return
 	}
-	e.mu.Lock()
-	e.counters.DomainLookups++
-	failStatus := e.failDomain.take()
-	e.mu.Unlock()
-	if failStatus != 0 {
-		e.writeError(w, failStatus, codeInjected, http.StatusText(failStatus))
-		return
-	}
-	if id != e.accountID {
-		e.writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
+	if e.failedInjected(w, &e.counters.DomainLookups, &e.failDomain) || !e.knownAccount(w, id) {
 		return
 	}
 	if v := r.URL.Query().Get("version"); v != "" && v != "1.0" {
@@ -589,6 +580,28 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// failedInjected counts a call and answers it with an injected failure, if
+// one is due.
+func (e *Emulator) failedInjected(w http.ResponseWriter, counter *int64, f *injection) bool {
+	e.mu.Lock()
+	*counter++
+	status := f.take()
+	e.mu.Unlock()
+	if status != 0 {
+		e.writeError(w, status, codeInjected, http.StatusText(status))
+	}
+	return status != 0
+}
+
+// knownAccount answers 401 for an account the emulator does not serve.
+func (e *Emulator) knownAccount(w http.ResponseWriter, id string) bool {
+	if id != e.accountID {
+		e.writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
+		return false
+	}
+	return true
 }
 
 // injection is a fault knob: the next left calls answer status.

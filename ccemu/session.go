@@ -120,8 +120,7 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	e.mu.Unlock()
 
-	if id != e.accountID {
-		e.writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
+	if !e.knownAccount(w, id) {
 		return
 	}
 	q := r.URL.Query()
@@ -222,18 +221,7 @@ func (e *Emulator) sessionCall(w http.ResponseWriter, r *http.Request, id string
 		e.methodNotAllowed(w, http.MethodPost)
 		return
 	}
-	if !logout {
-		e.mu.Lock()
-		e.counters.Refreshes++
-		status := e.failRefresh.take()
-		e.mu.Unlock()
-		if status != 0 {
-			e.writeError(w, status, codeInjected, http.StatusText(status))
-			return
-		}
-	}
-	if id != e.accountID {
-		e.writeError(w, http.StatusUnauthorized, codeBadAccount, "Unknown site "+id)
+	if !logout && e.failedInjected(w, &e.counters.Refreshes, &e.failRefresh) || !e.knownAccount(w, id) {
 		return
 	}
 	var sid string
