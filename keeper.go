@@ -81,6 +81,7 @@ type Keeper struct {
 	stopRetry   func() bool
 	checked     checkResult // the last check made for a 401
 	deadToken   string      // token of the credential last found gone: never adopt it again
+	solo        *Credential // cluster mode: obtained while the storage failed, known to no other instance
 	renewal     renewalSchedule
 }
 
@@ -195,6 +196,7 @@ func (k *Keeper) Relogin(ctx context.Context) (*Credential, error) {
 	k.mu.Lock()
 	if old != nil {
 		k.deadToken = old.Token
+		k.takeSoloLocked(old) // released below, not again when another is adopted
 	}
 	if !k.closed {
 		k.nextAttempt = time.Time{}
@@ -507,6 +509,7 @@ func (k *Keeper) renewed(s *Settings, c *Credential, took time.Duration, gone bo
 	}
 	if gone {
 		k.deadToken = c.Token
+		k.takeSoloLocked(c) // nothing left to release
 	}
 	k.mu.Unlock()
 	k.emit(s, ev)
