@@ -63,6 +63,7 @@ type clusterMode struct{}
 // else a new one obtained under the lock and stored for the others.
 func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 	if sh := k.loadShared(s); sh != nil && k.adoptable(sh.cred) {
+		k.adopting(s, sh.cred)
 		return sh.cred, true, nil // no lock needed just to read
 	}
 	if err := k.lockShared(s); err != nil {
@@ -71,10 +72,14 @@ func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 		}
 		k.storeFailed(s, "lock", err)
 		c, err := k.sourceObtain(s) // storage down: better a login of our own than no service
+		if err == nil {
+			k.obtainedAlone(c)
+		}
 		return c, false, err
 	}
 	defer k.unlockShared(s)
 	if sh := k.loadShared(s); sh != nil && k.adoptable(sh.cred) {
+		k.adopting(s, sh.cred)
 		return sh.cred, true, nil // another instance obtained it while we waited
 	}
 	c, err := k.sourceObtain(s)
@@ -82,7 +87,9 @@ func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 		return nil, false, err
 	}
 	c.Obtained = k.clock.Now()
-	k.saveShared(s, c, c.Obtained)
+	if !k.saveShared(s, c, c.Obtained) {
+		k.obtainedAlone(c)
+	}
 	return c, false, nil
 }
 
@@ -96,7 +103,10 @@ func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) bool {
 		if !errors.Is(err, ErrClosed) {
 			k.storeFailed(s, "lock", err)
 		}
-		_, gone, _ := k.sourceRenew(s, c)
+		next, gone, ok := k.sourceRenew(s, c)
+		if ok && next != c {
+			k.obtainedAlone(next)
+		}
 		return gone
 	}
 	defer k.unlockShared(s)
@@ -105,14 +115,16 @@ func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) bool {
 	case sh != nil && sh.cred.Token != c.Token && k.adoptable(sh.cred):
 		if k.cur.CompareAndSwap(c, sh.cred) {
 			k.emit(s, k.event(EventAdopted, sh.cred))
+			k.adopting(s, sh.cred)
 		}
 		return false
 	case sh != nil && sh.cred.Token == c.Token && k.clock.Now().Sub(sh.lastRenewal) < s.RefreshInterval*3/4:
-		return false // another instance renewed it
+		k.takeSolo(c) // stored: the cluster's now
+		return false  // another instance renewed it
 	}
 	next, gone, ok := k.sourceRenew(s, c)
-	if ok {
-		k.saveShared(s, next, k.clock.Now())
+	if ok && k.saveShared(s, next, k.clock.Now()) {
+		k.takeSolo(c) // stored: the cluster's now
 	}
 	return gone
 }
@@ -128,6 +140,7 @@ func (clusterMode) adoptNewer(k *Keeper, s *Settings, failed *Credential) *Crede
 	}
 	if k.cur.CompareAndSwap(failed, sh.cred) {
 		k.emit(s, k.event(EventAdopted, sh.cred))
+		k.adopting(s, sh.cred)
 		k.mu.Lock()
 		if !k.closed {
 			k.scheduleRenewalLocked(sh.cred, s.RefreshInterval)
@@ -214,7 +227,8 @@ func (k *Keeper) decodeShared(data []byte, err error) *sharedCred {
 	return &sharedCred{cred: c, lastRenewal: rec.LastRenewal}
 }
 
-func (k *Keeper) saveShared(s *Settings, c *Credential, lastRenewal time.Time) {
+// saveShared stores c for the other instances and reports whether it could.
+func (k *Keeper) saveShared(s *Settings, c *Credential, lastRenewal time.Time) bool {
 	enc, err := k.src.Encode(c)
 	if err == nil {
 		var data []byte
@@ -226,6 +240,49 @@ func (k *Keeper) saveShared(s *Settings, c *Credential, lastRenewal time.Time) {
 	}
 	if err != nil {
 		k.storeFailed(s, "save", err)
+	}
+	return err == nil
+}
+
+// A credential obtained while the storage failed is known to this instance
+// alone: once the instance adopts the stored one, nobody uses it, and left
+// alone it would live on at CC until its TTL (one more live session per
+// instance and outage).
+
+// obtainedAlone notes that c, about to be used, is in no storage.
+func (k *Keeper) obtainedAlone(c *Credential) {
+	k.mu.Lock()
+	k.solo = c
+	k.mu.Unlock()
+}
+
+// takeSolo forgets c as obtained alone (it is stored now, or gone, or
+// released elsewhere) and reports whether it was.
+func (k *Keeper) takeSolo(c *Credential) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.takeSoloLocked(c)
+}
+
+func (k *Keeper) takeSoloLocked(c *Credential) bool {
+	if k.solo == nil || k.solo.Token != c.Token {
+		return false
+	}
+	k.solo = nil
+	return true
+}
+
+// adopting is told that stored, read from the storage, replaces the one in
+// use: the one obtained alone, if any and not stored itself, is released,
+// once, in the background (the caller may be a request), with the settings
+// of the operation that adopts.
+func (k *Keeper) adopting(s *Settings, stored *Credential) {
+	k.mu.Lock()
+	solo := k.solo
+	k.solo = nil
+	k.mu.Unlock()
+	if solo != nil && solo.Token != stored.Token {
+		go func() { _ = k.release(s, solo) }()
 	}
 }
 

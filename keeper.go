@@ -14,9 +14,10 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// aliveTrust is how long a check made for a 401 that found the credential
-// alive answers further 401s, so an endpoint that always answers 401 costs
-// at most one check per aliveTrust.
+// aliveTrust is how long a check made for a 401 answers further 401s with
+// the same credential, whatever it found: an endpoint that always answers
+// 401, or a Login Service that fails the check, costs at most one check per
+// aliveTrust.
 const aliveTrust = 5 * time.Second
 
 // releaseTimeout bounds the release (logout) when the keeper closes.
@@ -28,6 +29,11 @@ const obtainWaitSlack = 50 * time.Millisecond
 
 // ErrClosed is returned once the keeper has begun closing.
 var ErrClosed = errors.New("session keeper is closed")
+
+// ErrUnverified is wrapped by the error of an Unavailable verdict when the
+// check after a 401 could not tell whether the credential is alive (the
+// Login Service failed or timed out).
+var ErrUnverified = errors.New("cannot tell whether the CC session is alive")
 
 // UnavailableError means no credential can be had now.
 type UnavailableError struct {
@@ -73,9 +79,9 @@ type Keeper struct {
 	nextAttempt time.Time
 	lastErr     error
 	stopRetry   func() bool
-	aliveToken  string
-	aliveUntil  time.Time
-	deadToken   string // token of the credential last found gone: never adopt it again
+	checked     checkResult // the last check made for a 401
+	deadToken   string      // token of the credential last found gone: never adopt it again
+	solo        *Credential // cluster mode: obtained while the storage failed, known to no other instance
 	renewal     renewalSchedule
 }
 
@@ -134,7 +140,11 @@ const (
 	// PassThrough: the credential is alive, so the 401 is the endpoint's
 	// own (a permission, a missing resource) and goes to the client.
 	PassThrough
-	// Unavailable: no credential can be had; Outcome.Err says why.
+	// Unavailable: no credential can be had, or the check after the 401
+	// could not tell whether the credential is alive (Outcome.Err wraps
+	// ErrUnverified); Outcome.Err, an *UnavailableError, says why and
+	// when to come back. The 401 cannot be passed on: it may be the
+	// session's, which the client cannot act on.
 	Unavailable
 )
 
@@ -157,8 +167,11 @@ func (k *Keeper) Unauthorized(ctx context.Context, failed *Credential) Outcome {
 		if c := k.mode.adoptNewer(k, k.settings(), failed); c != nil {
 			return Outcome{Verdict: RetryLate, Credential: c}
 		}
-		if !k.gone(failed) {
+		switch err := k.check(failed); {
+		case err == nil:
 			return Outcome{Verdict: PassThrough}
+		case !errors.Is(err, ErrCredentialGone):
+			return Outcome{Verdict: Unavailable, Err: err}
 		}
 	}
 	c, err := k.awaitObtain(ctx)
@@ -183,6 +196,7 @@ func (k *Keeper) Relogin(ctx context.Context) (*Credential, error) {
 	k.mu.Lock()
 	if old != nil {
 		k.deadToken = old.Token
+		k.takeSoloLocked(old) // released below, not again when another is adopted
 	}
 	if !k.closed {
 		k.nextAttempt = time.Time{}
@@ -411,35 +425,52 @@ func (k *Keeper) retryObtain() {
 	}
 }
 
-// gone asks the source, through one check shared by every caller meanwhile,
-// whether c is gone; a gone credential is dropped (only if it is still the
-// current one). A check that fails for another reason cannot tell, and
-// counts as alive: a CC hiccup must not start a login storm.
-func (k *Keeper) gone(c *Credential) bool {
-	k.mu.Lock()
-	trusted := k.aliveToken == c.Token && k.clock.Now().Before(k.aliveUntil)
-	k.mu.Unlock()
-	if trusted {
-		return false
+// checkResult is what a check made for a 401 found, and until when it
+// answers further 401s with the same credential.
+type checkResult struct {
+	token string
+	until time.Time
+	err   error // nil: alive
+}
+
+// answer is the result as check returns it at now.
+func (r checkResult) answer(now time.Time) error {
+	if r.err == nil || errors.Is(r.err, ErrCredentialGone) {
+		return r.err
 	}
-	v, _, _ := k.flight.Do("alive:"+c.Token, func() (any, error) {
+	return &UnavailableError{RetryAfter: max(r.until.Sub(now), time.Second), Err: &unverifiedError{r.err}}
+}
+
+// check asks the source, through one check shared by every caller
+// meanwhile, whether c is alive: nil if it is, an error wrapping
+// ErrCredentialGone if it is gone (it is dropped, if still current), else
+// an *UnavailableError wrapping ErrUnverified. Whatever it finds answers
+// further 401s with c for aliveTrust: a check that fails must not be
+// repeated for every 401 (a refresh storm while CC is down), nor count as
+// a death (a login storm on a CC hiccup).
+func (k *Keeper) check(c *Credential) error {
+	k.mu.Lock()
+	r := k.checked
+	k.mu.Unlock()
+	if r.token == c.Token && k.clock.Now().Before(r.until) {
+		return r.answer(k.clock.Now())
+	}
+	v, _, _ := k.flight.Do("check:"+c.Token, func() (any, error) {
 		s := k.settings()
 		ctx, cancel := context.WithTimeout(k.ctx, s.LoginTimeout)
 		start := k.clock.Now()
 		err := k.src.Check(ctx, s.Client, c)
 		cancel()
-		gone := errors.Is(err, ErrCredentialGone)
-		k.renewed(s, c, k.clock.Now().Sub(start), gone, err)
-		if err == nil {
-			// Trusted only from a check made for a 401: a periodic
-			// renewal a moment ago says nothing about a 401 now.
-			k.mu.Lock()
-			k.aliveToken, k.aliveUntil = c.Token, k.clock.Now().Add(aliveTrust)
-			k.mu.Unlock()
-		}
-		return gone, nil
+		k.renewed(s, c, k.clock.Now().Sub(start), errors.Is(err, ErrCredentialGone), err)
+		// Remembered only from a check made for a 401: a periodic
+		// renewal a moment ago says nothing about a 401 now.
+		r := checkResult{token: c.Token, until: k.clock.Now().Add(aliveTrust), err: err}
+		k.mu.Lock()
+		k.checked = r
+		k.mu.Unlock()
+		return r, nil
 	})
-	return v.(bool)
+	return v.(checkResult).answer(k.clock.Now())
 }
 
 // sourceRenew renews c through the source and reports whether it is gone;
@@ -478,6 +509,7 @@ func (k *Keeper) renewed(s *Settings, c *Credential, took time.Duration, gone bo
 	}
 	if gone {
 		k.deadToken = c.Token
+		k.takeSoloLocked(c) // nothing left to release
 	}
 	k.mu.Unlock()
 	k.emit(s, ev)
@@ -519,3 +551,9 @@ func (e *timeoutError) Error() string {
 }
 func (e *timeoutError) Unwrap() error { return e.err }
 func (e *timeoutError) Timeout() bool { return true }
+
+// unverifiedError is a check that could not tell; it keeps the cause.
+type unverifiedError struct{ err error }
+
+func (e *unverifiedError) Error() string   { return ErrUnverified.Error() + ": " + e.err.Error() }
+func (e *unverifiedError) Unwrap() []error { return []error{e.err, ErrUnverified} }

@@ -1,0 +1,109 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+// Two instances of the built binary share a session through a real
+// redis-server that this test stops and starts again on the same port.
+
+import (
+	"fmt"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
+)
+
+// restartableRedis is a redis-server of this test's own on a fixed port,
+// without persistence: it comes back empty, as a Redis that lost its data.
+type restartableRedis struct {
+	port int
+	cmd  *exec.Cmd
+}
+
+func (r *restartableRedis) start(t *testing.T) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("this test needs redis-server (apt-get install redis-server)")
+	}
+	r.cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(r.port), "--save", "", "--appendonly", "no")
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddyproc.WaitPort(caddyproc.Addr(r.port), 5*time.Second); err != nil {
+		t.Fatal("redis-server: ", err)
+	}
+}
+
+func (r *restartableRedis) stop() {
+	if r.cmd != nil {
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+// fingerprintVia is the fingerprint of the bearer an instance sends
+// upstream now, or "" if the request did not succeed.
+func fingerprintVia(t *testing.T, in *clusterInstance) string {
+	var e echoReply
+	if getJSON(t, "GET", in.url+dataPath("whose"), &e) != 200 {
+		return ""
+	}
+	return e.BearerFingerprint
+}
+
+func TestE2EClusterSoloSessionsLoggedOutAfterRedisOutage(t *testing.T) {
+	redis := &restartableRedis{port: freePort(t)}
+	redis.start(t)
+	t.Cleanup(redis.stop)
+	emu, srv := emulator(t, ccemu.Config{})
+	storage := fmt.Sprintf("storage redis {\n\t\taddress %s\n\t\tkey_prefix lpauth-orphans\n\t}", caddyproc.Addr(redis.port))
+	bin := builtCaddy(t)
+	insts := make([]*clusterInstance, 2)
+	for i := range insts {
+		port := freePort(t)
+		addr := caddyproc.Addr(port)
+		cfg := caddyproc.Proxy{Global: storage, Addr: addr, CSDS: srv.URL, Password: "{env.LP_PASSWORD}",
+			Lpauth: "login_timeout 5s\n\t\trefresh_interval 1s\n\t\tstorage", Upstream: srv.Listener.Addr().String()}
+		p, err := launchCaddyfile(t, bin, cfg.Caddyfile(), addr, "LP_PASSWORD="+ccemu.DefaultPassword)
+		if err != nil {
+			t.Fatal(err)
+		}
+		insts[i] = &clusterInstance{proc: p, url: "http://" + addr}
+	}
+	oneSession := func() bool {
+		a, b := fingerprintVia(t, insts[0]), fingerprintVia(t, insts[1])
+		return a != "" && a == b
+	}
+	if !oneSession() || emu.Counters().Logins != 1 {
+		t.Fatalf("before the outage: %+v, want one shared session", emu.Counters())
+	}
+
+	// Redis goes away and CC ends the session: each instance logs in
+	// alone and serves again.
+	redis.stop()
+	emu.ExpireSessions()
+	eventually(t, 20*time.Second, "each instance to serve with a session of its own", func() bool {
+		a, b := fingerprintVia(t, insts[0]), fingerprintVia(t, insts[1])
+		return a != "" && b != "" && a != b && emu.Counters().LiveSessions == 2
+	})
+	if c := emu.Counters(); c.Logins != 3 {
+		t.Fatalf("during the outage: %+v, want 3 logins in all (one solo login per instance)", c)
+	}
+
+	// Redis is back, empty: the refreshes bring the instances to one
+	// stored session, and the other solo session is logged out.
+	redis.start(t)
+	eventually(t, 20*time.Second, "both instances to use one session, the other logged out", func() bool {
+		c := emu.Counters()
+		return oneSession() && c.LiveSessions == 1 && c.Logouts == 1
+	})
+	time.Sleep(3 * time.Second) // three more refreshes each: nothing else may change
+	if c := emu.Counters(); !oneSession() || c.LiveSessions != 1 || c.Logouts != 1 || c.Logins != 3 {
+		t.Fatalf("after the outage: %+v; want 1 live session, 1 logout (the solo session not stored), 3 logins", c)
+	}
+}
