@@ -169,13 +169,13 @@ func parsePositiveDuration(s string) (caddy.Duration, error) {
 	return caddy.Duration(dur), nil
 }
 
+// parseSize reads retry_body_limit. Whatever is wrong with the value (a
+// sign, a unit, the range), the error says what is expected rather than
+// the parser's complaint.
 func parseSize(s string) (int64, error) {
 	n, err := humanize.ParseBytes(s)
-	if err != nil {
-		return 0, err
-	}
-	if n == 0 || n > maxRetryBodyLimit {
-		return 0, fmt.Errorf("must be between 1B and 1TiB, got %q", s)
+	if err != nil || n == 0 || n > maxRetryBodyLimit {
+		return 0, fmt.Errorf("want a size such as 1MiB, between 1B and 64MiB, got %q", s)
 	}
 	return int64(n), nil
 }

@@ -12,8 +12,14 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
+// holdBackLimit is the most of a 401's body held back. CC's own 401s are a
+// few hundred bytes; a larger one is the endpoint's, and is streamed.
+const holdBackLimit = 64 << 10
+
 // holdBackWriter passes a response through untouched unless it is a 401,
-// whose status and body it holds back so that the request can be retried.
+// whose status and body (up to holdBackLimit) it holds back so that the
+// request can be retried. A 401 whose body outgrows the bound is sent on at
+// once, the held bytes first, and the rest streams: Large401 reports it.
 // (caddyhttp.NewResponseRecorder does the same job, but allocates twice per
 // request and adds a closure call; this one is pooled.) The header map is
 // the real one: a held-back 401's headers land there, and the caller
@@ -24,6 +30,7 @@ type holdBackWriter struct {
 	hold   bool // hold back a 401 (false: only note the status)
 	status int  // the final status written, 0 if none yet
 	held   bool // a 401 is being held back
+	large  bool // a 401 outgrew the bound and was sent on
 	body   bytes.Buffer
 }
 
@@ -39,10 +46,10 @@ func newHoldBackWriter(w http.ResponseWriter, hold bool) *holdBackWriter {
 // An upgraded (hijacked) connection may outlive the handler: its writer is
 // left to the garbage collector.
 func (hb *holdBackWriter) release() {
-	if hb.status == http.StatusSwitchingProtocols || hb.body.Cap() > 64<<10 {
+	if hb.status == http.StatusSwitchingProtocols || hb.body.Cap() > 2*holdBackLimit {
 		return
 	}
-	hb.ResponseWriter, hb.hold, hb.status, hb.held = nil, false, 0, false
+	hb.ResponseWriter, hb.hold, hb.status, hb.held, hb.large = nil, false, 0, false, false
 	hb.body.Reset()
 	holdBackPool.Put(hb)
 }
@@ -69,7 +76,12 @@ func (hb *holdBackWriter) Write(p []byte) (int, error) {
 		hb.WriteHeader(http.StatusOK)
 	}
 	if hb.held {
-		return hb.body.Write(p)
+		if hb.body.Len()+len(p) <= holdBackLimit {
+			return hb.body.Write(p)
+		}
+		if err := hb.sendOn(); err != nil {
+			return 0, err
+		}
 	}
 	return hb.ResponseWriter.Write(p)
 }
@@ -80,10 +92,20 @@ func (hb *holdBackWriter) ReadFrom(r io.Reader) (int64, error) {
 	if hb.status == 0 {
 		hb.WriteHeader(http.StatusOK)
 	}
+	var held int64
 	if hb.held {
-		return hb.body.ReadFrom(r)
+		// One byte past the bound tells a large 401 from one of exactly it.
+		n, err := hb.body.ReadFrom(io.LimitReader(r, int64(holdBackLimit-hb.body.Len())+1))
+		if err != nil || hb.body.Len() <= holdBackLimit {
+			return n, err
+		}
+		if err := hb.sendOn(); err != nil {
+			return n, err
+		}
+		held = n
 	}
-	return hb.ResponseWriterWrapper.ReadFrom(r)
+	n, err := hb.ResponseWriterWrapper.ReadFrom(r)
+	return held + n, err
 }
 
 // FlushError flushes a response that passes through; a held-back one (or
@@ -93,6 +115,19 @@ func (hb *holdBackWriter) FlushError() error {
 		return nil
 	}
 	return http.NewResponseController(hb.ResponseWriter).Flush()
+}
+
+// Large401 reports a 401 sent on because its body outgrew holdBackLimit:
+// the endpoint's own, passed to the client without asking the session.
+func (hb *holdBackWriter) Large401() bool { return hb.large }
+
+// sendOn stops holding a 401 that outgrew the bound: its status and the
+// bytes held so far go out, and what follows passes through.
+func (hb *holdBackWriter) sendOn() error {
+	hb.held, hb.large = false, true
+	err := hb.writeHeld()
+	hb.body.Reset()
+	return err
 }
 
 // writeHeld sends the held-back 401 as it came.

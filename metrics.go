@@ -37,7 +37,8 @@ var (
 		Help: "What became of requests that saw an upstream 401, by outcome: " +
 			"retried (after a re-login), retried_late (the token had already been replaced), " +
 			"passed (the endpoint's own 401, session alive), unavailable (answered 503), " +
-			"not_replayable (body above retry_body_limit; the 401 went to the client).",
+			"not_replayable (body above retry_body_limit; the 401 went to the client), " +
+			"large_401 (a 401 body above 64 KiB: the endpoint's own, streamed to the client, session not asked).",
 	}, []string{"account_id", "outcome"})
 	metricUnavailable = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "lpauth", Name: "unavailable_total",

@@ -282,9 +282,11 @@ func (h *Handler) Cleanup() error {
 // secretFields are the fields whose values must never be shown.
 var secretFields = map[string]bool{"password": true, "secret": true, "access_token": true, "access_token_secret": true, "encryption_key": true}
 
-// maxRetryBodyLimit bounds retry_body_limit: buffering more per request than
-// this is never what anyone wants, and the arithmetic stays far from overflow.
-const maxRetryBodyLimit = 1 << 40
+// maxRetryBodyLimit bounds retry_body_limit. A buffered body costs about its
+// size in RSS and up to about 2.7x while the buffer grows, so one request at
+// the ceiling costs under 200 MiB and a few at once stay far below the
+// machine; larger bodies are streamed, which costs nothing per byte.
+const maxRetryBodyLimit = 64 << 20
 
 // resolved is the configuration after placeholders and defaults.
 type resolved struct {
@@ -364,7 +366,7 @@ func (h *Handler) resolve() (resolved, error) {
 	}
 	switch {
 	case h.RetryBodyLimit < 0 || h.RetryBodyLimit > maxRetryBodyLimit:
-		return r, fmt.Errorf("lpauth: retry_body_limit must be between 1 and %d bytes (1TiB), got %d", int64(maxRetryBodyLimit), h.RetryBodyLimit)
+		return r, fmt.Errorf("lpauth: retry_body_limit must be between 1 and %d bytes (64MiB), got %d", int64(maxRetryBodyLimit), h.RetryBodyLimit)
 	case h.RetryBodyLimit == 0:
 		r.retryBodyLimit = DefaultRetryBodyLimit
 	default:

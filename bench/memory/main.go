@@ -4,7 +4,9 @@
 // Command memory measures the peak resident memory of a Caddy proxy running
 // lpauth + reverse_proxy while many clients POST large bodies: bodies up to
 // retry_body_limit (default 1MiB, inclusive) are buffered so they can be
-// replayed after a 401; larger ones are streamed.
+// replayed after a 401; larger ones are streamed. A last run has the
+// upstream answer 401 with a large body: lpauth holds back at most 64 KiB of
+// a 401, so a larger one streams to the client too.
 //
 //	go run ./bench/memory [path/to/caddy]   (default: ./caddy, built by ./xcaddy.sh if missing)
 //	bench/memory.sh [path/to/caddy]         (the same)
@@ -22,17 +24,22 @@
 //
 // Environment: CLIENTS (default 64), ROUNDS (default 5), SIZES (default
 // "1MiB 4MiB 16MiB"; the sizes are exact: 1MiB is 1,048,576 bytes, equal to
-// the limit, hence buffered).
+// the limit, hence buffered), LARGE_401 (default 300MiB; 0 skips the run)
+// and LARGE_401_CLIENTS (default 4): that many clients GET one 401 of
+// that body size each, and check every byte.
 //
-// Claim to check: the streamed runs' peak does not grow with body size: peak
+// Claims to check: the streamed runs' peak does not grow with body size: peak
 // - baseline of the largest streamed size is at most 1.5x that of the
 // smallest (16MiB vs 4MiB by default; at least 1 MiB is assumed for the
-// smaller, so noise on a tiny growth is not a ratio). The buffered run's
-// growth is printed beside CLIENTS x body size. Exit status 0 when every
-// POST got 200 and the claim holds, 1 otherwise.
+// smaller, so noise on a tiny growth is not a ratio); and the large 401's
+// peak - baseline is under a quarter of one such body (holding back even
+// one would cost a whole body). The buffered run's growth is printed beside
+// CLIENTS x body size. Exit status 0 when every request was answered as
+// expected and the claims hold, 1 otherwise.
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -62,21 +69,52 @@ func run() int {
 		sizesText = "1MiB 4MiB 16MiB"
 	}
 	sizes, err3 := parseSizes(sizesText)
-	bin, status := benchkit.Start("memory", err1, err2, err3)
+	large401Text := os.Getenv("LARGE_401")
+	if large401Text == "" {
+		large401Text = "300MiB"
+	}
+	var large401 int64
+	var err4 error
+	if large401Text != "0" {
+		var l []int64
+		if l, err4 = parseSizes(large401Text); err4 == nil && len(l) != 1 {
+			err4 = fmt.Errorf("LARGE_401: want one size, got %q", large401Text)
+		}
+		if err4 == nil {
+			large401 = l[0]
+		}
+	}
+	large401Clients, err5 := benchkit.EnvInt("LARGE_401_CLIENTS", 4)
+	bin, status := benchkit.Start("memory", err1, err2, err3, err4, err5)
 	if status != 0 {
 		return status
 	}
 
 	emu := httptest.NewServer(ccemu.New(ccemu.Config{})) // login only
 	defer emu.Close()
-	upstream := httptest.NewServer(http.HandlerFunc(discard))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/upload", discard)
+	mux.HandleFunc("/large401", unauthorized)
+	upstream := httptest.NewServer(mux)
 	defer upstream.Close()
 
-	benchkit.Header(fmt.Sprintf("go run ./bench/memory  (CLIENTS=%d ROUNDS=%d SIZES=%q)", clients, rounds, sizesText), bin)
+	benchkit.Header(fmt.Sprintf("go run ./bench/memory  (CLIENTS=%d ROUNDS=%d SIZES=%q LARGE_401=%s LARGE_401_CLIENTS=%d)",
+		clients, rounds, sizesText, large401Text, large401Clients), bin)
 
-	var results []result
+	cases := make([]benchCase, 0, len(sizes)+1)
 	for _, size := range sizes {
-		r, err := measure(bin, emu.URL, upstream.URL, size, clients, rounds)
+		mode := "buffered"
+		if size > retryBodyLimit {
+			mode = "streamed"
+		}
+		cases = append(cases, benchCase{size: size, clients: clients, rounds: rounds, mode: mode})
+	}
+	if large401 > 0 {
+		cases = append(cases, benchCase{size: large401, clients: large401Clients, rounds: 1, mode: "401 from upstream, streamed back", large401: true})
+	}
+	var results []result
+	for _, c := range cases {
+		r, err := measure(bin, emu.URL, upstream.URL, c)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "memory:", err)
 			return 1
@@ -84,35 +122,41 @@ func run() int {
 		results = append(results, r)
 	}
 
-	fmt.Println("| body size | mode | clients | rounds | baseline RSS | peak RSS | peak - baseline | POSTs answered 200 |")
+	fmt.Println("| body size | mode | clients | rounds | baseline RSS | peak RSS | peak - baseline | answered as expected |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	ok := true
 	for _, r := range results {
-		mode := "buffered"
-		if r.size > retryBodyLimit {
-			mode = "streamed"
-		}
-		fmt.Printf("| %s (%d B) | %s | %d | %d | %s | %s | %s | %d / %d |\n", sizeName(r.size), r.size, mode, clients, rounds,
+		fmt.Printf("| %s (%d B) | %s | %d | %d | %s | %s | %s | %d / %d |\n", sizeName(r.size), r.size, r.mode, r.clients, r.rounds,
 			mib(r.baselineKB), mib(r.peakKB), mib(r.peakKB-r.baselineKB), r.ok, r.posts)
 		ok = ok && r.ok == r.posts
 	}
 	fmt.Println()
 	fmt.Println("RSS in MiB: baseline is VmRSS after warm-up, peak is VmHWM (lifetime peak) of that Caddy process.")
+	fmt.Println("Expected: a POST gets 200 and the upstream read the whole body; a large 401 reaches the client whole, byte for byte.")
 	if !ok {
 		for _, r := range results {
 			if r.ok != r.posts {
 				fmt.Printf("%s: failures: %v\n", sizeName(r.size), r.failures)
 			}
 		}
-		fmt.Println("NOT every POST got 200 with the whole body delivered")
+		fmt.Println("NOT every request was answered as expected")
 		return 1
 	}
-	fmt.Println("every POST got 200 and the upstream read the whole body")
+	fmt.Println("every request was answered as expected")
 
-	// The claim: streamed peaks do not scale with body size.
+	// A large 401 is not held back: its growth stays under a quarter of one body.
+	status = 0
 	var streamed []result
 	for _, r := range results {
-		if r.size > retryBodyLimit {
+		switch {
+		case r.large401:
+			growth := r.peakKB - r.baselineKB
+			fmt.Printf("large 401: %s bodies to %d clients; peak - baseline %s MiB; target < a quarter of one body (%s MiB): %s\n",
+				sizeName(r.size), r.clients, mib(growth), mib(r.size/4/1024), benchkit.Yes(growth*1024 < r.size/4))
+			if growth*1024 >= r.size/4 {
+				status = 1
+			}
+		case r.size > retryBodyLimit:
 			streamed = append(streamed, r)
 		}
 	}
@@ -124,7 +168,7 @@ func run() int {
 	}
 	if len(streamed) < 2 {
 		fmt.Println("streamed: fewer than two streamed sizes in SIZES, nothing to compare")
-		return 0
+		return status
 	}
 	// Smallest against largest streamed size; growth is judged against at
 	// least 1 MiB so that a tiny baseline difference is not a ratio.
@@ -144,19 +188,29 @@ func run() int {
 	if ratio > 1.5 {
 		return 1
 	}
-	return 0
+	return status
+}
+
+// benchCase is one run: clients each send rounds requests with bodies (or,
+// for large401, get 401 answers) of size bytes.
+type benchCase struct {
+	size            int64
+	clients, rounds int
+	mode            string
+	large401        bool
 }
 
 type result struct {
-	size               int64
+	benchCase
 	baselineKB, peakKB int64
 	posts, ok          int
 	failures           map[string]int
 }
 
-// measure runs one body size in a fresh Caddy process.
-func measure(bin, emuURL, upstreamURL string, size int64, clients, rounds int) (result, error) {
-	r := result{size: size, failures: map[string]int{}}
+// measure runs one case in a fresh Caddy process.
+func measure(bin, emuURL, upstreamURL string, c benchCase) (result, error) {
+	r := result{benchCase: c, failures: map[string]int{}}
+	clients, rounds, size := c.clients, c.rounds, c.size
 	port, err := caddyproc.FreePort()
 	if err != nil {
 		return r, err
@@ -201,10 +255,16 @@ func measure(bin, emuURL, upstreamURL string, size int64, clients, rounds int) (
 	}
 
 	var mu sync.Mutex
+	send := post
+	if c.large401 {
+		send = func(client *http.Client, url string, size int64, seed uint64) error {
+			return get401(client, strings.TrimSuffix(url, "/upload")+"/large401", size, seed)
+		}
+	}
 	for c := range clients {
 		wg.Go(func() {
 			for i := range rounds {
-				err := post(client, url, size, uint64(c*rounds+i+1)<<8)
+				err := send(client, url, size, uint64(c*rounds+i+1)<<8)
 				mu.Lock()
 				r.posts++
 				if err == nil {
@@ -253,6 +313,55 @@ func post(client *http.Client, url string, size int64, seed uint64) error {
 	return nil
 }
 
+// get401 asks the upstream for a 401 with a body of size pseudo-random bytes
+// and checks that it arrives whole, byte for byte.
+func get401(client *http.Client, url string, size int64, seed uint64) error {
+	resp, err := client.Get(fmt.Sprintf("%s?size=%d&seed=%d", url, size, seed))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		return fmt.Errorf("status %d, want the upstream's 401", resp.StatusCode)
+	}
+	want := &randomReader{left: size, state: seed*0x9E3779B97F4A7C15 + 1}
+	got, exp := make([]byte, 64<<10), make([]byte, 64<<10)
+	var n int64
+	for {
+		k, err := resp.Body.Read(got)
+		if k > 0 {
+			if _, werr := io.ReadFull(want, exp[:k]); werr != nil || !bytes.Equal(got[:k], exp[:k]) {
+				return fmt.Errorf("401 body differs from what the upstream sent after byte %d", n)
+			}
+			n += int64(k)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("after %d bytes of the 401: %v", n, err)
+		}
+	}
+	if n != size {
+		return fmt.Errorf("401 body: %d bytes of %d", n, size)
+	}
+	return nil
+}
+
+// unauthorized is the upstream's large 401: size pseudo-random bytes from
+// seed, with a Content-Length.
+func unauthorized(w http.ResponseWriter, r *http.Request) {
+	size, err1 := strconv.ParseInt(r.URL.Query().Get("size"), 10, 64)
+	seed, err2 := strconv.ParseUint(r.URL.Query().Get("seed"), 10, 64)
+	if err1 != nil || err2 != nil {
+		http.Error(w, "size and seed, please", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusUnauthorized)
+	io.Copy(w, &randomReader{left: size, state: seed*0x9E3779B97F4A7C15 + 1})
+}
+
 // discard is the upstream: it reads the body into io.Discard and answers
 // how many bytes it read.
 func discard(w http.ResponseWriter, r *http.Request) {
@@ -264,10 +373,14 @@ func discard(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, n)
 }
 
-// randomReader yields left pseudo-random bytes (xorshift64*), then EOF.
+// randomReader yields left pseudo-random bytes (xorshift64*), then EOF. The
+// stream is the same however it is read, so a client can regenerate it to
+// check what it received.
 type randomReader struct {
 	left  int64
 	state uint64
+	v     uint64 // the current word; its low have bytes are still unread
+	have  int
 }
 
 func (r *randomReader) Read(p []byte) (int, error) {
@@ -277,19 +390,19 @@ func (r *randomReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > r.left {
 		p = p[:r.left]
 	}
-	n := 0
-	for n < len(p) {
-		r.state ^= r.state >> 12
-		r.state ^= r.state << 25
-		r.state ^= r.state >> 27
-		v := r.state * 2685821657736338717
-		for k := 0; k < 8 && n < len(p); k++ {
-			p[n] = byte(v >> (8 * k))
-			n++
+	for n := range p {
+		if r.have == 0 {
+			r.state ^= r.state >> 12
+			r.state ^= r.state << 25
+			r.state ^= r.state >> 27
+			r.v, r.have = r.state*2685821657736338717, 8
 		}
+		p[n] = byte(r.v)
+		r.v >>= 8
+		r.have--
 	}
-	r.left -= int64(n)
-	return n, nil
+	r.left -= int64(len(p))
+	return len(p), nil
 }
 
 func parseSizes(s string) ([]int64, error) {
