@@ -59,8 +59,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // Give exactly one of password, or app_key with secret. Secrets belong in
 // `{env.NAME}` placeholders, which are expanded when the config is loaded
 // and so never appear in the adapted JSON. Defaults: csds
-// https://api.liveperson.net, refresh_interval 5m, retry_body_limit 1MiB,
-// login_timeout 10s.
+// https://api.liveperson.net, refresh_interval 5m (1s to 4h),
+// retry_body_limit 1MiB (at most 64MiB), login_timeout 10s (1s to 5m).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {

@@ -330,7 +330,7 @@ func FuzzCaddyfile(f *testing.F) {
 			if err := h.UnmarshalCaddyfile(d); err != nil {
 				continue
 			}
-			if h.RefreshInterval < 0 || h.LoginTimeout < 0 || h.RetryBodyLimit < 0 || h.RetryBodyLimit > 1<<40 {
+			if h.RefreshInterval < 0 || h.LoginTimeout < 0 || h.RetryBodyLimit < 0 || h.RetryBodyLimit > maxRetryBodyLimit {
 				t.Fatalf("%q: negative or huge tuning: %+v", text, h)
 			}
 			raw, err := json.Marshal(&h)

@@ -85,16 +85,16 @@ type Handler struct {
 	// Domain API is not asked. Without a scheme it takes that of csds.
 	Domain string `json:"domain,omitempty"`
 
-	// How often the session is refreshed. Default: 5m
+	// How often the session is refreshed, between 1s and 4h. Default: 5m
 	RefreshInterval caddy.Duration `json:"refresh_interval,omitempty"`
 
 	// The largest request body, in bytes, that is buffered so it can be
-	// replayed after a 401. Larger bodies stream through untouched, and a
-	// 401 to them goes to the client. Default: 1MiB
+	// replayed after a 401, at most 64MiB. Larger bodies stream through
+	// untouched, and a 401 to them goes to the client. Default: 1MiB
 	RetryBodyLimit int64 `json:"retry_body_limit,omitempty"`
 
 	// Bound on one login round trip (Domain API lookup included), and on
-	// how long a request waits for a login. Default: 10s
+	// how long a request waits for a login, between 1s and 5m. Default: 10s
 	LoginTimeout caddy.Duration `json:"login_timeout,omitempty"`
 
 	// A PEM file of extra CA certificates trusted for CC, beside the system

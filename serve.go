@@ -74,6 +74,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	rec := newHoldBackWriter(w, true)
 	defer rec.release()
 	err = next.ServeHTTP(rec, r)
+	if rec.Large401() {
+		h.countUnauthorized("large_401") // the endpoint's own: streamed, the session not asked
+	}
 	if err != nil || !rec.held {
 		return err // streamed through, or nothing written
 	}
