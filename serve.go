@@ -12,9 +12,11 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -48,6 +50,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if cur := h.keeper.Current(); cur != nil {
 		cred = cur // reading the body may have taken a while
 	}
+	keepAuthorizationEndToEnd(r.Header)
 	setAuthorization(r, cred)
 	setCredentialPlaceholders(repl, cred)
 
@@ -221,6 +224,65 @@ func forgetGroupsSince(groups map[string]struct{}, satisfied []string) {
 // so a slice shared between requests would be a data race.
 func setAuthorization(r *http.Request, c *Credential) {
 	r.Header["Authorization"] = []string{c.authValue}
+}
+
+// keepAuthorizationEndToEnd takes Authorization out of the client's
+// Connection header(s): a header named there is hop-by-hop, and
+// reverse_proxy (like net/http/httputil) deletes it before forwarding, the
+// injected bearer with it. The other tokens stay, in their order, so the
+// headers they name are still not forwarded and an upgrade is still one; a
+// value left empty is dropped, and the header with it when none is left.
+// The usual request has no Connection header: one map lookup.
+func keepAuthorizationEndToEnd(h http.Header) {
+	vals, ok := h["Connection"]
+	if !ok {
+		return
+	}
+	var kept []string
+	changed := false
+	for i, v := range vals {
+		if !namesAuthorization(v) {
+			if changed {
+				kept = append(kept, v)
+			}
+			continue
+		}
+		if !changed {
+			kept, changed = append(make([]string, 0, len(vals)), vals[:i]...), true
+		}
+		var rest []string
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = textproto.TrimString(tok); tok != "" && !isAuthorization(tok) {
+				rest = append(rest, tok)
+			}
+		}
+		if len(rest) > 0 {
+			kept = append(kept, strings.Join(rest, ", "))
+		}
+	}
+	switch {
+	case !changed:
+	case len(kept) == 0:
+		delete(h, "Connection")
+	default:
+		h["Connection"] = kept
+	}
+}
+
+// namesAuthorization reports whether a Connection value lists Authorization.
+func namesAuthorization(v string) bool {
+	for tok := range strings.SplitSeq(v, ",") {
+		if isAuthorization(textproto.TrimString(tok)) {
+			return true
+		}
+	}
+	return false
+}
+
+// isAuthorization matches a token in any case, as http.Header.Del finds the
+// header it names.
+func isAuthorization(tok string) bool {
+	return len(tok) == len("Authorization") && strings.EqualFold(tok, "Authorization")
 }
 
 // setCredentialPlaceholders sets the placeholders that describe the
