@@ -3,7 +3,9 @@
 
 package lpauth
 
-// What the request that reaches upstream carries, through a real Caddy.
+// What the request that reaches upstream carries, through a real Caddy:
+// the retry after a re-login sees the request as it came, and a client's
+// Connection header cannot make the bearer hop-by-hop.
 
 import (
 	"io"
@@ -45,6 +47,36 @@ func (u *recordingUpstream) received() []http.Header {
 	got := u.got
 	u.got = nil
 	return got
+}
+
+// A handler after lpauth that edits a header value in place (a replace)
+// must see the value as the client sent it on the retry too, not its own
+// first edit.
+func TestRequestRetryKeepsHeaderValuesAsTheyCame(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	up := newRecordingUpstream(t, emu)
+	loadCaddy(t, testSite(srv, "", "\thandle {\n\t\trequest_header X-Tag \"a\" \"ab\"\n\t\treverse_proxy "+hostport(up.Server)+"\n\t}\n", ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d %s", r.status, r.body)
+	}
+	up.received()
+
+	emu.ExpireSessions()
+	if r := send(t, "GET", dataPath("tagged"), nil, "X-Tag", "a"); r.status != 200 {
+		t.Fatalf("retried request: %d %s", r.status, r.body)
+	}
+	got := up.received()
+	if len(got) != 2 {
+		t.Fatalf("upstream saw %d requests, want the first attempt and one retry", len(got))
+	}
+	for i, h := range got {
+		if v := h.Values("X-Tag"); !slices.Equal(v, []string{"ab"}) {
+			t.Errorf("attempt %d reached upstream with X-Tag %q, want exactly [\"ab\"]", i+1, v)
+		}
+	}
+	if n := emu.Counters(); n.LoginAttempts != 2 {
+		t.Fatalf("%+v; want one re-login", n)
+	}
 }
 
 // A client's Connection header naming Authorization, in any case, in a

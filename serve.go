@@ -152,39 +152,66 @@ func (s *requestState) restore(r *http.Request) {
 	s.header.restore(r.Header)
 }
 
-// headerSnapshot remembers a header map's entries: the value slices
-// themselves, not copies, in arrays that stay on the stack for the usual
-// small maps. Handlers add values by appending, which leaves the remembered
-// slices as they were; a value edited in place (a header replace operation)
-// is the one change a restore does not undo.
+// headerSnapshot remembers a header map's entries as they are now, values
+// included: handlers after lpauth edit values in place (a header replace),
+// so keeping the value slices themselves would let a retry see, and edit
+// again, its first attempt's edits. The values are copied into arrays that
+// stay on the stack for the usual small maps (strings are immutable: only
+// the slices need copying); a restore, on the slow path only, hands the map
+// one fresh heap copy, so nothing the retry edits reaches the snapshot.
 type headerSnapshot struct {
 	n     int
 	keys  [16]string
-	vals  [16][]string
-	spill http.Header // for larger maps
+	spans [16]valueSpan
+	used  int
+	vals  [32]string
+	spill http.Header // for larger maps: a copy of its own
 }
+
+// valueSpan is where one key's values lie in headerSnapshot.vals; n < 0
+// for a nil slice.
+type valueSpan struct{ off, n int32 }
 
 func (s *headerSnapshot) take(h http.Header) {
 	if len(h) > len(s.keys) {
-		s.spill = make(http.Header, len(h))
-		for k, v := range h {
-			s.spill[k] = v
-		}
+		s.spill = h.Clone()
 		return
 	}
 	for k, v := range h {
-		s.keys[s.n], s.vals[s.n] = k, v
+		if s.used+len(v) > len(s.vals) {
+			s.n, s.used, s.spill = 0, 0, h.Clone()
+			return
+		}
+		sp := valueSpan{int32(s.used), int32(len(v))}
+		if v == nil {
+			sp.n = -1
+		}
+		s.keys[s.n], s.spans[s.n] = k, sp
+		if len(v) == 1 {
+			s.vals[s.used] = v[0] // the usual case, without copy's call
+		} else {
+			copy(s.vals[s.used:], v)
+		}
+		s.used += len(v)
 		s.n++
 	}
 }
 
+// restore puts the remembered entries back into h; it is called once.
 func (s *headerSnapshot) restore(h http.Header) {
 	clear(h)
 	for k, v := range s.spill {
 		h[k] = v
 	}
-	for i := range s.n {
-		h[s.keys[i]] = s.vals[i]
+	vals := make([]string, s.used)
+	copy(vals, s.vals[:s.used])
+	for i, sp := range s.spans[:s.n] {
+		if sp.n < 0 {
+			h[s.keys[i]] = nil
+			continue
+		}
+		end := sp.off + sp.n
+		h[s.keys[i]] = vals[sp.off:end:end] // an append reallocates
 	}
 }
 
