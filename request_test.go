@@ -156,3 +156,23 @@ func do(t *testing.T, req *http.Request) result {
 	}
 	return result{status: resp.StatusCode, header: resp.Header, body: body}
 }
+
+// What is left of the client's Connection header(s): every other token, in
+// order, and no header at all when Authorization was all it named.
+func TestRequestConnectionTokensLeft(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"keep-alive"}, []string{"keep-alive"}},
+		{[]string{"Authorization"}, nil},
+		{[]string{" authorization ,AUTHORIZATION"}, nil},
+		{[]string{"keep-alive, authorization, X-Hop"}, []string{"keep-alive, X-Hop"}},
+		{[]string{"Upgrade", "Authorization", "x-hop ,authorization"}, []string{"Upgrade", "x-hop"}},
+		{[]string{"Authorizations, Authorization-X"}, []string{"Authorizations, Authorization-X"}},
+	} {
+		h := http.Header{"Connection": slices.Clone(tc.in)}
+		keepAuthorizationEndToEnd(h)
+		got, ok := h["Connection"]
+		if !slices.Equal(got, tc.want) || ok != (tc.want != nil) {
+			t.Errorf("Connection %q became %q (present: %v), want %q", tc.in, got, ok, tc.want)
+		}
+	}
+}
