@@ -12,9 +12,11 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -48,6 +50,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if cur := h.keeper.Current(); cur != nil {
 		cred = cur // reading the body may have taken a while
 	}
+	keepAuthorizationEndToEnd(r.Header)
 	setAuthorization(r, cred)
 	setCredentialPlaceholders(repl, cred)
 
@@ -152,39 +155,66 @@ func (s *requestState) restore(r *http.Request) {
 	s.header.restore(r.Header)
 }
 
-// headerSnapshot remembers a header map's entries: the value slices
-// themselves, not copies, in arrays that stay on the stack for the usual
-// small maps. Handlers add values by appending, which leaves the remembered
-// slices as they were; a value edited in place (a header replace operation)
-// is the one change a restore does not undo.
+// headerSnapshot remembers a header map's entries as they are now, values
+// included: handlers after lpauth edit values in place (a header replace),
+// so keeping the value slices themselves would let a retry see, and edit
+// again, its first attempt's edits. The values are copied into arrays that
+// stay on the stack for the usual small maps (strings are immutable: only
+// the slices need copying); a restore, on the slow path only, hands the map
+// one fresh heap copy, so nothing the retry edits reaches the snapshot.
 type headerSnapshot struct {
 	n     int
 	keys  [16]string
-	vals  [16][]string
-	spill http.Header // for larger maps
+	spans [16]valueSpan
+	used  int
+	vals  [32]string
+	spill http.Header // for larger maps: a copy of its own
 }
+
+// valueSpan is where one key's values lie in headerSnapshot.vals; n < 0
+// for a nil slice.
+type valueSpan struct{ off, n int32 }
 
 func (s *headerSnapshot) take(h http.Header) {
 	if len(h) > len(s.keys) {
-		s.spill = make(http.Header, len(h))
-		for k, v := range h {
-			s.spill[k] = v
-		}
+		s.spill = h.Clone()
 		return
 	}
 	for k, v := range h {
-		s.keys[s.n], s.vals[s.n] = k, v
+		if s.used+len(v) > len(s.vals) {
+			s.n, s.used, s.spill = 0, 0, h.Clone()
+			return
+		}
+		sp := valueSpan{int32(s.used), int32(len(v))}
+		if v == nil {
+			sp.n = -1
+		}
+		s.keys[s.n], s.spans[s.n] = k, sp
+		if len(v) == 1 {
+			s.vals[s.used] = v[0] // the usual case, without copy's call
+		} else {
+			copy(s.vals[s.used:], v)
+		}
+		s.used += len(v)
 		s.n++
 	}
 }
 
+// restore puts the remembered entries back into h; it is called once.
 func (s *headerSnapshot) restore(h http.Header) {
 	clear(h)
 	for k, v := range s.spill {
 		h[k] = v
 	}
-	for i := range s.n {
-		h[s.keys[i]] = s.vals[i]
+	vals := make([]string, s.used)
+	copy(vals, s.vals[:s.used])
+	for i, sp := range s.spans[:s.n] {
+		if sp.n < 0 {
+			h[s.keys[i]] = nil
+			continue
+		}
+		end := sp.off + sp.n
+		h[s.keys[i]] = vals[sp.off:end:end] // an append reallocates
 	}
 }
 
@@ -224,6 +254,65 @@ func forgetGroupsSince(groups map[string]struct{}, satisfied []string) {
 // so a slice shared between requests would be a data race.
 func setAuthorization(r *http.Request, c *Credential) {
 	r.Header["Authorization"] = []string{c.authValue}
+}
+
+// keepAuthorizationEndToEnd takes Authorization out of the client's
+// Connection header(s): a header named there is hop-by-hop, and
+// reverse_proxy (like net/http/httputil) deletes it before forwarding, the
+// injected bearer with it. The other tokens stay, in their order, so the
+// headers they name are still not forwarded and an upgrade is still one; a
+// value left empty is dropped, and the header with it when none is left.
+// The usual request has no Connection header: one map lookup.
+func keepAuthorizationEndToEnd(h http.Header) {
+	vals, ok := h["Connection"]
+	if !ok {
+		return
+	}
+	var kept []string
+	changed := false
+	for i, v := range vals {
+		if !namesAuthorization(v) {
+			if changed {
+				kept = append(kept, v)
+			}
+			continue
+		}
+		if !changed {
+			kept, changed = append(make([]string, 0, len(vals)), vals[:i]...), true
+		}
+		var rest []string
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = textproto.TrimString(tok); tok != "" && !isAuthorization(tok) {
+				rest = append(rest, tok)
+			}
+		}
+		if len(rest) > 0 {
+			kept = append(kept, strings.Join(rest, ", "))
+		}
+	}
+	switch {
+	case !changed:
+	case len(kept) == 0:
+		delete(h, "Connection")
+	default:
+		h["Connection"] = kept
+	}
+}
+
+// namesAuthorization reports whether a Connection value lists Authorization.
+func namesAuthorization(v string) bool {
+	for tok := range strings.SplitSeq(v, ",") {
+		if isAuthorization(textproto.TrimString(tok)) {
+			return true
+		}
+	}
+	return false
+}
+
+// isAuthorization matches a token in any case, as http.Header.Del finds the
+// header it names.
+func isAuthorization(tok string) bool {
+	return len(tok) == len("Authorization") && strings.EqualFold(tok, "Authorization")
 }
 
 // setCredentialPlaceholders sets the placeholders that describe the
