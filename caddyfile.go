@@ -50,6 +50,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    storage          [<module> [{ <module options> }]]
 //	    encryption_key   <key>
 //	    logout_on_stop   <bool>
+//
+//	    client_id      <id>         # an AppJWT from Sentinel instead of a login
+//	    client_secret  <secret>
+//	    sentinel_api   v1|v2
+//	    auth_scheme    <word>|none  # any identity; default Bearer
 //	}
 //
 // `storage` turns on cluster mode: with no argument the cluster shares
@@ -97,6 +102,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.RetryBodyLimit, err = parseSize(val)
 		case "encryption_key":
 			h.EncryptionKey = val
+		case "client_id":
+			h.ClientID = val
+		case "client_secret":
+			h.ClientSecret = val
+		case "sentinel_api":
+			h.SentinelAPI = val
+		case "auth_scheme":
+			h.AuthScheme = val
 		case "logout_on_stop":
 			var b bool
 			b, err = strconv.ParseBool(val)

@@ -98,16 +98,16 @@ func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 // one another instance replaced is adopted. It reports whether the
 // credential is gone (the caller obtains again, which takes the lock once
 // more, so one instance obtains and the others adopt).
-func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) bool {
+func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) error {
 	if err := k.lockShared(s); err != nil {
 		if !errors.Is(err, ErrClosed) {
 			k.storeFailed(s, "lock", err)
 		}
-		next, gone, ok := k.sourceRenew(s, c)
-		if ok && next != c {
+		next, err := k.sourceRenew(s, c)
+		if err == nil && next != c {
 			k.obtainedAlone(next)
 		}
-		return gone
+		return err
 	}
 	defer k.unlockShared(s)
 	sh := k.loadShared(s)
@@ -117,16 +117,19 @@ func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) bool {
 			k.emit(s, k.event(EventAdopted, sh.cred))
 			k.adopting(s, sh.cred)
 		}
-		return false
-	case sh != nil && sh.cred.Token == c.Token && k.clock.Now().Sub(sh.lastRenewal) < s.RefreshInterval*3/4:
+		return nil
+	case sh != nil && sh.cred.Token == c.Token && c.Expires.IsZero() && k.clock.Now().Sub(sh.lastRenewal) < s.RefreshInterval*3/4:
+		// Kept alive in place (a session refresh), and by another
+		// instance moments ago. (One with an end is replaced when renewed:
+		// the same token stored means nobody has.)
 		k.takeSolo(c) // stored: the cluster's now
-		return false  // another instance renewed it
+		return nil    // another instance renewed it
 	}
-	next, gone, ok := k.sourceRenew(s, c)
-	if ok && k.saveShared(s, next, k.clock.Now()) {
+	next, err := k.sourceRenew(s, c)
+	if err == nil && k.saveShared(s, next, k.clock.Now()) {
 		k.takeSolo(c) // stored: the cluster's now
 	}
-	return gone
+	return err
 }
 
 // adoptNewer replaces failed with the stored credential if another

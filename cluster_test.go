@@ -26,7 +26,7 @@ func clusterKeepers(t *testing.T, srv *httptest.Server, dir string, n int, clock
 	for i := range ks {
 		storage := &certmagic.FileStorage{Path: dir}
 		ks[i] = testKeeper(t, srv, userCreds(), clock, func(tu *Settings) {
-			tu.Store = clusterStore(storage, userCreds(), srv.URL, "", nil)
+			tu.Store = loginClusterStore(storage, userCreds(), srv.URL, nil)
 			tu.LogoutOnStop = false
 			if tune != nil {
 				tune(tu)
@@ -171,7 +171,7 @@ func TestClusterBlobIsEncryptedAndAuthenticated(t *testing.T) {
 	// Other credentials cannot read it: absent, not an error.
 	other := userCreds()
 	other.Password = "another-password"
-	wrong := clusterStore(store.storage, other, srv.URL, "", nil)
+	wrong := loginClusterStore(store.storage, other, srv.URL, nil)
 	if st, err := wrong.Load(bg()); st != nil || err != nil {
 		t.Fatalf("a store with another password read the blob: %v %v", st, err)
 	}
@@ -193,19 +193,19 @@ func TestClusterEncryptionKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	payload := []byte(`{"credential":{"bearer":"0123456789abcdef"}}`)
-	a := clusterStore(storage, userCreds(), srv.URL, "", key)
+	a := loginClusterStore(storage, userCreds(), srv.URL, key)
 	if err := a.Save(bg(), payload); err != nil {
 		t.Fatal(err)
 	}
-	b := clusterStore(storage, userCreds(), srv.URL, "", key)
+	b := loginClusterStore(storage, userCreds(), srv.URL, key)
 	if got, _ := b.Load(bg()); !bytes.Equal(got, payload) {
 		t.Fatalf("the same key cannot read the blob: %q", got)
 	}
 	otherKey, _ := ParseEncryptionKey(strings.Repeat("ab", 32))
-	if st, _ := clusterStore(storage, userCreds(), srv.URL, "", otherKey).Load(bg()); st != nil {
+	if st, _ := loginClusterStore(storage, userCreds(), srv.URL, otherKey).Load(bg()); st != nil {
 		t.Fatal("another key read the blob")
 	}
-	if st, _ := clusterStore(storage, userCreds(), srv.URL, "", nil).Load(bg()); st != nil {
+	if st, _ := loginClusterStore(storage, userCreds(), srv.URL, nil).Load(bg()); st != nil {
 		t.Fatal("a derived key read a blob written with an encryption_key")
 	}
 	for _, bad := range []string{"short", strings.Repeat("a", 44), ""} {

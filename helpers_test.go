@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 )
 
@@ -63,6 +64,16 @@ func testKeeper(t testing.TB, srv *httptest.Server, creds Credentials, clock Clo
 	use.Start()
 	t.Cleanup(func() { _ = k.Close() })
 	return k
+}
+
+// loginClusterStore is the cluster store of a login identity, named and
+// keyed as Provision does it.
+func loginClusterStore(storage certmagic.Storage, c Credentials, csds string, key []byte) *storageStore {
+	secret := c.Password
+	if c.AppKey != "" {
+		secret = c.Secret
+	}
+	return clusterStore(storage, c.AccountID, []string{c.AccountID, c.Username, c.AppKey, csds, ""}, secret, key)
 }
 
 // dataCall calls the emulator's data API with the credential's bearer.

@@ -220,6 +220,7 @@ type Status struct {
 	Host                string    `json:"host,omitempty"`
 	LoggedIn            bool      `json:"logged_in"`
 	LoggedInAt          time.Time `json:"logged_in_at,omitzero"`
+	Expires             time.Time `json:"expires,omitzero"` // a credential with a fixed end (an AppJWT)
 	LastRefresh         time.Time `json:"last_refresh,omitzero"`
 	LastRefreshResult   string    `json:"last_refresh_result,omitempty"`
 	NextRefresh         time.Time `json:"next_refresh,omitzero"`
@@ -232,7 +233,7 @@ type Status struct {
 func (k *Keeper) Status() Status {
 	st := Status{AccountID: k.id.Account, Mode: k.id.Mode, Username: k.id.Name}
 	if c := k.cur.Load(); c != nil {
-		st.LoggedIn, st.LoggedInAt, st.Host = true, c.Obtained, c.Issuer
+		st.LoggedIn, st.LoggedInAt, st.Host, st.Expires = true, c.Obtained, c.Issuer, c.Expires
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -473,23 +474,23 @@ func (k *Keeper) check(c *Credential) error {
 	return v.(checkResult).answer(k.clock.Now())
 }
 
-// sourceRenew renews c through the source and reports whether it is gone;
-// a new credential the source returns takes c's place.
-func (k *Keeper) sourceRenew(s *Settings, c *Credential) (next *Credential, gone bool, ok bool) {
+// sourceRenew renews c through the source; a new credential the source
+// returns takes c's place. An error that wraps ErrCredentialGone means c is
+// gone (and dropped); any other leaves c in use.
+func (k *Keeper) sourceRenew(s *Settings, c *Credential) (*Credential, error) {
 	ctx, cancel := context.WithTimeout(k.ctx, s.LoginTimeout)
 	start := k.clock.Now()
 	next, err := k.src.Renew(ctx, s.Client, c)
 	cancel()
-	gone = errors.Is(err, ErrCredentialGone)
-	k.renewed(s, c, k.clock.Now().Sub(start), gone, err)
+	k.renewed(s, c, k.clock.Now().Sub(start), errors.Is(err, ErrCredentialGone), err)
 	if err != nil {
-		return c, gone, false
+		return c, err
 	}
 	if next != c {
 		next.Obtained = k.clock.Now()
 		k.cur.CompareAndSwap(c, next)
 	}
-	return next, false, true
+	return next, nil
 }
 
 // renewed records a renewal or check of c and, if c is gone, drops it.

@@ -11,8 +11,9 @@ type mode interface {
 	// obtain gets a credential: this process's own, or the cluster's
 	// (adopted reports one another instance obtained).
 	obtain(k *Keeper, s *Settings) (c *Credential, adopted bool, err error)
-	// renew keeps c alive and reports whether it is gone.
-	renew(k *Keeper, s *Settings, c *Credential) (gone bool)
+	// renew keeps c alive; an error that wraps ErrCredentialGone means c
+	// is gone, any other that the renewal failed and c is still in use.
+	renew(k *Keeper, s *Settings, c *Credential) error
 	// adoptNewer returns the credential that has already replaced failed
 	// elsewhere, or nil.
 	adoptNewer(k *Keeper, s *Settings, failed *Credential) *Credential
@@ -31,9 +32,9 @@ func (localMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 	return c, false, err
 }
 
-func (localMode) renew(k *Keeper, s *Settings, c *Credential) bool {
-	_, gone, _ := k.sourceRenew(s, c)
-	return gone
+func (localMode) renew(k *Keeper, s *Settings, c *Credential) error {
+	_, err := k.sourceRenew(s, c)
+	return err
 }
 
 func (localMode) adoptNewer(*Keeper, *Settings, *Credential) *Credential { return nil }

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -118,10 +119,30 @@ type Handler struct {
 	// cluster mode, where the other instances still use the session.
 	LogoutOnStop *bool `json:"logout_on_stop,omitempty"`
 
-	keeper   *Keeper
-	identity *RequestIdentity
-	poolKey  string
-	logger   *zap.Logger
+	// AppJWT: the OAuth 2.0 client id of an application token from
+	// Sentinel, for the CC APIs that take only that (Proactive Messaging,
+	// the Connector API, v2-scoped APIs). With it no username, password or
+	// app_key; refresh_interval and logout_on_stop do not apply (the token
+	// is renewed at 80% of its lifetime; Sentinel has no revocation).
+	ClientID string `json:"client_id,omitempty"`
+
+	// AppJWT: the OAuth 2.0 client secret. Give it as `{env.NAME}`.
+	ClientSecret string `json:"client_secret,omitempty"`
+
+	// AppJWT: Sentinel's token endpoint version, v1 or v2. Default: v2
+	SentinelAPI string `json:"sentinel_api,omitempty"`
+
+	// The word before the token in the Authorization header, for any
+	// identity: letters, digits and -._~+/, or "none" for the bare token
+	// (some CC examples send an AppJWT so). Default: Bearer
+	AuthScheme string `json:"auth_scheme,omitempty"`
+
+	keeper     *Keeper
+	identity   *RequestIdentity
+	authPrefix string                    // "Bearer ", or "" for the bare token
+	authCache  atomic.Pointer[authValue] // the header value for the current credential, when not Bearer
+	poolKey    string
+	logger     *zap.Logger
 }
 
 // IdentityVar is the Caddy request variable under which lpauth leaves a
@@ -201,20 +222,31 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.LogoutOnStop != nil {
 		settings.LogoutOnStop = *h.LogoutOnStop
 	}
+	var src Source = NewLoginSource(cfg.creds)
+	public, secret := []string{cfg.creds.AccountID, cfg.creds.Username, cfg.creds.AppKey}, cfg.creds.Password
+	if cfg.creds.AppKey != "" {
+		secret = cfg.creds.Secret
+	}
+	if cfg.jwt.ClientID != "" {
+		src = NewAppJWTSource(cfg.jwt)
+		settings.LogoutOnStop = false // nothing to release
+		public, secret = []string{cfg.jwt.AccountID, "app_jwt", cfg.jwt.ClientID, cfg.jwt.API}, cfg.jwt.ClientSecret
+	}
+	h.authPrefix = cfg.authScheme
 	mode := Local
 	if h.StorageRaw != nil {
 		storage, err := h.loadStorage(ctx)
 		if err != nil {
 			return err
 		}
-		settings.Store = clusterStore(storage, cfg.creds, cfg.client.CSDS, cfg.client.Domain, cfg.encryptionKey)
+		settings.Store = clusterStore(storage, cfg.creds.AccountID, append(public, cfg.client.CSDS, cfg.client.Domain), secret, cfg.encryptionKey)
 		mode = Clustered
 	} else if cfg.encryptionKey != nil {
 		return errors.New("lpauth: encryption_key is only used with storage (cluster mode)")
 	}
 	key := identityKey(cfg, h.StorageRaw)
 	val, _, err := keepers.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledKeeper{NewKeeper(NewLoginSource(cfg.creds), nil, mode)}, nil
+		return pooledKeeper{NewKeeper(src, nil, mode)}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("lpauth: %w", err)
@@ -257,15 +289,11 @@ func (h *Handler) loadStorage(ctx caddy.Context) (certmagic.Storage, error) {
 }
 
 // clusterStore is where the cluster of an identity keeps its credential:
-// the blob is named after the identity's public parts, and its key is
-// derived from the identity's own secret unless an encryption_key is given.
-func clusterStore(storage certmagic.Storage, c Credentials, csds, domain string, encryptionKey []byte) *storageStore {
-	secret := c.Password
-	if c.AppKey != "" {
-		secret = c.Secret
-	}
-	publicID := hashOf(c.AccountID, c.Username, c.AppKey, csds, domain)
-	return newStorageStore(storage, c.AccountID, publicID, []byte(secret), encryptionKey)
+// the blob is named after the identity's public parts (account, user or
+// client id, hosts), and its key is derived from the identity's own secret
+// unless an encryption_key is given.
+func clusterStore(storage certmagic.Storage, account string, public []string, secret string, encryptionKey []byte) *storageStore {
+	return newStorageStore(storage, account, hashOf(public...), []byte(secret), encryptionKey)
 }
 
 // Cleanup releases this config's hold on the keeper; the last one to go
@@ -280,7 +308,7 @@ func (h *Handler) Cleanup() error {
 }
 
 // secretFields are the fields whose values must never be shown.
-var secretFields = map[string]bool{"password": true, "secret": true, "access_token": true, "access_token_secret": true, "encryption_key": true}
+var secretFields = map[string]bool{"password": true, "secret": true, "access_token": true, "access_token_secret": true, "encryption_key": true, "client_secret": true}
 
 // maxRetryBodyLimit bounds retry_body_limit. A buffered body costs about its
 // size in RSS and up to about 2.7x while the buffer grows, so one request at
@@ -296,6 +324,8 @@ type resolved struct {
 	loginTimeout    time.Duration
 	retryBodyLimit  int64
 	encryptionKey   []byte
+	jwt             AppJWTConfig // client_id set: an AppJWT instead of a login
+	authScheme      string       // "Bearer ", or "" for the bare token
 }
 
 // resolve expands `{env.*}` and other global placeholders, fills defaults
@@ -329,6 +359,13 @@ func (h *Handler) resolve() (resolved, error) {
 		CAFile:    expand("ca_file", h.CAFile),
 		UserAgent: "caddy-lpauth",
 	}
+	r.jwt = AppJWTConfig{
+		AccountID:    r.creds.AccountID,
+		ClientID:     expand("client_id", h.ClientID),
+		ClientSecret: expand("client_secret", h.ClientSecret),
+		API:          expand("sentinel_api", h.SentinelAPI),
+	}
+	scheme := expand("auth_scheme", h.AuthScheme)
 	encKey := expand("encryption_key", h.EncryptionKey)
 	if firstErr != nil {
 		return r, firstErr
@@ -340,10 +377,18 @@ func (h *Handler) resolve() (resolved, error) {
 		}
 		r.encryptionKey = k
 	}
+	var err error
+	if r.authScheme, err = authSchemeOf(scheme); err != nil {
+		return r, err
+	}
 	c := r.creds
-	switch {
-	case c.AccountID == "":
+	if c.AccountID == "" {
 		return r, errors.New("lpauth: account_id is required")
+	}
+	if r.jwt.ClientID != "" || r.jwt.ClientSecret != "" || r.jwt.API != "" {
+		return r, h.resolveAppJWT(&r)
+	}
+	switch {
 	case c.Username == "":
 		return r, errors.New("lpauth: username is required")
 	case c.Password != "" && (c.AppKey != "" || c.Secret != ""):
@@ -357,23 +402,89 @@ func (h *Handler) resolve() (resolved, error) {
 	case c.AppKey == "" && (c.AccessToken != "" || c.AccessTokenSecret != ""):
 		return r, errors.New("lpauth: access_token and access_token_secret belong to application login (app_key)")
 	}
+	return r, h.resolveTuning(&r)
+}
+
+// resolveAppJWT checks an AppJWT identity: client_id and client_secret,
+// none of the fields of a login, none of the settings that do not apply.
+func (h *Handler) resolveAppJWT(r *resolved) error {
+	j := &r.jwt
+	jwtField := "client_id"
+	if j.ClientID == "" {
+		jwtField = "client_secret"
+		if j.ClientSecret == "" {
+			jwtField = "sentinel_api"
+		}
+	}
+	c := r.creds
+	for _, f := range []struct{ name, kind, val string }{
+		{"username", "user or application login", c.Username},
+		{"password", "user login", c.Password},
+		{"app_key", "application login", c.AppKey},
+		{"secret", "application login", c.Secret},
+		{"access_token", "application login", c.AccessToken},
+		{"access_token_secret", "application login", c.AccessTokenSecret},
+	} {
+		if f.val != "" {
+			return fmt.Errorf("lpauth: %s (%s) and %s (AppJWT) are fields of two kinds of identity; give those of one", f.name, f.kind, jwtField)
+		}
+	}
+	switch {
+	case j.ClientID == "":
+		return errors.New("lpauth: client_id is required with " + jwtField)
+	case j.ClientSecret == "":
+		return errors.New("lpauth: client_secret is required with client_id")
+	case j.API != "" && j.API != "v1" && j.API != "v2":
+		return fmt.Errorf("lpauth: sentinel_api must be v1 or v2, got %q", j.API)
+	case h.RefreshInterval != 0:
+		return errors.New("lpauth: refresh_interval does not apply to an AppJWT (client_id): it is renewed at 80% of its lifetime")
+	case h.LogoutOnStop != nil:
+		return errors.New("lpauth: logout_on_stop does not apply to an AppJWT (client_id): Sentinel has no revocation")
+	}
+	if j.API == "" {
+		j.API = "v2"
+	}
+	return h.resolveTuning(r)
+}
+
+// resolveTuning fills and checks the tuning values.
+func (h *Handler) resolveTuning(r *resolved) error {
 	var err error
 	if r.refreshInterval, err = durationIn("refresh_interval", h.RefreshInterval, DefaultRefreshInterval, refreshIntervalRange); err != nil {
-		return r, fmt.Errorf("lpauth: %w", err)
+		return fmt.Errorf("lpauth: %w", err)
 	}
 	if r.loginTimeout, err = durationIn("login_timeout", h.LoginTimeout, DefaultLoginTimeout, loginTimeoutRange); err != nil {
-		return r, fmt.Errorf("lpauth: %w", err)
+		return fmt.Errorf("lpauth: %w", err)
 	}
 	switch {
 	case h.RetryBodyLimit < 0 || h.RetryBodyLimit > maxRetryBodyLimit:
-		return r, fmt.Errorf("lpauth: retry_body_limit must be between 1 and %d bytes (64MiB), got %d", int64(maxRetryBodyLimit), h.RetryBodyLimit)
+		return fmt.Errorf("lpauth: retry_body_limit must be between 1 and %d bytes (64MiB), got %d", int64(maxRetryBodyLimit), h.RetryBodyLimit)
 	case h.RetryBodyLimit == 0:
 		r.retryBodyLimit = DefaultRetryBodyLimit
 	default:
 		r.retryBodyLimit = h.RetryBodyLimit
 	}
 	h.RetryBodyLimit = r.retryBodyLimit
-	return r, nil
+	return nil
+}
+
+// authSchemeOf reads auth_scheme: a word of token68 characters (default
+// Bearer), or none for the bare token. It returns the prefix to put before
+// the token: "Bearer ", "" for none.
+func authSchemeOf(s string) (string, error) {
+	switch {
+	case s == "":
+		return "Bearer ", nil
+	case s == "none":
+		return "", nil
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~+/", c) >= 0) {
+			return "", fmt.Errorf("lpauth: auth_scheme must be a word of letters, digits and -._~+/ (or none), got %q", s)
+		}
+	}
+	return s + " ", nil
 }
 
 // durationRange is the values a duration field accepts.
@@ -423,7 +534,8 @@ func shortDuration(d time.Duration) string {
 func identityKey(r resolved, storage json.RawMessage) string {
 	c := r.creds
 	key := "lpauth:" + hashOf(c.AccountID, c.Username, c.Password, c.AppKey, c.Secret,
-		c.AccessToken, c.AccessTokenSecret, r.client.CSDS, r.client.Domain)
+		c.AccessToken, c.AccessTokenSecret, r.client.CSDS, r.client.Domain,
+		r.jwt.ClientID, r.jwt.ClientSecret, r.jwt.API)
 	if storage != nil {
 		key += "|cluster:" + hashOf(string(storage), string(r.encryptionKey))
 	}

@@ -28,7 +28,7 @@ func TestClusterSoloSessionsReleasedAfterStorageOutage(t *testing.T) {
 	for i := range ks {
 		var calls atomic.Int32
 		ks[i] = testKeeper(t, srv, userCreds(), clock, func(tu *Settings) {
-			tu.Store = &guardedStore{SharedStore: clusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, "", nil), closed: &down, calls: &calls}
+			tu.Store = &guardedStore{SharedStore: loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil), closed: &down, calls: &calls}
 			tu.LogoutOnStop, tu.RefreshInterval = false, time.Minute
 		})
 		if _, err := ks[i].Get(bg()); err != nil {

@@ -35,33 +35,63 @@ type renewalSchedule struct {
 	next       time.Time
 	last       time.Time
 	lastResult string
+	failures   int // consecutive failed renewals of a credential with an end
 }
 
 // renewTick keeps the credential alive; one found gone is replaced in the
-// background.
+// background. A credential with an end whose renewal fails is served until
+// that end, the renewal retried as the retry policy says meanwhile; then it
+// is dropped and a new one obtained.
 func (k *Keeper) renewTick() {
 	c := k.cur.Load()
 	if c == nil {
 		return // the next obtain schedules the next renewal
 	}
-	if gone := k.mode.renew(k, k.settings(), c); gone {
+	if !c.Expires.IsZero() && !k.clock.Now().Before(c.Expires) {
+		if k.cur.CompareAndSwap(c, nil) {
+			ev := k.event(EventSessionLost, c)
+			ev.Err = errExpired
+			k.emit(k.settings(), ev)
+		}
+		k.retryObtain()
+		return
+	}
+	s := k.settings()
+	err := k.mode.renew(k, s, c)
+	if errors.Is(err, ErrCredentialGone) {
 		k.retryObtain()
 		return
 	}
 	k.mu.Lock()
-	if next := k.cur.Load(); next != nil && !k.closed {
-		k.scheduleRenewalLocked(next, k.settingsLocked().RefreshInterval)
+	defer k.mu.Unlock()
+	next := k.cur.Load()
+	if next == nil || k.closed {
+		return
 	}
-	k.mu.Unlock()
+	r := &k.renewal
+	if err == nil || next != c || c.Expires.IsZero() {
+		r.failures = 0
+		k.scheduleRenewalLocked(next, s.RefreshInterval)
+		return
+	}
+	r.failures++
+	delay := min(retryDelay(err, classify(err), r.failures), c.Expires.Sub(k.clock.Now()))
+	k.scheduleLocked(max(delay, 0), s.RefreshInterval)
 }
+
+// errExpired is why a credential whose end came is dropped.
+var errExpired = errors.New("credential expired; its renewal failed until its end")
 
 // scheduleRenewalLocked plans the next renewal of c, replacing any planned.
 func (k *Keeper) scheduleRenewalLocked(c *Credential, every time.Duration) {
+	k.scheduleLocked(k.src.RenewAfter(c, every), every)
+}
+
+func (k *Keeper) scheduleLocked(d, every time.Duration) {
 	r := &k.renewal
 	if r.stop != nil {
 		r.stop()
 	}
-	d := k.src.RenewAfter(c, every)
 	r.stop, r.every, r.next = k.clock.AfterFunc(d, k.renewTick), every, k.clock.Now().Add(d)
 }
 

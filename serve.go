@@ -51,7 +51,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		cred = cur // reading the body may have taken a while
 	}
 	keepAuthorizationEndToEnd(r.Header)
-	setAuthorization(r, cred)
+	h.setAuthorization(r, cred)
 	setCredentialPlaceholders(repl, cred)
 
 	if !replayable {
@@ -105,7 +105,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	orig.restore(r)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	forgetGroupsSince(groups, satisfied)
-	setAuthorization(r, out.Credential)
+	h.setAuthorization(r, out.Credential)
 	setCredentialPlaceholders(repl, out.Credential)
 	if repl != nil {
 		repl.Set("http.lpauth.retried", true)
@@ -252,8 +252,28 @@ func forgetGroupsSince(groups map[string]struct{}, satisfied []string) {
 // slice is fresh per request, at the cost of one small allocation: Caddy's
 // header replace operations (request_header, header) edit values in place,
 // so a slice shared between requests would be a data race.
-func setAuthorization(r *http.Request, c *Credential) {
-	r.Header["Authorization"] = []string{c.authValue}
+func (h *Handler) setAuthorization(r *http.Request, c *Credential) {
+	r.Header["Authorization"] = []string{h.authorizationValue(c)}
+}
+
+// authValue is a header value built for one credential.
+type authValue struct {
+	cred  *Credential
+	value string
+}
+
+// authorizationValue is "<scheme> <token>" (or the bare token): the
+// credential's own for Bearer, else built once per credential and handler.
+func (h *Handler) authorizationValue(c *Credential) string {
+	if h.authPrefix == "Bearer " || h.authPrefix == "" && h.AuthScheme == "" {
+		return c.authValue
+	}
+	if v := h.authCache.Load(); v != nil && v.cred == c {
+		return v.value
+	}
+	v := &authValue{cred: c, value: h.authPrefix + c.Token}
+	h.authCache.Store(v)
+	return v.value
 }
 
 // keepAuthorizationEndToEnd takes Authorization out of the client's

@@ -101,7 +101,7 @@ func TestKeeperStorageOfEndedConfigIsNotUsed(t *testing.T) {
 	k := NewKeeper(NewLoginSource(userCreds()), nil, Clustered)
 	t.Cleanup(func() { _ = k.Close() })
 	store := func(closed *atomic.Bool, calls *atomic.Int32) SharedStore {
-		return &guardedStore{SharedStore: clusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, "", nil), closed: closed, calls: calls}
+		return &guardedStore{SharedStore: loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil), closed: closed, calls: calls}
 	}
 	var closedA, closedB atomic.Bool
 	var callsA, callsB atomic.Int32

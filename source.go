@@ -78,6 +78,11 @@ type Credential struct {
 	// issuer announced it (0 if it did not).
 	Lifetime time.Duration
 
+	// Expires is when the credential stops working whatever happens
+	// (zero: no fixed end, it lives as long as it is renewed). One with an
+	// end is served until then even if renewing it fails.
+	Expires time.Time
+
 	state any // the source's own, e.g. *Session
 
 	// authValue is "Bearer <token>", built once so that the request path
