@@ -3,8 +3,9 @@
 
 // Package ccemu emulates the parts of LivePerson Conversational Cloud that a
 // client of the Login Service needs: the Domain API (CSDS), the Login Service
-// (agentVep: login, refresh, logout) and a bearer-protected data API that
-// echoes what it received. It is meant for tests (mount it on an
+// (agentVep: login, refresh, logout), Sentinel's application tokens (OAuth
+// 2.0 client_credentials, AppJWT) and a protected data API that echoes what
+// it received. It is meant for tests (mount it on an
 // httptest.Server), for demos and for users who want to exercise their own
 // apps without a real account. It imports only the standard library.
 //
@@ -26,17 +27,55 @@
 //	     (application login; the two token values are ignored). Answers
 //	     the documented body (csrf, wsuk, config, csdsCollectionResponse,
 //	     accountData, sessionTTl as a string of ms, bearer) and sets the
-//	     Session_id cookie.
+//	     Session_id cookie. config also carries the undocumented userPid
+//	     (a string) that LivePerson's node-agent-sdk reads.
 //	POST /api/account/{id}/refresh       Session_id cookie + {"csrf":"..."};
 //	     200 with an empty body; extends the idle deadline to now+TTL.
 //	POST /api/account/{id}/logout        same checks; ends the session.
 //	ANY  /api/account/{id}/<anything else>
-//	     the data API: needs "Authorization: Bearer <bearer>" of a live
-//	     session and answers a JSON echo of the request (method, path, query,
-//	     body length and SHA-256, header facts; never the bearer or cookies).
-//	     ?delay=500ms sleeps (max 30s) before the bearer is checked;
+//	     the data API: needs "Authorization: Bearer <credential>" or the
+//	     bare "Authorization: <credential>" (only the bare form with
+//	     RequireBareToken), where the credential is the bearer of a live
+//	     session or a live AppJWT. Answers a JSON echo of the request
+//	     (method, path, query, body length and SHA-256, header facts,
+//	     credential_kind "session" or "app_jwt", authorization_scheme
+//	     "Bearer" as sent or "" for a bare token, a short fingerprint of the
+//	     credential; never the credential or cookies).
+//	     ?delay=500ms sleeps (max 30s) before the credential is checked;
 //	     ?status=418 answers that status on an authorised call;
-//	     /api/account/{id}/always-401 always answers 401.
+//	     /api/account/{id}/always-401 always answers 401. An expired,
+//	     revoked or foreign JWT answers 401 {"code":0,"message":"jwt
+//	     expired"} (or "jwt revoked", "invalid signature", "jwt malformed"),
+//	     as CC's messaging APIs do.
+//
+// Sentinel is served on the host the Domain API names for service
+// "sentinel" (the emulator's own host unless SetServiceHost moves it):
+//
+//	POST /sentinel/api/v2/account/{id}/app/token
+//	     Content-Type: application/x-www-form-urlencoded,
+//	     body client_id=...&client_secret=...&grant_type=client_credentials.
+//	     200 {"access_token":"<JWT>","token_type":"Bearer","expires_in":N}.
+//	POST /sentinel/api/account/{id}/app/token?v=1.0&grant_type=client_credentials
+//	     v1: body client_id=...&client_secret=...; every parameter may be
+//	     in the query or the body (older pages put all four in the query);
+//	     v, when present, must be 1.0. 200 without expires_in.
+//	GET  /sentinel/well-known/jwks
+//	     {"keys":[{"kty":"RSA","use":"sig","alg":"RS256","kid","n","e"}]}
+//
+// Both token endpoints also take the client's credentials as HTTP Basic
+// (RFC 6749 section 2.3.1, each half form-encoded) instead of the
+// client_id/client_secret parameters, so golang.org/x/oauth2/clientcredentials
+// works with any AuthStyle; Basic plus client_secret in the parameters is
+// refused. A parameter given twice is refused. Only grant_type
+// client_credentials is served. The AppJWT is RS256 with header kid and
+// claims exp, iat, aud ("le" + account), azp (the client id), scope, iss
+// "Sentinel" and a unique jti, signed with an RSA key (2048 bits) the
+// emulator generates on first use. Errors are OAuth 2.0 bodies
+// {"error":"...","error_description":"..."}: 400 invalid_request (missing
+// grant_type, wrong Content-Type, malformed or repeated parameters) or
+// unsupported_grant_type, 401 invalid_client (with WWW-Authenticate: Basic),
+// 429 too_many_requests with Retry-After, 5xx server_error or
+// temporarily_unavailable (injected).
 //
 // Errors use the Login Service envelope
 //
@@ -56,19 +95,27 @@
 //
 // # Defaults
 //
-// Account DefaultAccountID, one user DefaultUsername/DefaultPassword and one
-// application DefaultAppUser/DefaultAppKey/DefaultAppSecret; no login rate
+// Account DefaultAccountID, one user DefaultUsername/DefaultPassword, one
+// application login DefaultAppUser/DefaultAppKey/DefaultAppSecret and one
+// Sentinel client DefaultClientID/DefaultClientSecret; no login or token rate
 // limit; the Domain API points every service at Config.BaseURI or, when that
 // is empty, the request's Host so that clients come back to the emulator.
 // SetServiceHost points one service elsewhere (another listener, to test
 // clients that route per service).
 //
+// AppJWTs live for the token lifetime (default 1h, Config.TokenLifetime or
+// SetTokenLifetime), measured on Config.Clock: a token is refused from
+// issue + lifetime on. expires_in is the lifetime in whole seconds and exp
+// that instant, both rounded down, so a client never expects more life than
+// the token has.
+//
 // # Knobs
 //
 // FailNextLogins, DelayNextLogins, FailNextRefreshes, FailNextDomainLookups,
-// ExpireSessions, SetSessionTTL, SetLoginRate and SetServiceHost change
-// behaviour at run time; Counters, LoginAttemptTimes and IssuedSecrets let
-// tests observe it. ControlHandler exposes the same knobs (never the
+// ExpireSessions, SetSessionTTL, SetLoginRate, SetServiceHost,
+// FailNextTokens, DelayNextTokens, SetTokenRate, SetTokenLifetime,
+// RevokeTokens and RequireBareToken change behaviour at run time; Counters,
+// LoginAttemptTimes and IssuedSecrets let tests observe it. ControlHandler exposes the same knobs (never the
 // secrets) over HTTP.
 package ccemu
 
@@ -176,9 +223,29 @@ type Config struct {
 	// RequireVersion makes a login without ?v= a 400; by default it is accepted.
 	RequireVersion bool
 	// Clock is where every reading of the time comes from (session
-	// deadlines, the rate-limit window, login attempt times,
-	// serverCurrentTime, the error envelope's time); nil means real time.
+	// deadlines, the rate-limit windows, login attempt times,
+	// serverCurrentTime, the error envelope's time, the iat and exp of
+	// AppJWTs and their expiry); nil means real time.
 	Clock Clock
+
+	// ClientID and ClientSecret are the one Sentinel application (OAuth 2.0
+	// client) the token endpoints accept; empty means DefaultClientID /
+	// DefaultClientSecret.
+	ClientID, ClientSecret string
+	// TokenLifetime is the lifetime of the AppJWTs issued (expires_in, exp
+	// - iat); default DefaultTokenLifetime.
+	TokenLifetime time.Duration
+	// TokenScope is the scope claim of the AppJWTs; default DefaultTokenScope.
+	TokenScope string
+	// TokenRate is the number of token requests accepted per
+	// TokenRateWindow before 429; 0 means unlimited.
+	TokenRate int
+	// TokenRateWindow defaults to DefaultTokenRateWindow.
+	TokenRateWindow time.Duration
+	// RequireBareToken makes the data API accept credentials only without
+	// the "Bearer " word (see Emulator.RequireBareToken); by default both
+	// forms are accepted.
+	RequireBareToken bool
 }
 
 // Counters reports what the emulator has seen since New or Reset.
@@ -191,7 +258,22 @@ type Counters struct {
 	Logouts               int64 `json:"logouts"`                 // successful logouts
 	DataCalls             int64 `json:"data_calls"`              // data API calls answered 2xx
 	UnauthorizedDataCalls int64 `json:"unauthorized_data_calls"` // data API calls answered 401
+	AppJWTDataCalls       int64 `json:"app_jwt_data_calls"`      // the DataCalls made with an AppJWT
 	LiveSessions          int   `json:"live_sessions"`
+
+	// Sentinel. Every token request counts in TokenRequests and, once
+	// answered, in exactly one of the TokenRequests* results: ok (200),
+	// invalid_client (401), rate_limited (429), server_error (5xx, i.e.
+	// injected) or bad_request (any other 4xx: a bad or missing
+	// grant_type, a malformed request, a wrong method).
+	TokenRequests              int64 `json:"token_requests"`
+	TokenRequestsOK            int64 `json:"token_requests_ok"`
+	TokenRequestsInvalidClient int64 `json:"token_requests_invalid_client"`
+	TokenRequestsBadRequest    int64 `json:"token_requests_bad_request"`
+	TokenRequestsRateLimited   int64 `json:"token_requests_rate_limited"`
+	TokenRequestsServerError   int64 `json:"token_requests_server_error"`
+	TokensIssued               int64 `json:"tokens_issued"` // AppJWTs signed (equals TokenRequestsOK)
+	LiveTokens                 int   `json:"live_tokens"`   // issued, unexpired and not revoked
 }
 
 type session struct {
@@ -213,21 +295,19 @@ type Emulator struct {
 
 	mu          sync.Mutex
 	ttl         time.Duration
-	rateN       int
-	rateWindow  time.Duration
-	rateLog     []time.Time // accepted attempts still inside the window
+	loginRate   rateLimit
 	sessions    map[string]*session
 	byBearer    map[string]*session
 	failLogins  injection
-	failRetry   time.Duration
-	delayLogins int
-	delay       time.Duration
+	delayLogins delays
 	failRefresh injection
 	failDomain  injection
 	svcHosts    map[string]string // SetServiceHost overrides
 	counters    Counters
 	attempts    []time.Time
 	secrets     []string
+
+	sentinel // the Sentinel side: application tokens
 }
 
 // New returns an Emulator configured by cfg; empty fields take the defaults
@@ -269,6 +349,7 @@ func New(cfg Config) *Emulator {
 	}
 	e.SetSessionTTL(cfg.SessionTTL)
 	e.SetLoginRate(cfg.LoginRate, cfg.LoginRateWindow)
+	e.initSentinel(cfg)
 	return e
 }
 
@@ -280,12 +361,15 @@ func (e *Emulator) AccountID() string { return e.accountID }
 
 // SetSessionTTL sets the idle TTL for sessions created or refreshed from now
 // on; d <= 0 restores DefaultSessionTTL.
-func (e *Emulator) SetSessionTTL(d time.Duration) {
+func (e *Emulator) SetSessionTTL(d time.Duration) { e.setDuration(&e.ttl, d, DefaultSessionTTL) }
+
+// setDuration sets *p to d, or to def when d <= 0, under e.mu.
+func (e *Emulator) setDuration(p *time.Duration, d, def time.Duration) {
 	if d <= 0 {
-		d = DefaultSessionTTL
+		d = def
 	}
 	e.mu.Lock()
-	e.ttl = d
+	*p = d
 	e.mu.Unlock()
 }
 
@@ -293,16 +377,61 @@ func (e *Emulator) SetSessionTTL(d time.Duration) {
 // earlier attempts; n <= 0 means unlimited and window <= 0 means
 // DefaultLoginRateWindow.
 func (e *Emulator) SetLoginRate(n int, window time.Duration) {
-	if n < 0 {
-		n = 0
-	}
-	if window <= 0 {
-		window = DefaultLoginRateWindow
-	}
 	e.mu.Lock()
-	e.rateN, e.rateWindow = n, window
-	e.rateLog = nil // a new limit starts with a clean window
+	e.loginRate.set(n, window, DefaultLoginRateWindow)
 	e.mu.Unlock()
+}
+
+// rateLimit is a sliding-window limit: at most n accepted calls per window.
+type rateLimit struct {
+	n      int
+	window time.Duration
+	log    []time.Time // accepted calls still inside the window
+}
+
+// set changes the limit and forgets earlier calls, so a new limit starts
+// with a clean window; n <= 0 means unlimited, window <= 0 means def.
+func (l *rateLimit) set(n int, window, def time.Duration) {
+	if window <= 0 {
+		window = def
+	}
+	l.n, l.window, l.log = max(n, 0), window, nil
+}
+
+// allow records a call at now and reports whether the limit lets it
+// through. The caller holds e.mu.
+func (l *rateLimit) allow(now time.Time) bool {
+	if l.n <= 0 {
+		return true
+	}
+	cut := now.Add(-l.window)
+	keep := l.log[:0]
+	for _, t := range l.log {
+		if t.After(cut) {
+			keep = append(keep, t)
+		}
+	}
+	l.log = keep
+	if len(l.log) >= l.n {
+		return false
+	}
+	l.log = append(l.log, now)
+	return true
+}
+
+// delays is a delay knob: the next left calls wait d.
+type delays struct {
+	left int
+	d    time.Duration
+}
+
+// take uses up one delay, if any is left. The caller holds e.mu.
+func (k *delays) take() time.Duration {
+	if k.left <= 0 {
+		return 0
+	}
+	k.left--
+	return k.d
 }
 
 // FailNextLogins makes the next n login attempts answer status with the
@@ -310,35 +439,28 @@ func (e *Emulator) SetLoginRate(n int, window time.Duration) {
 // outside 400-599 means 500. retryAfter > 0 adds a Retry-After header in whole
 // seconds (rounded up). n <= 0 cancels the knob.
 func (e *Emulator) FailNextLogins(n int, status int, retryAfter time.Duration) {
-	e.mu.Lock()
-	e.failLogins.arm(n, status)
-	e.failRetry = retryAfter
-	e.mu.Unlock()
+	e.arm(&e.failLogins, n, status, retryAfter)
 }
 
 // DelayNextLogins makes the next n login attempts wait d before answering; the
 // wait ends early when the client goes away. n <= 0 cancels the knob.
 func (e *Emulator) DelayNextLogins(n int, d time.Duration) {
 	e.mu.Lock()
-	e.delayLogins, e.delay = max(n, 0), d
+	e.delayLogins = delays{max(n, 0), d}
 	e.mu.Unlock()
 }
 
 // FailNextRefreshes makes the next n refresh calls answer status (outside
 // 400-599 means 500) before any session check. n <= 0 cancels the knob.
 func (e *Emulator) FailNextRefreshes(n int, status int) {
-	e.mu.Lock()
-	e.failRefresh.arm(n, status)
-	e.mu.Unlock()
+	e.arm(&e.failRefresh, n, status, 0)
 }
 
 // FailNextDomainLookups makes the next n Domain API lookups (single and
 // all-services forms) answer status (outside 400-599 means 500) with the
 // error envelope. n <= 0 cancels the knob.
 func (e *Emulator) FailNextDomainLookups(n int, status int) {
-	e.mu.Lock()
-	e.failDomain.arm(n, status)
-	e.mu.Unlock()
+	e.arm(&e.failDomain, n, status, 0)
 }
 
 // SetServiceHost makes the Domain API answer host (host[:port], no scheme)
@@ -370,18 +492,19 @@ func (e *Emulator) ExpireSessions() int {
 }
 
 // Reset clears the fault knobs, counters, login attempt times, the rate-limit
-// history and all sessions. The session TTL, login rate and service hosts
-// stay as set, and IssuedSecrets keeps its history because old secrets may
+// histories, all sessions and all AppJWTs. The session TTL, login rate,
+// token lifetime, token rate, RequireBareToken and service hosts stay as set, and IssuedSecrets keeps its history because old secrets may
 // still be in logs.
 func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.failLogins, e.delayLogins, e.failRefresh, e.failDomain = injection{}, 0, injection{}, injection{}
+	e.failLogins, e.delayLogins, e.failRefresh, e.failDomain = injection{}, delays{}, injection{}, injection{}
 	e.counters = Counters{}
 	e.attempts = nil
-	e.rateLog = nil
+	e.loginRate.log = nil
 	e.sessions = map[string]*session{}
 	e.byBearer = map[string]*session{}
+	e.resetSentinelLocked()
 }
 
 // Counters returns a snapshot of the counters.
@@ -389,7 +512,9 @@ func (e *Emulator) Counters() Counters {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.counters
-	c.LiveSessions = e.liveLocked(e.now())
+	now := e.now()
+	c.LiveSessions = e.liveLocked(now)
+	c.LiveTokens = e.liveTokensLocked(now)
 	return c
 }
 
@@ -400,9 +525,9 @@ func (e *Emulator) LoginAttemptTimes() []time.Time {
 	return append([]time.Time(nil), e.attempts...)
 }
 
-// IssuedSecrets returns every bearer, csrf and Session_id value ever issued
-// plus every configured password and app secret, so tests can check that
-// none of them leaks into logs. It is deliberately not exposed over HTTP.
+// IssuedSecrets returns every bearer, csrf, Session_id and AppJWT value ever
+// issued plus every configured password, app secret and client secret, so
+// tests can check that none of them leaks into logs. It is deliberately not exposed over HTTP.
 func (e *Emulator) IssuedSecrets() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -433,6 +558,9 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasPrefix(p, "/api/account/"):
 		p = strings.TrimPrefix(p, "/api/account/")
+	case strings.HasPrefix(p, "/sentinel/"):
+		e.sentinelCall(w, r, strings.TrimPrefix(p, "/sentinel/"))
+		return
 	case strings.HasPrefix(p, "/csdr/account/"):
 		// The legacy prefix only ever served the Domain API.
 		id, rest, _ := strings.Cut(strings.TrimPrefix(p, "/csdr/account/"), "/")
@@ -604,15 +732,22 @@ func (e *Emulator) knownAccount(w http.ResponseWriter, id string) bool {
 	return true
 }
 
-// injection is a fault knob: the next left calls answer status.
-type injection struct{ left, status int }
+// injection is a fault knob: the next left calls answer status, with a
+// Retry-After of retryAfter where the endpoint supports one.
+type injection struct {
+	left, status int
+	retryAfter   time.Duration
+}
 
-// arm sets the knob; a status outside 400-599 means 500, n <= 0 cancels it.
-func (f *injection) arm(n, status int) {
+// arm sets the knob f under e.mu; a status outside 400-599 means 500, n <= 0
+// cancels it.
+func (e *Emulator) arm(f *injection, n, status int, retryAfter time.Duration) {
 	if status < 400 || status > 599 {
 		status = http.StatusInternalServerError
 	}
-	f.left, f.status = max(n, 0), status
+	e.mu.Lock()
+	*f = injection{max(n, 0), status, retryAfter}
+	e.mu.Unlock()
 }
 
 // take uses up one injected failure, if any is left, and returns its
@@ -623,6 +758,15 @@ func (f *injection) take() int {
 	}
 	f.left--
 	return f.status
+}
+
+// setRetryAfter sets Retry-After to d in whole seconds, rounded up; d <= 0
+// sets nothing.
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	if d > 0 {
+		secs := int64((d + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	}
 }
 
 // randHex returns n random bytes hex-encoded; crypto/rand.Read never fails

@@ -245,6 +245,11 @@ func TestUserLoginShape(t *testing.T) {
 	if _, ok := cfg["userId"].(string); !ok {
 		t.Errorf("userId %#v is not a string", cfg["userId"])
 	}
+	// Undocumented, but node-agent-sdk reads it: a string, stable per user.
+	if pid, _ := cfg["userPid"].(string); pid == "" || pid != userPid(DefaultAccountID, DefaultUsername) ||
+		pid == userPid(DefaultAccountID, DefaultAppUser) {
+		t.Errorf("userPid %#v", cfg["userPid"])
+	}
 	if p, ok := cfg["userPrivileges"].([]any); !ok || len(p) == 0 {
 		t.Errorf("userPrivileges %#v", cfg["userPrivileges"])
 	}
@@ -492,7 +497,8 @@ func TestDataEcho(t *testing.T) {
 	want := echo{
 		Account: "12345678", Method: "POST", Path: "/api/account/12345678/x/y", Query: "a=b",
 		BodyLength: int64(len(body)), BodySHA256: hex.EncodeToString(sum[:]), ContentType: "text/plain",
-		AuthorizationPresent: true, BearerFingerprint: hex.EncodeToString(fp[:])[:8], CookiePresent: true,
+		AuthorizationPresent: true, AuthorizationScheme: "Bearer", CredentialKind: "session",
+		BearerFingerprint: hex.EncodeToString(fp[:])[:8], CookiePresent: true,
 		UserAgent: "ccemu-test/1", XRequestID: "rid-1", LoginName: DefaultUsername,
 	}
 	if got != want {
@@ -645,13 +651,26 @@ func TestDelayNextLogins(t *testing.T) {
 
 func TestDelayNextLoginsHonoursCancel(t *testing.T) {
 	t.Parallel()
+	e := checkDelayHonoursCancel(t, func(e *Emulator) { e.DelayNextLogins(1, 20*time.Second) },
+		func(srv *httptest.Server) (string, string) { return loginURL(srv), userBody() })
+	if c := e.Counters(); c.Logins != 0 || c.LoginAttempts != 1 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+// checkDelayHonoursCancel arms a long delay, lets a client give up on the
+// request that url gives, and checks the handler stopped sleeping.
+func checkDelayHonoursCancel(t *testing.T, arm func(*Emulator), req func(*httptest.Server) (url, body string)) *Emulator {
+	t.Helper()
 	e := New(Config{})
 	srv := httptest.NewServer(e)
-	e.DelayNextLogins(1, 20*time.Second)
+	arm(e)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "POST", loginURL(srv), strings.NewReader(userBody()))
-	if _, err := http.DefaultClient.Do(req); err == nil {
+	url, body := req(srv)
+	r, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if _, err := http.DefaultClient.Do(r); err == nil {
 		t.Fatal("expected a client timeout")
 	}
 	// Close waits for running handlers, so it is quick only if the sleep stopped.
@@ -660,9 +679,7 @@ func TestDelayNextLoginsHonoursCancel(t *testing.T) {
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("handler kept sleeping after the client left (%v)", el)
 	}
-	if c := e.Counters(); c.Logins != 0 || c.LoginAttempts != 1 {
-		t.Errorf("counters %+v", c)
-	}
+	return e
 }
 
 func TestFailNextRefreshes(t *testing.T) {

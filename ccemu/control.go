@@ -23,10 +23,16 @@ import (
 //	POST {prefix}/service-host?service=msgHist&host=127.0.0.1:1234   host empty or absent clears it
 //	POST {prefix}/login-rate?n=10&window=1m                  n=0 disables the limit
 //	POST {prefix}/session-ttl?ttl=2s
+//	POST {prefix}/fail-tokens?count=1&status=500&retry_after=5s
+//	POST {prefix}/delay-tokens?count=1&delay=200ms
+//	POST {prefix}/token-rate?n=10&window=1s                  n=0 disables the limit
+//	POST {prefix}/token-lifetime?lifetime=3s
+//	POST {prefix}/revoke-tokens                              {"revoked":N}
+//	POST {prefix}/require-bare-token?required=true           true or false
 //	POST {prefix}/reset
 //
-// count defaults to 1 and status to 500; retry_after and window accept a Go
-// duration or whole seconds. A bad parameter answers 400 naming it, a wrong
+// count defaults to 1 and status to 500; retry_after, window, delay, ttl and
+// lifetime accept a Go duration or whole seconds. A bad parameter answers 400 naming it, a wrong
 // method 405.
 func (e *Emulator) ControlHandler(prefix string) http.Handler {
 	prefix = strings.TrimSuffix(prefix, "/")
@@ -61,7 +67,8 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 	}
 	switch name {
 	case "counters", "expire", "fail-logins", "delay-logins", "fail-refreshes", "fail-domain-lookups",
-		"service-host", "login-rate", "session-ttl", "reset":
+		"service-host", "login-rate", "session-ttl", "reset", "fail-tokens", "delay-tokens", "token-rate",
+		"token-lifetime", "revoke-tokens", "require-bare-token":
 	default:
 		e.writeError(w, http.StatusNotFound, codeNotFound, "Unknown control endpoint "+name)
 		return
@@ -85,7 +92,9 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 	case "reset":
 		e.Reset()
 		out = map[string]bool{"reset": true}
-	case "fail-logins":
+	case "revoke-tokens":
+		out = map[string]int{"revoked": e.RevokeTokens()}
+	case "fail-logins", "fail-tokens":
 		var n, status int
 		var retry time.Duration
 		if n, err = intParam(q, "count", 1, 0); err == nil {
@@ -94,17 +103,25 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 			}
 		}
 		if err == nil {
-			e.FailNextLogins(n, status, retry)
+			if name == "fail-logins" {
+				e.FailNextLogins(n, status, retry)
+			} else {
+				e.FailNextTokens(n, status, retry)
+			}
 			out = map[string]any{"count": n, "status": status, "retry_after": retry.String()}
 		}
-	case "delay-logins":
+	case "delay-logins", "delay-tokens":
 		var n int
 		var d time.Duration
 		if n, err = intParam(q, "count", 1, 0); err == nil {
 			d, err = durationParam(q, "delay", -1, true)
 		}
 		if err == nil {
-			e.DelayNextLogins(n, d)
+			if name == "delay-logins" {
+				e.DelayNextLogins(n, d)
+			} else {
+				e.DelayNextTokens(n, d)
+			}
 			out = map[string]any{"count": n, "delay": d.String()}
 		}
 	case "fail-refreshes":
@@ -139,21 +156,37 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 			e.SetServiceHost(svc, host)
 			out = map[string]string{"service": svc, "host": host}
 		}
-	case "login-rate":
+	case "login-rate", "token-rate":
+		set, def := e.SetLoginRate, DefaultLoginRateWindow
+		if name == "token-rate" {
+			set, def = e.SetTokenRate, DefaultTokenRateWindow
+		}
 		var n int
 		var win time.Duration
 		if n, err = intParam(q, "n", -1, 0); err == nil {
-			win, err = durationParam(q, "window", DefaultLoginRateWindow, true)
+			win, err = durationParam(q, "window", def, true)
 		}
 		if err == nil {
-			e.SetLoginRate(n, win)
+			set(n, win)
 			out = map[string]any{"n": n, "window": win.String()}
 		}
-	case "session-ttl":
+	case "session-ttl", "token-lifetime":
+		param, set := "ttl", e.SetSessionTTL
+		if name == "token-lifetime" {
+			param, set = "lifetime", e.SetTokenLifetime
+		}
 		var d time.Duration
-		if d, err = durationParam(q, "ttl", -1, true); err == nil {
-			e.SetSessionTTL(d)
-			out = map[string]any{"ttl": d.String()}
+		if d, err = durationParam(q, param, -1, true); err == nil {
+			set(d)
+			out = map[string]any{param: d.String()}
+		}
+	case "require-bare-token":
+		var on bool
+		if on, err = strconv.ParseBool(q.Get("required")); err != nil {
+			err = badParam("required", "want true or false")
+		} else {
+			e.RequireBareToken(on)
+			out = map[string]bool{"required": on}
 		}
 	}
 	if err != nil {

@@ -28,6 +28,7 @@ type loginRequest struct {
 type loginConfig struct {
 	LoginName          string `json:"loginName"`
 	UserID             string `json:"userId"`
+	UserPid            string `json:"userPid"` // undocumented; node-agent-sdk reads it
 	UserPrivileges     []int  `json:"userPrivileges"`
 	ServerCurrentTime  int64  `json:"serverCurrentTime"`
 	TimeDiff           int64  `json:"timeDiff"`
@@ -70,11 +71,7 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 	e.mu.Lock()
 	e.counters.LoginAttempts++
 	e.attempts = append(e.attempts, e.now())
-	var delay time.Duration
-	if e.delayLogins > 0 {
-		e.delayLogins--
-		delay = e.delay
-	}
+	delay := e.delayLogins.take()
 	e.mu.Unlock()
 
 	// Read the body before sleeping: net/http only notices a vanished
@@ -86,12 +83,9 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 
 	e.mu.Lock()
 	if status := e.failLogins.take(); status != 0 {
-		retry := e.failRetry
+		retry := e.failLogins.retryAfter
 		e.mu.Unlock()
-		if retry > 0 {
-			secs := int64((retry + time.Second - 1) / time.Second)
-			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-		}
+		setRetryAfter(w, retry)
 		if status == http.StatusInternalServerError {
 			writeJSON(w, status, map[string]string{"error": msgLeLogin})
 			return
@@ -99,24 +93,12 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 		e.writeError(w, status, codeInjected, injectedMessage(status))
 		return
 	}
-	if e.rateN > 0 {
-		now := e.now()
-		cut := now.Add(-e.rateWindow)
-		keep := e.rateLog[:0]
-		for _, t := range e.rateLog {
-			if t.After(cut) {
-				keep = append(keep, t)
-			}
-		}
-		e.rateLog = keep
-		if len(e.rateLog) >= e.rateN {
-			e.mu.Unlock()
-			w.Header().Set("Retry-After", loginRetryAfter)
-			e.writeError(w, http.StatusTooManyRequests, codeRateLimited,
-				"Too many login attempts, retry after "+loginRetryAfter+" seconds")
-			return
-		}
-		e.rateLog = append(e.rateLog, now)
+	if !e.loginRate.allow(e.now()) {
+		e.mu.Unlock()
+		w.Header().Set("Retry-After", loginRetryAfter)
+		e.writeError(w, http.StatusTooManyRequests, codeRateLimited,
+			"Too many login attempts, retry after "+loginRetryAfter+" seconds")
+		return
 	}
 	e.mu.Unlock()
 
@@ -180,6 +162,7 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 		Config: loginConfig{
 			LoginName:          req.Username,
 			UserID:             numericString(req.Username),
+			UserPid:            userPid(e.accountID, req.Username),
 			UserPrivileges:     privileges,
 			ServerCurrentTime:  now.UnixMilli(),
 			ServerTimeZoneName: "UTC",
@@ -193,6 +176,14 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 	resp.AccountData.AgentGroupsData.Revision = 1
 	setSessionCookie(w, r, s.id, false)
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// userPid derives a stable UUID-shaped string for a user, the form of the
+// undocumented config.userPid.
+func userPid(account, user string) string {
+	sum := sha256.Sum256([]byte("pid|" + account + "|" + user))
+	h := hex.EncodeToString(sum[:16])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 func setSessionCookie(w http.ResponseWriter, r *http.Request, id string, clear bool) {
@@ -262,7 +253,7 @@ func (e *Emulator) sessionCall(w http.ResponseWriter, r *http.Request, id string
 	w.WriteHeader(http.StatusOK)
 }
 
-// echo is the data API's answer; it never carries the bearer or cookies.
+// echo is the data API's answer; it never carries a credential or cookies.
 type echo struct {
 	Account              string `json:"account"`
 	Method               string `json:"method"`
@@ -272,12 +263,21 @@ type echo struct {
 	BodySHA256           string `json:"body_sha256"`
 	ContentType          string `json:"content_type"`
 	AuthorizationPresent bool   `json:"authorization_present"`
-	BearerFingerprint    string `json:"bearer_fingerprint"`
+	AuthorizationScheme  string `json:"authorization_scheme"` // "Bearer" as sent, or "" for a bare token
+	CredentialKind       string `json:"credential_kind"`      // credSession or credAppJWT
+	BearerFingerprint    string `json:"bearer_fingerprint"`   // of the credential, whichever kind
 	CookiePresent        bool   `json:"cookie_present"`
 	UserAgent            string `json:"user_agent"`
 	XRequestID           string `json:"x_request_id"`
-	LoginName            string `json:"login_name"`
+	LoginName            string `json:"login_name"` // the session's user
+	ClientID             string `json:"client_id"`  // the AppJWT's azp
 }
+
+// Credential kinds the echo reports.
+const (
+	credSession = "session"
+	credAppJWT  = "app_jwt"
+)
 
 func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string) {
 	q := r.URL.Query()
@@ -303,22 +303,29 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 		return
 	}
 
-	bearer, hasAuth := bearerToken(r)
-	var loginName string
-	ok := false
-	if id == e.accountID && rest != "always-401" && !strings.HasPrefix(rest, "always-401/") && bearer != "" {
+	cred, scheme, hasAuth := credential(r)
+	var kind, loginName, clientID, refusal string
+	msg := msgBearer
+	if id == e.accountID && rest != "always-401" && !strings.HasPrefix(rest, "always-401/") && cred != "" {
 		now := e.now()
 		e.mu.Lock()
-		if s := e.byBearer[bearer]; s != nil {
+		if e.requireBare && scheme != "" {
+			msg = msgBareRequired
+		} else if s := e.byBearer[cred]; s != nil {
 			if now.After(s.deadline) {
 				e.dropLocked(s.id, s)
 			} else {
-				ok, loginName = true, s.loginName
+				kind, loginName = credSession, s.loginName
 			}
+		} else if t := e.tokens[cred]; t != nil && now.Before(t.exp) {
+			kind, clientID = credAppJWT, t.clientID
 		}
 		e.mu.Unlock()
+		if kind == "" && msg == msgBearer {
+			refusal = e.jwtProblem(cred, now)
+		}
 	}
-	if !ok {
+	if kind == "" {
 		// Drain so a client still uploading sees the 401 rather than a reset.
 		_, _ = io.CopyN(io.Discard, r.Body, maxUnauthDrain)
 		e.mu.Lock()
@@ -326,7 +333,12 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 		e.mu.Unlock()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ccemu"`)
 		w.Header().Set("X-Ccemu-Error", "unauthorized")
-		e.writeError(w, http.StatusUnauthorized, codeBearer, msgBearer)
+		if refusal != "" {
+			// A JWT-shaped credential gets the messaging APIs' body.
+			writeJSON(w, http.StatusUnauthorized, map[string]any{"code": 0, "message": refusal})
+			return
+		}
+		e.writeError(w, http.StatusUnauthorized, codeBearer, msg)
 		return
 	}
 
@@ -336,11 +348,14 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 		e.writeError(w, http.StatusBadRequest, codeBadRequest, "Could not read request body")
 		return
 	}
-	fp := sha256.Sum256([]byte(bearer))
+	fp := sha256.Sum256([]byte(cred))
 	e.mu.Lock()
 	switch {
 	case status >= 200 && status < 300:
 		e.counters.DataCalls++
+		if kind == credAppJWT {
+			e.counters.AppJWTDataCalls++
+		}
 	case status == http.StatusUnauthorized:
 		e.counters.UnauthorizedDataCalls++
 	}
@@ -354,24 +369,32 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 		BodySHA256:           hex.EncodeToString(h.Sum(nil)),
 		ContentType:          r.Header.Get("Content-Type"),
 		AuthorizationPresent: hasAuth,
+		AuthorizationScheme:  scheme,
+		CredentialKind:       kind,
 		BearerFingerprint:    hex.EncodeToString(fp[:4]),
 		CookiePresent:        len(r.Cookies()) > 0,
 		UserAgent:            r.UserAgent(),
 		XRequestID:           r.Header.Get("X-Request-Id"),
 		LoginName:            loginName,
+		ClientID:             clientID,
 	})
 }
 
-// bearerToken returns the token of an "Authorization: Bearer" header (scheme
-// case-insensitive) and whether any Authorization header was sent.
-func bearerToken(r *http.Request) (string, bool) {
+// credential reads the Authorization header: "Bearer <token>" (the word in
+// any case; scheme is the word as sent) or a bare token (no space; scheme
+// ""). Any other form yields no credential. present says whether an
+// Authorization header was sent at all.
+func credential(r *http.Request) (cred, scheme string, present bool) {
 	a := r.Header.Get("Authorization")
 	if a == "" {
-		return "", false
+		return "", "", false
 	}
-	scheme, tok, ok := strings.Cut(a, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", true
+	word, tok, ok := strings.Cut(a, " ")
+	if !ok {
+		return a, "", true
 	}
-	return strings.TrimSpace(tok), true
+	if !strings.EqualFold(word, "Bearer") {
+		return "", "", true
+	}
+	return strings.TrimSpace(tok), word, true
 }

@@ -58,6 +58,22 @@ type Handler struct {
 	// DomainArrayForm makes single-service Domain API lookups answer
 	// {"baseURIs":[...]} instead of the object form. Default false.
 	DomainArrayForm bool `json:"domain_array_form,omitempty"`
+	// ClientID and ClientSecret are the Sentinel application (OAuth 2.0
+	// client) the token endpoints accept. Default "demo-client" /
+	// "demo-client-secret".
+	ClientID     string `json:"client_id,omitempty"`
+	ClientSecret string `json:"client_secret,omitempty"`
+	// TokenLifetime is the lifetime of the AppJWTs Sentinel issues
+	// (expires_in). Default 1h.
+	TokenLifetime caddy.Duration `json:"token_lifetime,omitempty"`
+	// TokenRate is how many token requests are accepted per
+	// TokenRateWindow before 429. Default 0 (unlimited).
+	TokenRate int `json:"token_rate,omitempty"`
+	// TokenRateWindow is the sliding window for TokenRate. Default 1s.
+	TokenRateWindow caddy.Duration `json:"token_rate_window,omitempty"`
+	// RequireBareToken makes the data API accept credentials only without
+	// the "Bearer " word. Default false (both forms).
+	RequireBareToken bool `json:"require_bare_token,omitempty"`
 
 	emu     *ccemu.Emulator
 	control http.Handler
@@ -78,18 +94,23 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.AccountID == "" {
 		h.AccountID = ccemu.DefaultAccountID
 	}
-	if h.SessionTTL < 0 || h.LoginRate < 0 || h.LoginRateWindow < 0 {
+	if h.SessionTTL < 0 || h.LoginRate < 0 || h.LoginRateWindow < 0 ||
+		h.TokenLifetime < 0 || h.TokenRate < 0 || h.TokenRateWindow < 0 {
 		return errNegative
 	}
 	if h.ControlPath != "" && !strings.HasPrefix(h.ControlPath, "/") {
 		return errControlPath
 	}
-	h.key = h.AccountID + "|" + h.BaseURI + "|" + strconv.FormatBool(h.DomainArrayForm)
+	// The client is part of the key: it is fixed when an emulator is made.
+	h.key = h.AccountID + "|" + h.BaseURI + "|" + strconv.FormatBool(h.DomainArrayForm) +
+		"|" + h.ClientID + "|" + h.ClientSecret
 	v, _, err := pool.LoadOrNew(h.key, func() (caddy.Destructor, error) {
 		return pooled{ccemu.New(ccemu.Config{
 			AccountID:       h.AccountID,
 			BaseURI:         h.BaseURI,
 			DomainArrayForm: h.DomainArrayForm,
+			ClientID:        h.ClientID,
+			ClientSecret:    h.ClientSecret,
 		})}, nil
 	})
 	if err != nil {
@@ -101,6 +122,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// reloading takes effect on the surviving emulator.
 	h.emu.SetSessionTTL(time.Duration(h.SessionTTL))
 	h.emu.SetLoginRate(h.LoginRate, time.Duration(h.LoginRateWindow))
+	h.emu.SetTokenLifetime(time.Duration(h.TokenLifetime))
+	h.emu.SetTokenRate(h.TokenRate, time.Duration(h.TokenRateWindow))
+	h.emu.RequireBareToken(h.RequireBareToken)
 	if h.ControlPath != "" {
 		h.control = h.emu.ControlHandler(h.ControlPath)
 	}
@@ -112,7 +136,7 @@ type configError string
 func (e configError) Error() string { return string(e) }
 
 const (
-	errNegative    = configError("ccemu: session_ttl, login_rate and login_rate_window must not be negative")
+	errNegative    = configError("ccemu: session_ttl, login_rate, login_rate_window, token_lifetime, token_rate and token_rate_window must not be negative")
 	errControlPath = configError("ccemu: control_path must start with /")
 )
 
@@ -152,6 +176,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    base_uri     <host[:port]>
 //	    control_path <path>
 //	    domain_array_form
+//	    client_id      <id>
+//	    client_secret  <secret>
+//	    token_lifetime <duration>
+//	    token_rate     <n> [<window>]
+//	    require_bare_token
 //	}
 //
 // Every subdirective is optional; the block may be omitted.
@@ -163,7 +192,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		sub := d.Val()
 		switch sub {
-		case "account_id", "base_uri", "control_path":
+		case "account_id", "base_uri", "control_path", "client_id", "client_secret":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -178,39 +207,54 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("control_path %q must start with /", v)
 				}
 				h.ControlPath = v
+			case "client_id":
+				h.ClientID = v
+			case "client_secret":
+				h.ClientSecret = v
 			}
-		case "session_ttl":
+		case "session_ttl", "token_lifetime":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(v)
 			if err != nil || dur <= 0 {
-				return d.Errf("session_ttl: invalid duration %q", v)
+				return d.Errf("%s: invalid duration %q", sub, v)
 			}
-			h.SessionTTL = caddy.Duration(dur)
-		case "login_rate":
+			if sub == "session_ttl" {
+				h.SessionTTL = caddy.Duration(dur)
+			} else {
+				h.TokenLifetime = caddy.Duration(dur)
+			}
+		case "login_rate", "token_rate":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {
 				return d.ArgErr()
 			}
 			n, err := strconv.Atoi(args[0])
 			if err != nil || n < 0 {
-				return d.Errf("login_rate: invalid count %q", args[0])
+				return d.Errf("%s: invalid count %q", sub, args[0])
 			}
-			h.LoginRate = n
+			var win time.Duration
 			if len(args) == 2 {
-				dur, err := caddy.ParseDuration(args[1])
-				if err != nil || dur <= 0 {
-					return d.Errf("login_rate: invalid window %q", args[1])
+				if win, err = caddy.ParseDuration(args[1]); err != nil || win <= 0 {
+					return d.Errf("%s: invalid window %q", sub, args[1])
 				}
-				h.LoginRateWindow = caddy.Duration(dur)
 			}
-		case "domain_array_form":
+			if sub == "login_rate" {
+				h.LoginRate, h.LoginRateWindow = n, caddy.Duration(win)
+			} else {
+				h.TokenRate, h.TokenRateWindow = n, caddy.Duration(win)
+			}
+		case "domain_array_form", "require_bare_token":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			h.DomainArrayForm = true
+			if sub == "domain_array_form" {
+				h.DomainArrayForm = true
+			} else {
+				h.RequireBareToken = true
+			}
 		default:
 			return d.Errf("unknown ccemu subdirective %q", sub)
 		}

@@ -22,6 +22,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		base_uri     localhost:8080
 		control_path /_ccemu
 		domain_array_form
+		client_id      app-1
+		client_secret  app-1-secret
+		token_lifetime 5s
+		token_rate     3 2s
+		require_bare_token
 	}`)
 	var h Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -31,6 +36,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		AccountID: "999", SessionTTL: caddy.Duration(2 * time.Minute), LoginRate: 5,
 		LoginRateWindow: caddy.Duration(30 * time.Second), BaseURI: "localhost:8080",
 		ControlPath: "/_ccemu", DomainArrayForm: true,
+		ClientID: "app-1", ClientSecret: "app-1-secret", TokenLifetime: caddy.Duration(5 * time.Second),
+		TokenRate: 3, TokenRateWindow: caddy.Duration(2 * time.Second), RequireBareToken: true,
 	}
 	if h != want {
 		t.Errorf("got %+v\nwant %+v", h, want)
@@ -42,14 +49,19 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	}
 
 	for input, wantErr := range map[string]string{
-		"ccemu {\n bogus 1\n}":            "bogus",
-		"ccemu {\n session_ttl soon\n}":   "session_ttl",
-		"ccemu {\n login_rate many\n}":    "login_rate",
-		"ccemu {\n login_rate 1 2 3\n}":   "argument",
-		"ccemu {\n account_id\n}":         "argument",
-		"ccemu {\n control_path x\n}":     "control_path",
-		"ccemu extra":                     "argument",
-		"ccemu {\n login_rate 2 never\n}": "window",
+		"ccemu {\n bogus 1\n}":               "bogus",
+		"ccemu {\n session_ttl soon\n}":      "session_ttl",
+		"ccemu {\n login_rate many\n}":       "login_rate",
+		"ccemu {\n login_rate 1 2 3\n}":      "argument",
+		"ccemu {\n account_id\n}":            "argument",
+		"ccemu {\n control_path x\n}":        "control_path",
+		"ccemu extra":                        "argument",
+		"ccemu {\n login_rate 2 never\n}":    "window",
+		"ccemu {\n token_lifetime 0s\n}":     "token_lifetime",
+		"ccemu {\n token_rate x\n}":          "token_rate",
+		"ccemu {\n token_rate 1 0s\n}":       "token_rate",
+		"ccemu {\n client_secret\n}":         "argument",
+		"ccemu {\n require_bare_token on\n}": "argument",
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
@@ -105,5 +117,33 @@ func TestPoolSurvivesReload(t *testing.T) {
 	}
 	if _, ok := pool.References(neu.key); ok {
 		t.Error("pool entry kept after the last Cleanup")
+	}
+}
+
+// The Sentinel settings reach the emulator: the client at creation, the
+// lifetime again on every provision.
+func TestSentinelSettings(t *testing.T) {
+	h := &Handler{AccountID: "sentinel-test", ClientID: "app-1", ClientSecret: "app-1-secret",
+		TokenLifetime: caddy.Duration(5 * time.Second)}
+	if err := h.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Cleanup()
+	token := func(secret string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "/sentinel/api/v2/account/sentinel-test/app/token",
+			strings.NewReader("grant_type=client_credentials&client_id=app-1&client_secret="+secret))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		_ = h.ServeHTTP(rec, req, nil)
+		return rec
+	}
+	if rec := token("app-1-secret"); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"expires_in":5}`) {
+		t.Errorf("token: %d %s", rec.Code, rec.Body)
+	}
+	if rec := token("demo-client-secret"); rec.Code != 401 {
+		t.Errorf("default secret still accepted: %d", rec.Code)
+	}
+	if err := (&Handler{TokenRate: -1}).Provision(caddy.Context{}); err == nil {
+		t.Error("negative token_rate accepted")
 	}
 }
