@@ -1,0 +1,679 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const (
+	testAppAccount = "le81823118"
+	testAppClient  = "test-client"
+	testAppSecret  = "s3cret-Value!/+="
+)
+
+// sentinelStub answers Sentinel's token endpoints in the documented forms:
+// v2 POST /sentinel/api/v2/account/{id}/app/token, v1 the same without v2
+// and with ?v=1.0&grant_type=client_credentials; a form body with
+// client_id, client_secret and grant_type=client_credentials. A request in
+// another form gets 400 invalid_request and is counted as bad. reply
+// answers a good request; nil = a JWT valid for an hour with expires_in.
+type sentinelStub struct {
+	srv     *httptest.Server
+	tokens  atomic.Int64 // good token requests
+	bad     atomic.Int64 // requests in a form the docs do not give
+	lookups atomic.Int64 // Domain API lookups of "sentinel"
+
+	mu      sync.Mutex
+	reply   func(w http.ResponseWriter, r *http.Request)
+	lastAPI string
+	lastUA  string
+}
+
+func newSentinelStub(t testing.TB) *sentinelStub {
+	t.Helper()
+	s := &sentinelStub{}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.srv.Close)
+	t.Cleanup(func() { dropDomainAnswers(s.srv.URL) })
+	return s
+}
+
+func (s *sentinelStub) setReply(f func(w http.ResponseWriter, r *http.Request)) {
+	s.mu.Lock()
+	s.reply = f
+	s.mu.Unlock()
+}
+
+func (s *sentinelStub) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == "/api/account/"+testAppAccount+"/service/sentinel/baseURI.json" && r.URL.RawQuery == "version=1.0" {
+		s.lookups.Add(1)
+		fmt.Fprintf(w, `{"service":"sentinel","account":%q,"baseURI":%q}`, testAppAccount, s.srv.Listener.Addr().String())
+		return
+	}
+	api := ""
+	switch {
+	case r.URL.Path == "/sentinel/api/v2/account/"+testAppAccount+"/app/token" && r.URL.RawQuery == "":
+		api = "v2"
+	case r.URL.Path == "/sentinel/api/account/"+testAppAccount+"/app/token" &&
+		r.URL.Query().Get("v") == "1.0" && r.URL.Query().Get("grant_type") == "client_credentials" && len(r.URL.Query()) == 2:
+		api = "v1"
+	}
+	ct := r.Header.Get("Content-Type")
+	if r.Method != http.MethodPost || api == "" || ct != "application/x-www-form-urlencoded" || r.ParseForm() != nil ||
+		r.PostForm.Get("client_id") != testAppClient || r.PostForm.Get("grant_type") != "client_credentials" ||
+		r.PostForm.Get("client_secret") == "" || r.Header.Get("Authorization") != "" {
+		s.bad.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"error":"invalid_request"}`))
+		return
+	}
+	if r.PostForm.Get("client_secret") != testAppSecret {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"error":"invalid_client"}`))
+		return
+	}
+	s.tokens.Add(1)
+	s.mu.Lock()
+	s.lastAPI, s.lastUA = api, r.Header.Get("User-Agent")
+	reply := s.reply
+	s.mu.Unlock()
+	if reply == nil {
+		reply = jsonReply(200, map[string]any{"access_token": testJWT(map[string]any{"exp": time.Now().Add(time.Hour).Unix()}), "token_type": "Bearer", "expires_in": 3600})
+	}
+	reply(w, r)
+}
+
+// jsonReply answers status and v as JSON.
+func jsonReply(status int, v any) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+// rawReply answers status, content type and body as given.
+func rawReply(status int, contentType, body string, header ...string) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		for i := 0; i+1 < len(header); i += 2 {
+			w.Header().Set(header[i], header[i+1])
+		}
+		w.Header().Set("Content-Type", contentType)
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body))
+	}
+}
+
+var jwtSeq atomic.Int64
+
+// testJWT builds a JWT shaped like Sentinel's, with the claims given and a
+// signature nobody checks; each is unique.
+func testJWT(claims map[string]any) string {
+	enc := base64.RawURLEncoding
+	h, _ := json.Marshal(map[string]any{"kid": "appjwt-13-05-17", "typ": "JWT", "alg": "RS256"})
+	full := map[string]any{"aud": testAppAccount, "azp": testAppClient, "scope": "msg.consumer", "iss": "Sentinel", "jti": jwtSeq.Add(1)}
+	for k, v := range claims {
+		full[k] = v
+	}
+	p, _ := json.Marshal(full)
+	return enc.EncodeToString(h) + "." + enc.EncodeToString(p) + "." + enc.EncodeToString([]byte("signature"))
+}
+
+func appJWTConfig(api string, now func() time.Time) AppJWTConfig {
+	return AppJWTConfig{AccountID: testAppAccount, ClientID: testAppClient, ClientSecret: testAppSecret, API: api, Now: now}
+}
+
+// stubClient speaks to the stub with it as the configured domain, so the
+// Domain API is not asked.
+func stubClient(t testing.TB, s *sentinelStub) *Client {
+	t.Helper()
+	c, err := NewClient(ClientConfig{CSDS: s.srv.URL, Domain: s.srv.URL, UserAgent: "lpauth-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// appJWTFixture is a stub, a clock the test moves, a source on that
+// clock and a client of the stub.
+func appJWTFixture(t testing.TB, api string) (*sentinelStub, *fakeClock, *AppJWTSource, *Client) {
+	t.Helper()
+	s := newSentinelStub(t)
+	clock := newFakeClock()
+	return s, clock, NewAppJWTSource(appJWTConfig(api, clock.Now)), stubClient(t, s)
+}
+
+// noSecret fails if err shows the client secret or any of the tokens.
+func noSecret(t testing.TB, err error, tokens ...string) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	msg := err.Error() + fmt.Sprintf(" %v %+v %#v", err, err, err)
+	for _, s := range append([]string{testAppSecret, "s3cret"}, tokens...) {
+		if s != "" && strings.Contains(msg, s) {
+			t.Errorf("error shows a secret %q: %s", s, msg)
+		}
+	}
+}
+
+func TestAppJWTObtainV2(t *testing.T) {
+	s := newSentinelStub(t)
+	clock := newFakeClock()
+	src := NewAppJWTSource(appJWTConfig("", clock.Now))
+	tok := testJWT(map[string]any{"exp": clock.Now().Add(2 * time.Hour).Unix()})
+	s.setReply(jsonReply(200, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 1200}))
+
+	cred, err := src.Obtain(bg(), stubClient(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.bad.Load() != 0 || s.tokens.Load() != 1 || s.lastAPI != "v2" {
+		t.Fatalf("requests: good %d, bad %d, api %q", s.tokens.Load(), s.bad.Load(), s.lastAPI)
+	}
+	if s.lastUA != "lpauth-test" {
+		t.Errorf("User-Agent %q", s.lastUA)
+	}
+	if cred.Token != tok || cred.AuthorizationValue() != "Bearer "+tok || cred.Issuer != s.srv.URL {
+		t.Errorf("credential: issuer %q, token as sent: %v", cred.Issuer, cred.Token == tok)
+	}
+	if cred.Lifetime != 20*time.Minute {
+		t.Errorf("lifetime %s, want expires_in's 20m (it wins over exp)", cred.Lifetime)
+	}
+	if got, want := src.Expires(cred), clock.Now().Add(20*time.Minute); !got.Equal(want) {
+		t.Errorf("expires %s, want %s", got, want)
+	}
+	if id := src.Identity(); id != (Identity{Account: testAppAccount, Mode: "app_jwt", Name: testAppClient}) {
+		t.Errorf("identity %+v", id)
+	}
+	if err := src.Release(bg(), stubClient(t, s), cred); err != nil {
+		t.Errorf("release: %v", err)
+	}
+	if s.tokens.Load() != 1 {
+		t.Errorf("release made a request")
+	}
+	if strings.Contains(cred.String(), tok) || strings.Contains(fmt.Sprintf("%#v %v", cred, cred), tok) {
+		t.Errorf("credential String shows the token")
+	}
+}
+
+func TestAppJWTObtainV1ExpOnly(t *testing.T) {
+	s := newSentinelStub(t)
+	clock := newFakeClock()
+	src := NewAppJWTSource(appJWTConfig("v1", clock.Now))
+	// The v1 example has no expires_in: the lifetime comes from exp.
+	tok := testJWT(map[string]any{"exp": clock.Now().Add(30 * time.Minute).Unix()})
+	s.setReply(jsonReply(200, map[string]any{"access_token": tok, "token_type": "Bearer"}))
+	cred, err := src.Obtain(bg(), stubClient(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.bad.Load() != 0 || s.lastAPI != "v1" {
+		t.Fatalf("bad requests %d, api %q", s.bad.Load(), s.lastAPI)
+	}
+	if cred.Lifetime != 30*time.Minute {
+		t.Errorf("lifetime %s, want 30m from exp", cred.Lifetime)
+	}
+}
+
+func TestAppJWTDomainAPI(t *testing.T) {
+	s := newSentinelStub(t)
+	c, err := NewClient(ClientConfig{CSDS: s.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := c.SentinelBaseURL(bg(), testAppAccount)
+	if err != nil || base != s.srv.URL {
+		t.Fatalf("SentinelBaseURL = %q, %v; want %q", base, err, s.srv.URL)
+	}
+	src := NewAppJWTSource(appJWTConfig("", nil))
+	for range 3 {
+		if _, err := src.Obtain(bg(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.lookups.Load(); n != 1 {
+		t.Errorf("%d Domain API lookups, want 1 (cached)", n)
+	}
+	if s.tokens.Load() != 3 || s.bad.Load() != 0 {
+		t.Errorf("tokens %d bad %d", s.tokens.Load(), s.bad.Load())
+	}
+}
+
+func TestAppJWTLifetime(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) int64 { return now.Add(d).Unix() }
+	for _, tc := range []struct {
+		name   string
+		reply  map[string]any // without access_token
+		claims map[string]any
+		want   time.Duration
+	}{
+		{"expires_in", map[string]any{"expires_in": 3600}, nil, time.Hour},
+		{"expires_in as string", map[string]any{"expires_in": "120"}, nil, 2 * time.Minute},
+		{"expires_in wins over exp", map[string]any{"expires_in": 60}, map[string]any{"exp": at(time.Hour)}, time.Minute},
+		{"exp only", nil, map[string]any{"exp": at(45 * time.Minute)}, 45 * time.Minute},
+		{"exp and iat agree", nil, map[string]any{"exp": at(time.Hour), "iat": at(0)}, time.Hour},
+		{"exp of an older token", nil, map[string]any{"exp": at(40 * time.Minute), "iat": at(-20 * time.Minute)}, 40 * time.Minute},
+		{"local clock behind the issuer", nil, map[string]any{"exp": at(75 * time.Minute), "iat": at(15 * time.Minute)}, time.Hour},
+		{"local clock far ahead", nil, map[string]any{"exp": at(-time.Hour), "iat": at(-2 * time.Hour)}, time.Hour},
+		{"exp passed, no iat: the floor", nil, map[string]any{"exp": at(-time.Minute)}, minAppJWTLifetime},
+		{"exp as a float", nil, map[string]any{"exp": float64(at(10*time.Minute)) + 0.5}, 10*time.Minute + 500*time.Millisecond},
+		{"neither: one hour", nil, nil, time.Hour},
+		{"expires_in 0 means absent", map[string]any{"expires_in": 0}, map[string]any{"exp": at(5 * time.Minute)}, 5 * time.Minute},
+		{"negative expires_in means absent", map[string]any{"expires_in": -5}, nil, time.Hour},
+		{"huge expires_in is bounded", map[string]any{"expires_in": 1 << 40}, nil, maxSessionTTL},
+		{"huge exp is bounded", nil, map[string]any{"exp": 1e15}, maxSessionTTL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSentinelStub(t)
+			src := NewAppJWTSource(appJWTConfig("", func() time.Time { return now }))
+			reply := map[string]any{"access_token": testJWT(tc.claims), "token_type": "Bearer"}
+			for k, v := range tc.reply {
+				reply[k] = v
+			}
+			s.setReply(jsonReply(200, reply))
+			cred, err := src.Obtain(bg(), stubClient(t, s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cred.Lifetime != tc.want {
+				t.Errorf("lifetime %s, want %s", cred.Lifetime, tc.want)
+			}
+			if got := src.Expires(cred); !got.Equal(now.Add(tc.want)) {
+				t.Errorf("expires %s, want now + %s", got, tc.want)
+			}
+		})
+	}
+	// A fractional expires_in through the parser itself (x/oauth2 takes
+	// only integers).
+	if d := tokenLifetime(0.001, jwtClaims{}, now); d != minAppJWTLifetime {
+		t.Errorf("tiny lifetime %s", d)
+	}
+}
+
+func TestAppJWTFormReply(t *testing.T) {
+	s := newSentinelStub(t)
+	tok := testJWT(nil)
+	s.setReply(rawReply(200, "application/x-www-form-urlencoded", "access_token="+tok+"&token_type=Bearer&expires_in=90"))
+	cred, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), stubClient(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cred.Token != tok || cred.Lifetime != 90*time.Second {
+		t.Errorf("form reply: lifetime %s", cred.Lifetime)
+	}
+}
+
+func TestAppJWTMalformedReplies(t *testing.T) {
+	enc := base64.RawURLEncoding.EncodeToString
+	hdr := enc([]byte(`{"alg":"RS256"}`))
+	pay := enc([]byte(`{"exp":4102444800}`))
+	sig := enc([]byte("sig"))
+	for _, tc := range []struct {
+		name, body string
+		want       error
+		token      string
+	}{
+		{"not JSON", `<html>hello</html>`, errReplyNotToken, ""},
+		{"no access_token", `{"token_type":"Bearer"}`, errNoAccessToken, ""},
+		{"empty access_token", `{"access_token":""}`, errNoAccessToken, ""},
+		{"access_token not a string", `{"access_token":12345}`, errReplyNotToken, ""},
+		{"opaque token", `{"access_token":"0123456789abcdef0123456789abcdef"}`, errNotJWT, "0123456789abcdef0123456789abcdef"},
+		{"two parts", `{"access_token":"` + hdr + "." + pay + `"}`, errNotJWT, hdr + "." + pay},
+		{"four parts", `{"access_token":"` + hdr + "." + pay + "." + sig + "." + sig + `"}`, errNotJWT, hdr + "." + pay + "." + sig + "." + sig},
+		{"empty signature", `{"access_token":"` + hdr + "." + pay + `."}`, errNotJWT, hdr + "." + pay + "."},
+		{"padded base64", `{"access_token":"` + hdr + "." + pay + "." + base64.URLEncoding.EncodeToString([]byte("sig!")) + `"}`, errNotJWT, ""},
+		{"standard base64", `{"access_token":"` + base64.StdEncoding.EncodeToString([]byte(`{"alg":"RS256","x":"??>>"}`)) + "." + pay + "." + sig + `"}`, errNotJWT, ""},
+		{"header not JSON", `{"access_token":"` + enc([]byte("alg")) + "." + pay + "." + sig + `"}`, errJWTHeader, ""},
+		{"header null", `{"access_token":"` + enc([]byte("null")) + "." + pay + "." + sig + `"}`, errJWTHeader, ""},
+		{"payload an array", `{"access_token":"` + hdr + "." + enc([]byte(`[1,2]`)) + "." + sig + `"}`, errJWTPayload, ""},
+		{"exp a string", `{"access_token":"` + hdr + "." + enc([]byte(`{"exp":"soon"}`)) + "." + sig + `"}`, errJWTNumericDate, ""},
+		{"exp negative", `{"access_token":"` + hdr + "." + enc([]byte(`{"exp":-1}`)) + "." + sig + `"}`, errJWTNumericDate, ""},
+		{"bad base64 signature", `{"access_token":"` + hdr + "." + pay + "." + sig + `x"}`, errNotJWT, ""},
+		{"iat not a number", `{"access_token":"` + hdr + "." + enc([]byte(`{"exp":4102444800,"iat":true}`)) + "." + sig + `"}`, errJWTNumericDate, ""},
+		{"CRLF in the token", `{"access_token":"` + hdr + "." + pay + "." + sig + `\r\nX-Injected: 1"}`, errTokenUnsafe, hdr + "." + pay + "." + sig},
+		{"space in the token", `{"access_token":"` + hdr + " " + pay + "." + sig + `"}`, errTokenUnsafe, hdr + " " + pay + "." + sig},
+		{"non-ASCII in the token", `{"access_token":"` + hdr + "." + pay + "." + sig + `é"}`, errTokenUnsafe, hdr + "." + pay + "." + sig},
+		{"too long", `{"access_token":"` + hdr + "." + enc([]byte(`{"x":"`+strings.Repeat("a", maxJWTLength)+`"}`)) + "." + sig + `"}`, errTokenTooLong, ""},
+		{"fractional expires_in", `{"access_token":"` + hdr + "." + pay + "." + sig + `","expires_in":3600.5}`, errReplyNotToken, hdr + "." + pay + "." + sig},
+		{"expires_in not a number", `{"access_token":"` + hdr + "." + pay + "." + sig + `","expires_in":"soon"}`, errReplyNotToken, hdr + "." + pay + "." + sig},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSentinelStub(t)
+			s.setReply(rawReply(200, "application/json", tc.body))
+			cred, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), stubClient(t, s))
+			if err == nil {
+				t.Fatalf("accepted: lifetime %s", cred.Lifetime)
+			}
+			var apiErr *APIError
+			if errors.As(err, &apiErr) {
+				t.Errorf("an invalid reply is an *APIError (it would be taken for a refusal): %v", err)
+			}
+			if !errors.Is(err, tc.want) {
+				t.Errorf("err = %v, want %v", err, tc.want)
+			}
+			if classify(err) != failTransient {
+				t.Errorf("class %d", classify(err))
+			}
+			noSecret(t, err, tc.token)
+		})
+	}
+}
+
+func TestAppJWTErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		secret     string
+		reply      func(http.ResponseWriter, *http.Request)
+		status     int
+		message    string
+		retryAfter time.Duration
+		class      failureClass
+	}{
+		{"wrong secret", "wrong", nil, 401, "invalid_client", 0, failConfig},
+		{"bad request", testAppSecret, rawReply(400, "application/json", `{"error":"invalid_grant","error_description":"no such grant"}`), 400, "invalid_grant: no such grant", 0, failConfig},
+		{"401 echoing the secret", testAppSecret, rawReply(401, "application/json", `{"error":"invalid_client","error_description":"bad secret `+testAppSecret+`"}`), 401, "invalid_client: bad secret …", 0, failConfig},
+		{"401 echoing the form", testAppSecret, rawReply(401, "text/plain", `client_secret=s3cret-Value%21%2F%2B%3D rejected`), 401, "", 0, failConfig},
+		{"429 with Retry-After", testAppSecret, rawReply(429, "application/json", `{"error":"too_many_requests"}`, "Retry-After", "7"), 429, "too_many_requests", 7 * time.Second, failRateLimit},
+		{"500 plain text", testAppSecret, rawReply(500, "text/plain", `internal failure`), 500, "", 0, failTransient},
+		{"503 HTML", testAppSecret, rawReply(503, "text/html", `<html>down</html>`), 503, "", 0, failTransient},
+		{"CC envelope", testAppSecret, rawReply(500, "application/json", `{"error":{"message":"LeLogin failed","internalCode":3}}`), 500, "LeLogin failed", 0, failTransient},
+		{"redirect is not followed", testAppSecret, rawReply(302, "text/plain", "", "Location", "http://127.0.0.1:1/elsewhere"), 302, "", 0, failTransient},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSentinelStub(t)
+			s.setReply(tc.reply)
+			cfg := appJWTConfig("", nil)
+			cfg.ClientSecret = tc.secret
+			_, err := NewAppJWTSource(cfg).Obtain(bg(), stubClient(t, s))
+			var apiErr *APIError
+			if !errors.As(err, &apiErr) {
+				t.Fatalf("err %T %v, want *APIError", err, err)
+			}
+			if apiErr.Op != "token" || apiErr.StatusCode != tc.status || apiErr.RetryAfter != tc.retryAfter {
+				t.Errorf("%+v", apiErr)
+			}
+			if tc.message != "" && apiErr.Message != tc.message {
+				t.Errorf("message %q, want %q", apiErr.Message, tc.message)
+			}
+			if got := classify(err); got != tc.class {
+				t.Errorf("class %d, want %d", got, tc.class)
+			}
+			noSecret(t, err, "s3cret-Value%21")
+		})
+	}
+
+	t.Run("OAuth error in a 200", func(t *testing.T) {
+		s := newSentinelStub(t)
+		s.setReply(rawReply(200, "application/json", `{"error":"invalid_client"}`))
+		_, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), stubClient(t, s))
+		var apiErr *APIError
+		if err == nil || errors.As(err, &apiErr) || !strings.Contains(err.Error(), "invalid_client") {
+			t.Errorf("err = %v, want an invalid reply naming the code", err)
+		}
+	})
+	t.Run("connection refused", func(t *testing.T) {
+		s := newSentinelStub(t)
+		c := stubClient(t, s)
+		s.srv.Close()
+		_, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), c)
+		var apiErr *APIError
+		if err == nil || errors.As(err, &apiErr) || classify(err) != failTransient {
+			t.Errorf("err = %v", err)
+		}
+		noSecret(t, err)
+	})
+	t.Run("invalid config", func(t *testing.T) {
+		s := newSentinelStub(t)
+		cfg := appJWTConfig("v3", nil)
+		if err := cfg.Validate(); err == nil {
+			t.Error("v3 accepted")
+		}
+		if _, err := NewAppJWTSource(cfg).Obtain(bg(), stubClient(t, s)); err == nil || s.tokens.Load()+s.bad.Load() != 0 {
+			t.Errorf("obtain with an invalid config: %v", err)
+		}
+		cfg = appJWTConfig("", nil)
+		cfg.ClientSecret = ""
+		if err := cfg.Validate(); err == nil {
+			t.Error("no secret accepted")
+		}
+	})
+}
+
+func TestAppJWTNoSecretInString(t *testing.T) {
+	cfg := appJWTConfig("v1", nil)
+	src := NewAppJWTSource(cfg)
+	for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v %#v", cfg, cfg), fmt.Sprint(src), fmt.Sprintf("%+v %#v", src, src)} {
+		if strings.Contains(s, testAppSecret) {
+			t.Errorf("shows the secret: %s", s)
+		}
+	}
+}
+
+func TestAppJWTRenewAfter(t *testing.T) {
+	s, clock, src, c := appJWTFixture(t, "")
+	s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100}))
+	cred, err := src.Obtain(bg(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Before the keeper sets Obtained, the start is expiry − lifetime.
+	if d := src.RenewAfter(cred, time.Minute); d != 80*time.Second {
+		t.Errorf("RenewAfter without Obtained = %s, want 80s", d)
+	}
+	cred.Obtained = clock.Now()
+	if d := src.RenewAfter(cred, time.Minute); d != 80*time.Second {
+		t.Errorf("RenewAfter = %s, want 80s (80 %% of 100 s)", d)
+	}
+	clock.Advance(50 * time.Second)
+	if d := src.RenewAfter(cred, time.Minute); d != 30*time.Second {
+		t.Errorf("RenewAfter at 50 s = %s, want 30s", d)
+	}
+	clock.Advance(40 * time.Second)
+	if d := src.RenewAfter(cred, time.Minute); d != 0 {
+		t.Errorf("RenewAfter past due = %s, want 0", d)
+	}
+
+	// A failed renewal: the error, the current token kept, and the next
+	// attempt after the retry policy's gap rather than at once.
+	s.setReply(rawReply(500, "text/plain", "down"))
+	next, err := src.Renew(bg(), c, cred)
+	if err == nil || next != nil || errors.Is(err, ErrCredentialGone) {
+		t.Fatalf("renew against a 500: %v, %v", next, err)
+	}
+	if d := src.RenewAfter(cred, time.Minute); d < 5*time.Second || d > 6*time.Second {
+		t.Errorf("RenewAfter after a failed renewal = %s, want the 5 s transient gap", d)
+	}
+	_, _ = src.Renew(bg(), c, cred)
+	if d := src.RenewAfter(cred, time.Minute); d < 10*time.Second || d > 11*time.Second {
+		t.Errorf("after two failures = %s, want 10 s", d)
+	}
+	s.setReply(rawReply(429, "application/json", `{"error":"slow_down"}`, "Retry-After", "30"))
+	_, _ = src.Renew(bg(), c, cred)
+	if d := src.RenewAfter(cred, time.Minute); d != 30*time.Second {
+		t.Errorf("after a 429 with Retry-After 30 = %s", d)
+	}
+
+	// A successful renewal: a new credential, with a fresh schedule.
+	s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 200}))
+	next, err = src.Renew(bg(), c, cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next == cred || next.Token == cred.Token || next.Lifetime != 200*time.Second {
+		t.Fatalf("renewal did not give a new token")
+	}
+	next.Obtained = clock.Now()
+	if d := src.RenewAfter(next, time.Minute); d != 160*time.Second {
+		t.Errorf("RenewAfter of the new token = %s, want 160s", d)
+	}
+}
+
+func TestAppJWTCheckWindow(t *testing.T) {
+	s, clock, src, c := appJWTFixture(t, "")
+	for _, tc := range []struct {
+		expiresIn int
+		window    time.Duration
+	}{
+		{3600, 30 * time.Second}, // min(30 s, 30 min)
+		{20, 10 * time.Second},   // min(30 s, 10 s)
+	} {
+		s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": tc.expiresIn}))
+		cred, err := src.Obtain(bg(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cred.Obtained = clock.Now()
+		before := s.tokens.Load()
+		clock.Advance(tc.window - time.Millisecond)
+		if err := src.Check(bg(), c, cred); err != nil {
+			t.Errorf("lifetime %ds: a token younger than the %s window: %v, want alive", tc.expiresIn, tc.window, err)
+		}
+		clock.Advance(time.Millisecond)
+		err = src.Check(bg(), c, cred)
+		if !errors.Is(err, ErrCredentialGone) {
+			t.Errorf("lifetime %ds: a token at the %s window: %v, want gone", tc.expiresIn, tc.window, err)
+		}
+		noSecret(t, err, cred.Token)
+		if s.tokens.Load() != before {
+			t.Errorf("Check made a request")
+		}
+	}
+}
+
+func TestAppJWTEncodeDecode(t *testing.T) {
+	s := newSentinelStub(t)
+	clock := newFakeClock()
+	src := NewAppJWTSource(appJWTConfig("", clock.Now))
+	s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 600}))
+	cred, err := src.Obtain(bg(), stubClient(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := src.Encode(cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	back, err := src.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Token != cred.Token || back.Issuer != cred.Issuer || back.Lifetime != cred.Lifetime ||
+		!src.Expires(back).Equal(src.Expires(cred)) || back.AuthorizationValue() != cred.AuthorizationValue() {
+		t.Errorf("round trip: issuer %q lifetime %s expires %s", back.Issuer, back.Lifetime, src.Expires(back))
+	}
+	if _, err := src.Encode(&Credential{Token: cred.Token}); err == nil {
+		t.Error("Encode of a credential that is not an AppJWT")
+	}
+
+	var p storedAppJWT
+	if err := json.Unmarshal(data, &p); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*storedAppJWT)
+		want   error
+	}{
+		{"opaque token", func(p *storedAppJWT) { p.Token = "0123456789abcdef" }, errNotJWT},
+		{"CRLF in the token", func(p *storedAppJWT) { p.Token += "\r\nX-Injected: 1" }, errTokenUnsafe},
+		{"no token", func(p *storedAppJWT) { p.Token = "" }, errNoAccessToken},
+		{"zero lifetime", func(p *storedAppJWT) { p.LifetimeMS = 0 }, errStoredLifetime},
+		{"huge lifetime", func(p *storedAppJWT) { p.LifetimeMS = 1 << 62 }, errStoredLifetime},
+		{"expired", func(p *storedAppJWT) { p.ExpiresMS = clock.Now().Add(-time.Second).UnixMilli() }, errStoredExpired},
+		{"expiry far ahead", func(p *storedAppJWT) { p.ExpiresMS = clock.Now().Add(365 * 24 * time.Hour).UnixMilli() }, errStoredFarExpiry},
+		{"no issuer", func(p *storedAppJWT) { p.Issuer = "" }, errStoredNoIssuer},
+		{"plain http elsewhere", func(p *storedAppJWT) { p.Issuer = "http://sentinel.example" }, errStoredNoIssuer},
+		{"issuer with a path trick", func(p *storedAppJWT) { p.Issuer = "https://a@b" }, errStoredNoIssuer},
+	} {
+		q := p
+		tc.change(&q)
+		bad, _ := json.Marshal(q)
+		_, err := src.Decode(bad)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		noSecret(t, err, q.Token)
+	}
+	for _, garbage := range []string{"", "null", "[]", `{"token":`, "\x00"} {
+		if _, err := src.Decode([]byte(garbage)); err == nil {
+			t.Errorf("Decode(%q) accepted", garbage)
+		}
+	}
+}
+
+// TestAppJWTKeeper drives the source through a keeper: one fetch for
+// concurrent callers, the renewal at 80 % of the lifetime, a 401 past the
+// window replaced by one new token.
+func TestAppJWTKeeper(t *testing.T) {
+	s := newSentinelStub(t)
+	clock := newFakeClock()
+	src := NewAppJWTSource(appJWTConfig("", clock.Now))
+	s.setReply(func(w http.ResponseWriter, r *http.Request) {
+		jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100})(w, r)
+	})
+	k := NewKeeper(src, clock, Local)
+	use, err := k.Attach("test", Settings{Client: stubClient(t, s), RefreshInterval: 5 * time.Minute, LoginTimeout: 5 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	use.Start()
+	t.Cleanup(func() { _ = k.Close() })
+
+	var wg sync.WaitGroup
+	creds := make([]*Credential, 16)
+	for i := range creds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			creds[i], _ = k.Get(context.Background())
+		}()
+	}
+	wg.Wait()
+	first := creds[0]
+	for _, c := range creds {
+		if c == nil || c != first {
+			t.Fatal("callers got different or no credentials")
+		}
+	}
+	if n := s.tokens.Load(); n != 1 {
+		t.Fatalf("%d fetches for 16 callers", n)
+	}
+	clock.Advance(79 * time.Second)
+	if n := s.tokens.Load(); n != 1 {
+		t.Fatalf("renewed before 80 %%: %d fetches", n)
+	}
+	clock.Advance(time.Second)
+	eventually(t, 5*time.Second, "renewal at 80 %", func() bool { return s.tokens.Load() == 2 && k.Current() != first })
+	second := k.Current()
+
+	// A 401 for a token younger than the window goes to the client.
+	if out := k.Unauthorized(bg(), second); out.Verdict != PassThrough {
+		t.Errorf("a 401 for a young token: verdict %d, want PassThrough", out.Verdict)
+	}
+	clock.Advance(31 * time.Second)
+	out := k.Unauthorized(bg(), second)
+	if out.Verdict != Retry || out.Credential == nil || out.Credential == second {
+		t.Errorf("a 401 past the window: verdict %d", out.Verdict)
+	}
+	if n := s.tokens.Load(); n != 3 {
+		t.Errorf("%d fetches, want 3", n)
+	}
+}
