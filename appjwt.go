@@ -292,7 +292,9 @@ func (a *AppJWTSource) credential(token string, expiresIn any, issuer string) (*
 	}
 	now := a.now()
 	lifetime := tokenLifetime(secs, claims, now)
-	return newCredential(token, issuer, lifetime, &appJWTState{expires: now.Add(lifetime)}), nil
+	cred := newCredential(token, issuer, lifetime, &appJWTState{expires: now.Add(lifetime)})
+	cred.Expires = now.Add(lifetime)
+	return cred, nil
 }
 
 // The checks of a token reply and of a stored token, as fixed texts.
@@ -557,7 +559,9 @@ func (a *AppJWTSource) Decode(data []byte) (*Credential, error) {
 	case expires.Sub(now) > maxSessionTTL:
 		return nil, fmt.Errorf("stored token: %w", errStoredFarExpiry)
 	}
-	return newCredential(p.Token, u.String(), lifetime, &appJWTState{expires: expires}), nil
+	cred := newCredential(p.Token, u.String(), lifetime, &appJWTState{expires: expires})
+	cred.Expires = expires
+	return cred, nil
 }
 
 // Interface guards

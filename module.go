@@ -139,8 +139,8 @@ type Handler struct {
 
 	keeper     *Keeper
 	identity   *RequestIdentity
-	authPrefix string                    // "Bearer ", or "" for the bare token
-	authCache  atomic.Pointer[authValue] // the header value for the current credential, when not Bearer
+	authPrefix string                     // the auth_scheme word and a space, or "" for the bare token
+	authCache  *atomic.Pointer[authValue] // nil for Bearer: the credential's own value serves
 	poolKey    string
 	logger     *zap.Logger
 }
@@ -233,6 +233,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		public, secret = []string{cfg.jwt.AccountID, "app_jwt", cfg.jwt.ClientID, cfg.jwt.API}, cfg.jwt.ClientSecret
 	}
 	h.authPrefix = cfg.authScheme
+	if h.authPrefix != "Bearer " {
+		h.authCache = new(atomic.Pointer[authValue])
+	}
 	mode := Local
 	if h.StorageRaw != nil {
 		storage, err := h.loadStorage(ctx)

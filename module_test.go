@@ -139,6 +139,8 @@ type echoReply struct {
 	AuthorizationSent bool   `json:"authorization_present"`
 	BearerFingerprint string `json:"bearer_fingerprint"`
 	CookiePresent     bool   `json:"cookie_present"`
+	CredentialKind    string `json:"credential_kind"`
+	AuthScheme        string `json:"authorization_scheme"`
 }
 
 type result struct {

@@ -265,7 +265,7 @@ type authValue struct {
 // authorizationValue is "<scheme> <token>" (or the bare token): the
 // credential's own for Bearer, else built once per credential and handler.
 func (h *Handler) authorizationValue(c *Credential) string {
-	if h.authPrefix == "Bearer " || h.authPrefix == "" && h.AuthScheme == "" {
+	if h.authCache == nil {
 		return c.authValue
 	}
 	if v := h.authCache.Load(); v != nil && v.cred == c {

@@ -1,0 +1,233 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+// The AppJWT source through a real Caddy and the emulator's Sentinel.
+
+import (
+	"bytes"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/lpauth/caddy-lpauth/ccemu"
+)
+
+const testClientSecretEnv = "LPAUTH_TEST_CLIENT_SECRET"
+
+// appJWTSite is a site whose lpauth holds an AppJWT (extra inside its
+// block), in front of reverse_proxy to the emulator.
+func appJWTSite(srv *httptest.Server, extra string) string {
+	if os.Getenv(testClientSecretEnv) == "" {
+		os.Setenv(testClientSecretEnv, ccemu.DefaultClientSecret)
+	}
+	return fmt.Sprintf(`{
+	admin %s
+	%sskip_install_trust
+	auto_https off
+	default_bind 127.0.0.1
+}
+http://%s {
+	lpauth {
+		account_id %s
+		client_id %s
+		client_secret {env.%s}
+		csds %s
+		%s
+	}
+	reverse_proxy %s
+}
+`, adminAddr, portsGlobal, proxyAddr, ccemu.DefaultAccountID, ccemu.DefaultClientID, testClientSecretEnv, srv.URL, extra, hostport(srv))
+}
+
+func TestAppJWTOneFetchForManyRequests(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, appJWTSite(srv, ""))
+	var wg sync.WaitGroup
+	for i := range 32 {
+		wg.Go(func() {
+			r := send(t, "GET", dataPath(fmt.Sprintf("p/%d", i)), nil, "Authorization", "Basic bm90OnVzZWQ=")
+			if r.status != 200 {
+				t.Errorf("status %d: %s", r.status, r.body)
+				return
+			}
+			if e := r.echo(t); e.CredentialKind != "app_jwt" || e.AuthScheme != "Bearer" {
+				t.Errorf("upstream got %+v, want an AppJWT after Bearer", e)
+			}
+		})
+	}
+	wg.Wait()
+	if n := emu.Counters(); n.TokenRequests != 1 || n.LoginAttempts != 0 {
+		t.Fatalf("%d token requests and %d logins for 32 concurrent requests, want 1 and 0", n.TokenRequests, n.LoginAttempts)
+	}
+}
+
+func TestAppJWTV1AndBareToken(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{RequireBareToken: true})
+	loadCaddy(t, appJWTSite(srv, "sentinel_api v1\n\t\tauth_scheme none"))
+	r := send(t, "GET", dataPath("bare"), nil)
+	if r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if e := r.echo(t); e.CredentialKind != "app_jwt" || e.AuthScheme != "" {
+		t.Fatalf("upstream got %+v, want the bare AppJWT", e)
+	}
+	if n := emu.Counters().TokenRequestsOK; n != 1 {
+		t.Fatalf("%d token requests, want 1", n)
+	}
+}
+
+// A short lifetime under steady traffic: renewed at 80 %, in the
+// background; no request sees a 401 or waits for a fetch.
+func TestAppJWTRenewedBeforeExpiry(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 3 * time.Second})
+	loadCaddy(t, appJWTSite(srv, ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d", r.status)
+	}
+	start := time.Now()
+	emu.DelayNextTokens(100, 400*time.Millisecond) // a renewal a request waited for would show
+	var mu sync.Mutex
+	var slowest time.Duration
+	var wg sync.WaitGroup
+	for c := range 4 {
+		wg.Go(func() {
+			for i := 0; time.Since(start) < 8*time.Second; i++ {
+				r := send(t, "GET", dataPath(fmt.Sprintf("steady/%d/%d", c, i)), nil)
+				if r.status != 200 {
+					t.Errorf("status %d during renewals: %s", r.status, r.body)
+					return
+				}
+				mu.Lock()
+				slowest = max(slowest, r.took)
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	// One fetch at start, then one each 80 % of 3 s.
+	want := 1 + int64(elapsed/(2400*time.Millisecond))
+	if n := emu.Counters().TokenRequestsOK; n < want-1 || n > want+1 {
+		t.Fatalf("%d token fetches in %s with a 3s lifetime, want %d (±1)", n, elapsed.Round(time.Millisecond), want)
+	}
+	if slowest >= 350*time.Millisecond {
+		t.Fatalf("a request took %s: it waited for a renewal (each takes 400ms)", slowest)
+	}
+	if n := emu.Counters().UnauthorizedDataCalls; n != 0 {
+		t.Fatalf("%d data calls answered 401", n)
+	}
+}
+
+// Sentinel fails: the current token is served until it expires, then 503,
+// then lpauth recovers by itself.
+func TestAppJWTFailedRenewalServesUntilExpiry(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 3 * time.Second})
+	loadCaddy(t, appJWTSite(srv, ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d", r.status)
+	}
+	obtained := time.Now()
+	emu.FailNextTokens(1000, 500, 0)
+	for time.Since(obtained) < 2800*time.Millisecond {
+		if r := send(t, "GET", dataPath("still"), nil); r.status != 200 {
+			t.Fatalf("status %d %s after the renewal failed, before the token expired", r.status, time.Since(obtained).Round(time.Millisecond))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	eventually(t, 3*time.Second, "503 once the token has expired", func() bool {
+		return send(t, "GET", dataPath("expired"), nil).status == 503
+	})
+	emu.FailNextTokens(0, 500, 0)
+	eventually(t, 20*time.Second, "recovery once Sentinel answers again", func() bool {
+		return send(t, "GET", dataPath("back"), nil).status == 200
+	})
+}
+
+// All tokens revoked: one fetch for a burst of 401s, every body intact.
+func TestAppJWTRevokedOneFetchForABurst(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 8 * time.Second}) // window 4s, renewal at 6.4s
+	loadCaddy(t, appJWTSite(srv, ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d", r.status)
+	}
+	time.Sleep(4200 * time.Millisecond) // older than the window: a 401 means gone
+	emu.RevokeTokens()
+	before := emu.Counters().TokenRequests
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			body, sum := randomBody(t, 500+i*37)
+			r := send(t, "POST", dataPath(fmt.Sprintf("burst/%d", i)), body)
+			if r.status != 200 {
+				t.Errorf("status %d: %s", r.status, r.body)
+				return
+			}
+			if e := r.echo(t); e.BodySHA256 != sum {
+				t.Error("body altered")
+			}
+		})
+	}
+	wg.Wait()
+	if n := emu.Counters().TokenRequests - before; n != 1 {
+		t.Fatalf("%d token fetches for 64 requests after a revocation, want 1", n)
+	}
+
+	// A 401 for a token younger than the window is the endpoint's own.
+	before = emu.Counters().TokenRequests
+	for range 5 {
+		if r := send(t, "GET", dataPath("always-401"), nil); r.status != 401 {
+			t.Fatalf("always-401 endpoint: %d", r.status)
+		}
+	}
+	if n := emu.Counters().TokenRequests - before; n != 0 {
+		t.Fatalf("%d token fetches for an endpoint's own 401s with a young token, want 0", n)
+	}
+}
+
+func TestAppJWTWrongSecretFast503s(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	t.Setenv("LPAUTH_TEST_WRONG_SECRET", "not-the-secret")
+	loadCaddy(t, strings.Replace(appJWTSite(srv, ""), "{env."+testClientSecretEnv+"}", "{env.LPAUTH_TEST_WRONG_SECRET}", 1))
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		r := send(t, "GET", dataPath("x"), nil)
+		if r.status != 503 || r.header.Get("Retry-After") == "" {
+			t.Fatalf("status %d, Retry-After %q with a wrong client secret", r.status, r.header.Get("Retry-After"))
+		}
+		if r.took > time.Second {
+			t.Fatalf("a 503 took %s", r.took)
+		}
+		if bytes.Contains(r.body, []byte("not-the-secret")) {
+			t.Fatal("the secret is in the answer")
+		}
+	}
+	if n := emu.Counters().TokenRequests; n < 1 || n > 3 {
+		t.Fatalf("%d token requests in 3s with a wrong secret, want 1 (at most 3)", n)
+	}
+}
+
+func TestAppJWTConfigErrors(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	base := appJWTSite(srv, "")
+	for _, tc := range []struct{ extra, want string }{
+		{"username bot", "username (user or application login) and client_id (AppJWT) are fields of two kinds of identity"},
+		{"password pw", "password (user login) and client_id (AppJWT)"},
+		{"app_key k", "app_key (application login) and client_id (AppJWT)"},
+		{"refresh_interval 5m", "refresh_interval does not apply to an AppJWT"},
+		{"logout_on_stop true", "logout_on_stop does not apply to an AppJWT"},
+		{"access_token t", "access_token (application login) and client_id (AppJWT)"},
+		{"sentinel_api v3", "sentinel_api must be v1 or v2"},
+		{"auth_scheme Bear:er", "auth_scheme must be a word"},
+	} {
+		caddytest.AssertLoadError(t, strings.Replace(base, "\t\tcsds ", "\t\t"+tc.extra+"\n\t\tcsds ", 1), "caddyfile", tc.want)
+	}
+	caddytest.AssertLoadError(t, strings.Replace(base, "\t\tclient_secret {env."+testClientSecretEnv+"}\n", "", 1), "caddyfile", "client_secret is required with client_id")
+}
