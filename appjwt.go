@@ -492,8 +492,8 @@ func (a *AppJWTSource) tokenError(err error) error {
 	return fmt.Errorf("token: invalid reply: %w", err)
 }
 
-// scrub removes the client secret, and any access_token the body carries,
-// from text taken from an answer (a server may echo the request). The
+// scrub removes the client secret, and any access_token the body carries
+// (as JSON or as a form), from text taken from an answer (a server may echo the request). The
 // replacement is not ASCII, so it cannot complete a header-safe value.
 func (a *AppJWTSource) scrub(text string, body []byte) string {
 	secrets := []string{a.cfg.ClientSecret, url.QueryEscape(a.cfg.ClientSecret)}
@@ -507,6 +507,11 @@ func (a *AppJWTSource) scrub(text string, body []byte) string {
 		} else if len(reply.AccessToken) > 0 {
 			secrets = append(secrets, string(reply.AccessToken))
 		}
+	}
+	// A form-encoded or plain-text body is kept as the message as it is.
+	form, _ := url.ParseQuery(string(body))
+	for _, s := range form["access_token"] {
+		secrets = append(secrets, s, url.QueryEscape(s), cleanText(s, len(s)))
 	}
 	for _, s := range secrets {
 		if s != "" {

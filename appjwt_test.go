@@ -390,6 +390,7 @@ func TestAppJWTErrors(t *testing.T) {
 		{"bad request", testAppSecret, rawReply(400, "application/json", `{"error":"invalid_grant","error_description":"no such grant"}`), 400, "invalid_grant: no such grant", 0, failConfig},
 		{"401 echoing the secret", testAppSecret, rawReply(401, "application/json", `{"error":"invalid_client","error_description":"bad secret `+testAppSecret+`"}`), 401, "invalid_client: bad secret …", 0, failConfig},
 		{"401 echoing the form", testAppSecret, rawReply(401, "text/plain", `client_secret=s3cret-Value%21%2F%2B%3D rejected`), 401, "", 0, failConfig},
+		{"400 echoing a form token", testAppSecret, rawReply(400, "text/plain", `access_token=abcdefgh12345678`), 400, "", 0, failConfig},
 		{"429 with Retry-After", testAppSecret, rawReply(429, "application/json", `{"error":"too_many_requests"}`, "Retry-After", "7"), 429, "too_many_requests", 7 * time.Second, failRateLimit},
 		{"500 plain text", testAppSecret, rawReply(500, "text/plain", `internal failure`), 500, "", 0, failTransient},
 		{"503 HTML", testAppSecret, rawReply(503, "text/html", `<html>down</html>`), 503, "", 0, failTransient},
@@ -415,7 +416,7 @@ func TestAppJWTErrors(t *testing.T) {
 			if got := classify(err); got != tc.class {
 				t.Errorf("class %d, want %d", got, tc.class)
 			}
-			noSecret(t, err, "s3cret-Value%21")
+			noSecret(t, err, "s3cret-Value%21", "abcdefgh12345678")
 		})
 	}
 
