@@ -189,6 +189,7 @@ func quickStart(t *testing.T, admin, emuPort, proxyPort, ccPort int) (*caddyProc
 		"LP_PROXY_ADDR="+caddyproc.Addr(proxyPort),
 		"LP_CSDS=http://"+caddyproc.Addr(ccPort),
 		"LP_UPSTREAM=http://"+caddyproc.Addr(ccPort),
+		"LP_PROACTIVE_UPSTREAM=http://"+caddyproc.Addr(ccPort),
 	)
 	return startCaddy(t, env, caddyproc.Addr(proxyPort), "run", "--config", "example.Caddyfile", "--envfile", "demo.env"), env
 }
@@ -214,6 +215,14 @@ func TestE2EQuickStart(t *testing.T) {
 	body, sum := randomBody(t, 200<<10)
 	if _, err := postBody(httpClient, proxy+dataPath("messages"), body, sum); err != nil {
 		t.Fatal(err)
+	}
+	// The Proactive Messaging path carries an AppJWT from Sentinel, not the
+	// user's session.
+	if st := getJSON(t, "GET", proxy+"/proactive"+dataPath("campaigns"), &echo); st != 200 || echo.CredentialKind != "app_jwt" || echo.Path != dataPath("campaigns") {
+		t.Fatalf("/proactive: %d %+v", st, echo)
+	}
+	if echo = (echoReply{}); getJSON(t, "GET", proxy+dataPath("user"), &echo) != 200 || echo.CredentialKind != "session" {
+		t.Fatalf("the user path: %+v", echo)
 	}
 
 	// Expire the session through the emulator's control API: the next
@@ -242,8 +251,8 @@ func TestE2EQuickStart(t *testing.T) {
 		t.Fatalf("after reload: %d", st)
 	}
 	getJSON(t, "GET", control+"/counters", &counters)
-	if counters.LoginAttempts != 2 {
-		t.Fatalf("reload logged in again: %+v", counters)
+	if counters.LoginAttempts != 2 || counters.TokenRequests != 1 {
+		t.Fatalf("reload logged in again or fetched another token: %+v", counters)
 	}
 
 	p.stop(t, 10*time.Second)
@@ -251,7 +260,7 @@ func TestE2EQuickStart(t *testing.T) {
 	if !strings.Contains(logs, "logged in to CC") {
 		t.Fatalf("no login line in caddy's log:\n%s", logs)
 	}
-	if strings.Contains(logs, ccemu.DefaultPassword) || hexSecret.MatchString(logs) {
+	if strings.Contains(logs, ccemu.DefaultPassword) || strings.Contains(logs, ccemu.DefaultClientSecret) || hexSecret.MatchString(logs) {
 		t.Fatalf("a secret shows in caddy's log:\n%s", logs)
 	}
 }
@@ -296,7 +305,7 @@ func TestE2EValidateContactsNothing(t *testing.T) {
 		}
 	}()
 	csds := "http://" + l.Addr().String()
-	env := caddyEnv(t, "LP_CSDS="+csds, "LP_UPSTREAM="+csds, "LP_PASSWORD=s3cret-not-in-json")
+	env := caddyEnv(t, "LP_CSDS="+csds, "LP_UPSTREAM="+csds, "LP_PASSWORD=s3cret-not-in-json", "LP_CLIENT_SECRET=jwt-s3cret-not-in-json")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	validate := exec.CommandContext(ctx, builtCaddy(t), "validate", "--config", "example.Caddyfile", "--envfile", "demo.env")
@@ -310,7 +319,7 @@ func TestE2EValidateContactsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("caddy adapt: %v", err)
 	}
-	if bytes.Contains(out, []byte("s3cret-not-in-json")) || !bytes.Contains(out, []byte("{env.LP_PASSWORD}")) {
+	if bytes.Contains(out, []byte("s3cret-not-in-json")) || !bytes.Contains(out, []byte("{env.LP_PASSWORD}")) || !bytes.Contains(out, []byte("{env.LP_CLIENT_SECRET}")) {
 		t.Fatalf("adapted JSON should hold the placeholder, not the password:\n%s", out)
 	}
 	time.Sleep(100 * time.Millisecond)
