@@ -15,7 +15,7 @@ func (h *Handler) observer(refreshInterval time.Duration) func(Event) {
 	return func(ev Event) {
 		recordEvent(ev)
 		h.logEvent(ev)
-		if ev.Kind == EventLogin && ev.Lifetime > 0 && refreshInterval >= ev.Lifetime {
+		if ev.Kind == EventLogin && ev.Mode != AppJWTMode && ev.Lifetime > 0 && refreshInterval >= ev.Lifetime { // an AppJWT is renewed by its lifetime
 			h.logger.Warn("refresh_interval is not below the session's idle lifetime CC announced; the session may expire between refreshes",
 				zap.String("account_id", ev.Account), zap.Duration("refresh_interval", refreshInterval), zap.Duration("session_ttl", ev.Lifetime))
 		}
