@@ -210,23 +210,30 @@ func forgetDomain(key domainKey) {
 // LoginBaseURL returns the agentVep base URL for the account: the configured
 // domain, or the Domain API's answer through the shared cache.
 func (c *Client) LoginBaseURL(ctx context.Context, account string) (string, error) {
+	return c.serviceBase(ctx, c.loginLookup(account))
+}
+
+// serviceBase is the configured domain, else the Domain API's answer to q.
+func (c *Client) serviceBase(ctx context.Context, q domainLookup) (string, error) {
 	if c.domain != nil {
 		return c.domain.String(), nil
 	}
-	q := c.loginLookup(account)
 	a, err := q.resolve(ctx)
 	return a.base, err
+}
+
+// forget marks q's cached answer for a recheck (none with a configured
+// domain).
+func (c *Client) forget(q domainLookup) {
+	if c.domain == nil {
+		forgetDomain(q.key())
+	}
 }
 
 // ForgetDomain marks the cached agentVep host stale, so that the next login
 // asks the Domain API again (after a connection failure, the host may have
 // moved); if the Domain API fails then, the last good host is still used.
-func (c *Client) ForgetDomain(account string) {
-	if c.domain == nil {
-		q := c.loginLookup(account)
-		forgetDomain(q.key())
-	}
-}
+func (c *Client) ForgetDomain(account string) { c.forget(c.loginLookup(account)) }
 
 // loginLookup asks for the login host. Its freshness window is lpdomain's
 // default: logins come hours apart, so a stale host costs one background

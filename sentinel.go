@@ -17,22 +17,12 @@ const sentinelService = "sentinel"
 // host), or the Domain API's answer for "sentinel" through the shared
 // cache, spoken to with the scheme of csds.
 func (c *Client) SentinelBaseURL(ctx context.Context, account string) (string, error) {
-	if c.domain != nil {
-		return c.domain.String(), nil
-	}
-	q := c.sentinelLookup(account)
-	a, err := q.resolve(ctx)
-	return a.base, err
+	return c.serviceBase(ctx, c.sentinelLookup(account))
 }
 
 // forgetSentinel marks the cached Sentinel host for a recheck, after a
 // connection failure (the host may have moved).
-func (c *Client) forgetSentinel(account string) {
-	if c.domain == nil {
-		q := c.sentinelLookup(account)
-		forgetDomain(q.key())
-	}
-}
+func (c *Client) forgetSentinel(account string) { c.forget(c.sentinelLookup(account)) }
 
 // sentinelLookup asks for the Sentinel host with the login host's
 // freshness window (Proactive Messaging asks to cache it at most a day).

@@ -444,9 +444,12 @@ func (e *Emulator) FailNextLogins(n int, status int, retryAfter time.Duration) {
 
 // DelayNextLogins makes the next n login attempts wait d before answering; the
 // wait ends early when the client goes away. n <= 0 cancels the knob.
-func (e *Emulator) DelayNextLogins(n int, d time.Duration) {
+func (e *Emulator) DelayNextLogins(n int, d time.Duration) { e.setDelay(&e.delayLogins, n, d) }
+
+// setDelay sets a delay knob; n <= 0 cancels it.
+func (e *Emulator) setDelay(knob *delays, n int, d time.Duration) {
 	e.mu.Lock()
-	e.delayLogins = delays{max(n, 0), d}
+	*knob = delays{max(n, 0), d}
 	e.mu.Unlock()
 }
 

@@ -116,11 +116,7 @@ func (e *Emulator) FailNextTokens(n int, status int, retryAfter time.Duration) {
 
 // DelayNextTokens makes the next n token requests wait d before answering;
 // the wait ends early when the client goes away. n <= 0 cancels the knob.
-func (e *Emulator) DelayNextTokens(n int, d time.Duration) {
-	e.mu.Lock()
-	e.delayTokens = delays{max(n, 0), d}
-	e.mu.Unlock()
-}
+func (e *Emulator) DelayNextTokens(n int, d time.Duration) { e.setDelay(&e.delayTokens, n, d) }
 
 // RevokeTokens makes every AppJWT issued so far invalid (the data API
 // answers 401 "jwt revoked") and returns how many were still live. Tokens
