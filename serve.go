@@ -69,7 +69,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// What the first attempt may change, kept for a retry: the response
 	// header map (a held-back 401 fills it) and the request.
-	var before headerSnapshot
+	var before headerRefs
 	before.take(w.Header())
 	var orig requestState
 	orig.take(r)
@@ -169,6 +169,41 @@ type headerSnapshot struct {
 	used  int
 	vals  [32]string
 	spill http.Header // for larger maps: a copy of its own
+}
+
+// headerRefs remembers a header map's entries by reference, for the
+// response header map: what a held-back 401 adds to it (new keys, appended
+// values) must not reach the answer that replaces it. Lighter than a
+// headerSnapshot, as the request path runs it on every request.
+type headerRefs struct {
+	n     int
+	keys  [8]string
+	vals  [8][]string
+	spill http.Header // for larger maps
+}
+
+func (s *headerRefs) take(h http.Header) {
+	if len(h) > len(s.keys) {
+		s.spill = make(http.Header, len(h))
+		for k, v := range h {
+			s.spill[k] = v
+		}
+		return
+	}
+	for k, v := range h {
+		s.keys[s.n], s.vals[s.n] = k, v
+		s.n++
+	}
+}
+
+func (s *headerRefs) restore(h http.Header) {
+	clear(h)
+	for k, v := range s.spill {
+		h[k] = v
+	}
+	for i := range s.n {
+		h[s.keys[i]] = s.vals[i]
+	}
 }
 
 // valueSpan is where one key's values lie in headerSnapshot.vals; n < 0
