@@ -7,7 +7,9 @@ package lpauth
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -230,4 +232,42 @@ func TestAppJWTConfigErrors(t *testing.T) {
 		caddytest.AssertLoadError(t, strings.Replace(base, "\t\tcsds ", "\t\t"+tc.extra+"\n\t\tcsds ", 1), "caddyfile", tc.want)
 	}
 	caddytest.AssertLoadError(t, strings.Replace(base, "\t\tclient_secret {env."+testClientSecretEnv+"}\n", "", 1), "caddyfile", "client_secret is required with client_id")
+}
+
+// The admin API and the metrics show the AppJWT identity, its expiry and
+// next renewal, and no token or client secret.
+func TestAppJWTOperability(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 10 * time.Minute})
+	loadCaddy(t, appJWTSite(srv, ""))
+	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	var raw []byte
+	for _, path := range []string{"/lpauth/sessions", "/metrics", "/config/"} {
+		resp, err := httpClient.Get("http://" + adminAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, secret := range emu.IssuedSecrets() {
+			if len(secret) >= 8 && strings.Contains(string(b), secret) {
+				t.Fatalf("a secret (%d chars) in the admin API's %s", len(secret), path)
+			}
+		}
+		if path == "/lpauth/sessions" {
+			raw = b
+		}
+	}
+	var st []Status
+	if err := json.Unmarshal(raw, &st); err != nil || len(st) != 1 {
+		t.Fatalf("sessions: %s", raw)
+	}
+	s := st[0]
+	now := time.Now()
+	if !s.LoggedIn || s.Mode != "app_jwt" || s.Username != ccemu.DefaultClientID ||
+		s.Expires.Before(now.Add(9*time.Minute)) || s.Expires.After(now.Add(10*time.Minute)) ||
+		s.NextRefresh.Before(now.Add(7*time.Minute)) || s.NextRefresh.After(now.Add(8*time.Minute)) {
+		t.Fatalf("status %+v: want app_jwt, expiry in 10m and renewal at 80%% (8m)", s)
+	}
 }
