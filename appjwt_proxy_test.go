@@ -88,19 +88,19 @@ func TestAppJWTV1AndBareToken(t *testing.T) {
 // A short lifetime under steady traffic: renewed at 80 %, in the
 // background; no request sees a 401 or waits for a fetch.
 func TestAppJWTRenewedBeforeExpiry(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 3 * time.Second})
+	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 4 * time.Second})
 	loadCaddy(t, appJWTSite(srv, ""))
 	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
 		t.Fatalf("warm-up: %d", r.status)
 	}
 	start := time.Now()
-	emu.DelayNextTokens(100, 400*time.Millisecond) // a renewal a request waited for would show
+	emu.DelayNextTokens(100, 500*time.Millisecond) // a renewal a request waited for would show
 	var mu sync.Mutex
 	var slowest time.Duration
 	var wg sync.WaitGroup
 	for c := range 4 {
 		wg.Go(func() {
-			for i := 0; time.Since(start) < 8*time.Second; i++ {
+			for i := 0; time.Since(start) < 10*time.Second; i++ {
 				r := send(t, "GET", dataPath(fmt.Sprintf("steady/%d/%d", c, i)), nil)
 				if r.status != 200 {
 					t.Errorf("status %d during renewals: %s", r.status, r.body)
@@ -115,13 +115,14 @@ func TestAppJWTRenewedBeforeExpiry(t *testing.T) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	// One fetch at start, then one each 80 % of 3 s.
-	want := 1 + int64(elapsed/(2400*time.Millisecond))
+	// One fetch at start, then one each 80 % of 4 s after the last one
+	// arrived (each takes 0.5 s).
+	want := 1 + int64(elapsed/(3700*time.Millisecond))
 	if n := emu.Counters().TokenRequestsOK; n < want-1 || n > want+1 {
-		t.Fatalf("%d token fetches in %s with a 3s lifetime, want %d (±1)", n, elapsed.Round(time.Millisecond), want)
+		t.Fatalf("%d token fetches in %s with a 4s lifetime, want %d (±1)", n, elapsed.Round(time.Millisecond), want)
 	}
-	if slowest >= 350*time.Millisecond {
-		t.Fatalf("a request took %s: it waited for a renewal (each takes 400ms)", slowest)
+	if slowest >= 400*time.Millisecond {
+		t.Fatalf("a request took %s: it waited for a renewal (each takes 500ms)", slowest)
 	}
 	if n := emu.Counters().UnauthorizedDataCalls; n != 0 {
 		t.Fatalf("%d data calls answered 401", n)
@@ -131,18 +132,23 @@ func TestAppJWTRenewedBeforeExpiry(t *testing.T) {
 // Sentinel fails: the current token is served until it expires, then 503,
 // then lpauth recovers by itself.
 func TestAppJWTFailedRenewalServesUntilExpiry(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 3 * time.Second})
+	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 5 * time.Second})
 	loadCaddy(t, appJWTSite(srv, ""))
 	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
 		t.Fatalf("warm-up: %d", r.status)
 	}
 	obtained := time.Now()
 	emu.FailNextTokens(1000, 500, 0)
-	for time.Since(obtained) < 2800*time.Millisecond {
+	// Renewal is due at 4s; half a second of margin before the end at 5s
+	// (the emulator rounds the lifetime down to whole seconds).
+	for time.Since(obtained) < 4500*time.Millisecond {
 		if r := send(t, "GET", dataPath("still"), nil); r.status != 200 {
 			t.Fatalf("status %d %s after the renewal failed, before the token expired", r.status, time.Since(obtained).Round(time.Millisecond))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if n := emu.Counters().TokenRequestsServerError; n < 1 {
+		t.Fatalf("%d failed renewals before the end: the test saw no failing renewal", n)
 	}
 	eventually(t, 3*time.Second, "503 once the token has expired", func() bool {
 		return send(t, "GET", dataPath("expired"), nil).status == 503
