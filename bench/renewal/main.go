@@ -34,7 +34,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -102,7 +101,7 @@ func run() int {
 			}
 			r.name, r.run = v.name, i+1
 			fmt.Fprintf(os.Stderr, "renewal: round %d %s: %d requests, p99 %s ms, %d fetches, %d waited, %d failed\n",
-				r.run, r.name, r.requests, ms(r.p99), r.fetches, r.waited, r.failed)
+				r.run, r.name, r.requests, benchkit.Ms(r.p99), r.fetches, r.waited, r.failed)
 			*v.out = append(*v.out, r)
 		}
 	}
@@ -118,7 +117,7 @@ func run() int {
 				label = "B: no renewal"
 			}
 			fmt.Printf("| %s | %d | %s | %d | %d | %s | %s | %s | %d | %d | %d |\n", label, r.run, life(r.lifetime),
-				r.requests, r.failed, ms(r.p50), ms(r.p99), ms(r.max), r.fetches, r.unauthorized, r.waited)
+				r.requests, r.failed, benchkit.Ms(r.p50), benchkit.Ms(r.p99), benchkit.Ms(r.max), r.fetches, r.unauthorized, r.waited)
 		}
 	}
 
@@ -126,7 +125,7 @@ func run() int {
 	for i := range s.rounds {
 		ratios[i] = float64(a[i].p99) / float64(b[i].p99)
 	}
-	ratio := median(ratios)
+	ratio := benchkit.Median(ratios)
 	fmt.Println()
 	fmt.Printf("Medians over %d rounds of each:\n\n", s.rounds)
 	fmt.Println("| round | requests | non-200 | p50 | p99 | max | token fetches | waited |")
@@ -140,19 +139,19 @@ func run() int {
 			for i, r := range row.rs {
 				v[i] = get(r)
 			}
-			return median(v)
+			return benchkit.Median(v)
 		}
 		d := func(get func(result) time.Duration) string {
-			return ms(time.Duration(m(func(r result) float64 { return float64(get(r)) })))
+			return benchkit.Ms(time.Duration(m(func(r result) float64 { return float64(get(r)) })))
 		}
 		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", row.name,
-			num(m(func(r result) float64 { return float64(r.requests) })),
-			num(m(func(r result) float64 { return float64(r.failed) })),
+			benchkit.Num(m(func(r result) float64 { return float64(r.requests) })),
+			benchkit.Num(m(func(r result) float64 { return float64(r.failed) })),
 			d(func(r result) time.Duration { return r.p50 }),
 			d(func(r result) time.Duration { return r.p99 }),
 			d(func(r result) time.Duration { return r.max }),
-			num(m(func(r result) float64 { return float64(r.fetches) })),
-			num(m(func(r result) float64 { return float64(r.waited) })))
+			benchkit.Num(m(func(r result) float64 { return float64(r.fetches) })),
+			benchkit.Num(m(func(r result) float64 { return float64(r.waited) })))
 	}
 	for _, r := range slices.Concat(a, b) {
 		if r.failed > 0 {
@@ -230,7 +229,7 @@ func round(bin string, s settings, lifetime time.Duration) (result, error) {
 	defer client.CloseIdleConnections()
 	url := "http://" + addr + "/api/account/" + ccemu.DefaultAccountID + "/renewal"
 
-	if code, err := get(client, url+"/warmup"); err != nil || code != http.StatusOK {
+	if code, err := benchkit.Get(client, url+"/warmup"); err != nil || code != http.StatusOK {
 		return result{}, fmt.Errorf("warm-up request: status %d, %v\n%s", code, err, proxy.Out.Tail(20))
 	}
 	// Every fetch from here on is slow: a request that waits for one shows.
@@ -246,7 +245,7 @@ func round(bin string, s settings, lifetime time.Duration) (result, error) {
 		wg.Go(func() {
 			for i := 0; time.Since(start) < s.duration; i++ {
 				t0 := time.Now()
-				code, err := get(client, url+"/"+strconv.Itoa(c)+"/"+strconv.Itoa(i))
+				code, err := benchkit.Get(client, url+"/"+strconv.Itoa(c)+"/"+strconv.Itoa(i))
 				lats[c] = append(lats[c], time.Since(t0))
 				switch {
 				case err != nil:
@@ -275,7 +274,7 @@ func round(bin string, s settings, lifetime time.Duration) (result, error) {
 	}
 	slices.Sort(all)
 	r.requests = len(all)
-	r.p50, r.p99, r.max = percentile(all, 50), percentile(all, 99), all[len(all)-1]
+	r.p50, r.p99, r.max = benchkit.Percentile(all, 50), benchkit.Percentile(all, 99), all[len(all)-1]
 	for _, d := range all {
 		if d > s.waitedAt {
 			r.waited++
@@ -307,36 +306,6 @@ http://%s {
 `, addr, ccemu.DefaultAccountID, ccemu.DefaultClientID, secretEnv, csds, upstream)
 }
 
-func get(client *http.Client, url string) (int, error) {
-	resp, err := client.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, err
-}
-
-// percentile is the nearest-rank percentile of sorted values.
-func percentile(sorted []time.Duration, p int) time.Duration {
-	i := (len(sorted)*p+99)/100 - 1
-	return sorted[max(i, 0)]
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 1, 64) }
-
 // life prints a token lifetime as 4s or 1h rather than 1h0m0s.
 func life(d time.Duration) string {
 	if d%time.Hour == 0 {
@@ -344,5 +313,3 @@ func life(d time.Duration) string {
 	}
 	return d.String()
 }
-
-func num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

@@ -30,7 +30,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -92,7 +91,7 @@ func run() int {
 
 	// Warm-up: the first request logs in; a burst opens the client's
 	// connections so that no measured burst pays for TCP setup.
-	if code, err := get(client, url+"/warmup"); err != nil || code != http.StatusOK {
+	if code, err := benchkit.Get(client, url+"/warmup"); err != nil || code != http.StatusOK {
 		fmt.Fprintf(os.Stderr, "storm: warm-up request: status %d, %v\n%s\n", code, err, proxy.Out.Tail(20))
 		return 1
 	}
@@ -130,13 +129,13 @@ func run() int {
 			r := b.r
 			vr, tl, l, al := "-", "-", "-", "-"
 			if r.refreshes > 0 {
-				vr = ms(r.verifyRefresh)
+				vr = benchkit.Ms(r.verifyRefresh)
 			}
 			if r.logins > 0 {
-				tl, l, al = ms(r.toLogin), ms(r.login), ms(r.afterLogin)
+				tl, l, al = benchkit.Ms(r.toLogin), benchkit.Ms(r.login), benchkit.Ms(r.afterLogin)
 			}
 			fmt.Printf("| %s | %d | %d | %d | %s | %s | %s | %d | %d | %s | %s | %s | %s |\n", b.name, i+1, r.requests, r.failed,
-				ms(r.p50), ms(r.p99), ms(r.max), r.logins, r.refreshes, vr, tl, l, al)
+				benchkit.Ms(r.p50), benchkit.Ms(r.p99), benchkit.Ms(r.max), r.logins, r.refreshes, vr, tl, l, al)
 		}
 	}
 	fmt.Println()
@@ -149,8 +148,8 @@ func run() int {
 		s    summary
 	}{{"a: no expiry", a}, {"b: storm", b}} {
 		s := row.s
-		fmt.Printf("| %s | %d | %s | %s | %s | %s | %s | %s |\n", row.name, requests, num(s.failed),
-			ms(s.p50), ms(s.p99), ms(s.max), num(s.logins), num(s.refreshes))
+		fmt.Printf("| %s | %d | %s | %s | %s | %s | %s | %s |\n", row.name, requests, benchkit.Num(s.failed),
+			benchkit.Ms(s.p50), benchkit.Ms(s.p99), benchkit.Ms(s.max), benchkit.Num(s.logins), benchkit.Num(s.refreshes))
 	}
 	for _, rs := range [][]result{noExpiry, storm} {
 		for _, r := range rs {
@@ -177,7 +176,7 @@ func run() int {
 	fmt.Printf("  storm logins == 1 in every storm:   %s (%s)\n", benchkit.Yes(oneLogin), joinInts(logins))
 	fmt.Printf("  failed == 0 in every burst:         %s\n", benchkit.Yes(noFail))
 	fmt.Printf("  storm p99 - no-expiry p99 = %s ms <= login delay %s ms + verifying refresh %s ms + 50 ms = %s ms: %s (slack %s ms)\n",
-		ms(delta), ms(delay), ms(b.verifyRefresh), ms(budget), benchkit.Yes(delta <= budget), ms(budget-delta))
+		benchkit.Ms(delta), benchkit.Ms(delay), benchkit.Ms(b.verifyRefresh), benchkit.Ms(budget), benchkit.Yes(delta <= budget), benchkit.Ms(budget-delta))
 	if !oneLogin || !noFail || delta > budget {
 		return 1
 	}
@@ -214,7 +213,7 @@ func burst(client *http.Client, url string, n int, emu *ccemu.Emulator, timed *t
 			ready.Done()
 			<-start
 			t0 := time.Now()
-			code, err := get(client, u)
+			code, err := benchkit.Get(client, u)
 			lat[i] = time.Since(t0)
 			if err != nil {
 				codes[i] = "error: " + err.Error()
@@ -239,7 +238,7 @@ func burst(client *http.Client, url string, n int, emu *ccemu.Emulator, timed *t
 		}
 	}
 	slices.Sort(lat)
-	r.p50, r.p99, r.max = percentile(lat, 50), percentile(lat, 99), lat[len(lat)-1]
+	r.p50, r.p99, r.max = benchkit.Percentile(lat, 50), benchkit.Percentile(lat, 99), lat[len(lat)-1]
 	if refreshes := timed.since(mark, "refresh"); len(refreshes) > 0 {
 		r.verifyRefresh = refreshes[0].took
 	}
@@ -248,22 +247,6 @@ func burst(client *http.Client, url string, n int, emu *ccemu.Emulator, timed *t
 		r.toLogin, r.login, r.afterLogin = l.start.Sub(released), l.took, lastEnd.Sub(l.start.Add(l.took))
 	}
 	return r
-}
-
-func get(client *http.Client, url string) (int, error) {
-	resp, err := client.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, err
-}
-
-// percentile is the nearest-rank percentile of sorted values.
-func percentile(sorted []time.Duration, p int) time.Duration {
-	i := (len(sorted)*p+99)/100 - 1
-	return sorted[max(i, 0)]
 }
 
 type summary struct {
@@ -278,7 +261,7 @@ func summarize(rs []result) summary {
 		for i, r := range rs {
 			v[i] = get(r)
 		}
-		return median(v)
+		return benchkit.Median(v)
 	}
 	d := func(get func(result) time.Duration) time.Duration {
 		return time.Duration(f(func(r result) float64 { return float64(get(r)) }))
@@ -292,18 +275,6 @@ func summarize(rs []result) summary {
 		max:           d(func(r result) time.Duration { return r.max }),
 		verifyRefresh: d(func(r result) time.Duration { return r.verifyRefresh }),
 	}
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // timedHandler records how long the emulator took over each login and
@@ -362,10 +333,6 @@ func (t *timedHandler) since(mark int, kind string) []call {
 	}
 	return out
 }
-
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 1, 64) }
-
-func num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
 
 func joinInts(v []int64) string {
 	s := make([]string, len(v))

@@ -7,7 +7,10 @@ package benchkit
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -75,3 +78,39 @@ func Yes(ok bool) string {
 	}
 	return "NO"
 }
+
+// Get sends a GET, reads the whole answer and returns its status.
+func Get(client *http.Client, url string) (int, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, err
+}
+
+// Percentile is the nearest-rank percentile of sorted values.
+func Percentile(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p+99)/100 - 1
+	return sorted[max(i, 0)]
+}
+
+// Median is the median of v (0 for none); v is left as it was.
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// Ms writes a duration in milliseconds with one decimal.
+func Ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 1, 64) }
+
+// Num writes a float as briefly as it reads exactly.
+func Num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
