@@ -48,6 +48,18 @@ http://%s {
 `, adminAddr, portsGlobal, proxyAddr, ccemu.DefaultAccountID, ccemu.DefaultClientID, testClientSecretEnv, srv.URL, extra, hostport(srv))
 }
 
+// appJWTProxy loads appJWTSite against a new emulator whose tokens live
+// lifetime, and fetches a first token with one request.
+func appJWTProxy(t *testing.T, lifetime time.Duration) *ccemu.Emulator {
+	t.Helper()
+	emu, srv := emulator(t, ccemu.Config{TokenLifetime: lifetime})
+	loadCaddy(t, appJWTSite(srv, ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d %s", r.status, r.body)
+	}
+	return emu
+}
+
 func TestAppJWTOneFetchForManyRequests(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	loadCaddy(t, appJWTSite(srv, ""))
@@ -88,11 +100,7 @@ func TestAppJWTV1AndBareToken(t *testing.T) {
 // A short lifetime under steady traffic: renewed at 80 %, in the
 // background; no request sees a 401 or waits for a fetch.
 func TestAppJWTRenewedBeforeExpiry(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 4 * time.Second})
-	loadCaddy(t, appJWTSite(srv, ""))
-	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
-		t.Fatalf("warm-up: %d", r.status)
-	}
+	emu := appJWTProxy(t, 4*time.Second)
 	start := time.Now()
 	emu.DelayNextTokens(100, 500*time.Millisecond) // a renewal a request waited for would show
 	var mu sync.Mutex
@@ -132,11 +140,7 @@ func TestAppJWTRenewedBeforeExpiry(t *testing.T) {
 // Sentinel fails: the current token is served until it expires, then 503,
 // then lpauth recovers by itself.
 func TestAppJWTFailedRenewalServesUntilExpiry(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 5 * time.Second})
-	loadCaddy(t, appJWTSite(srv, ""))
-	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
-		t.Fatalf("warm-up: %d", r.status)
-	}
+	emu := appJWTProxy(t, 5*time.Second)
 	obtained := time.Now()
 	emu.FailNextTokens(1000, 500, 0)
 	// Renewal is due at 4s; half a second of margin before the end at 5s
@@ -161,12 +165,8 @@ func TestAppJWTFailedRenewalServesUntilExpiry(t *testing.T) {
 
 // All tokens revoked: one fetch for a burst of 401s, every body intact.
 func TestAppJWTRevokedOneFetchForABurst(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 8 * time.Second}) // window 4s, renewal at 6.4s
-	loadCaddy(t, appJWTSite(srv, ""))
-	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
-		t.Fatalf("warm-up: %d", r.status)
-	}
-	time.Sleep(4200 * time.Millisecond) // older than the window: a 401 means gone
+	emu := appJWTProxy(t, 8*time.Second) // window 4s, renewal at 6.4s
+	time.Sleep(4200 * time.Millisecond)  // older than the window: a 401 means gone
 	emu.RevokeTokens()
 	before := emu.Counters().TokenRequests
 	var wg sync.WaitGroup
@@ -243,11 +243,7 @@ func TestAppJWTConfigErrors(t *testing.T) {
 // The admin API and the metrics show the AppJWT identity, its expiry and
 // next renewal, and no token or client secret.
 func TestAppJWTOperability(t *testing.T) {
-	emu, srv := emulator(t, ccemu.Config{TokenLifetime: 10 * time.Minute})
-	loadCaddy(t, appJWTSite(srv, ""))
-	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
-		t.Fatalf("status %d", r.status)
-	}
+	emu := appJWTProxy(t, 10*time.Minute)
 	var raw []byte
 	for _, path := range []string{"/lpauth/sessions", "/metrics", "/config/"} {
 		resp, err := httpClient.Get("http://" + adminAddr + path)
