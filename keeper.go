@@ -83,6 +83,13 @@ type Keeper struct {
 	deadToken   string      // token of the credential last found gone: never adopt it again
 	solo        *Credential // cluster mode: obtained while the storage failed, known to no other instance
 	renewal     renewalSchedule
+
+	// heir is the keeper of the same CC user whose configuration replaced
+	// this one's (a rotated password or secret): once set, this keeper
+	// never obtains again, and a 401 it sees is answered from the heir's
+	// credential.
+	heir     atomic.Pointer[Keeper]
+	inflight atomic.Int64 // requests holding this keeper's credential
 }
 
 // Mode says whether a keeper's credential is its own or shared by a cluster.
@@ -159,6 +166,19 @@ type Outcome struct {
 // failed. Only failed is invalidated, and only once it is known to be gone:
 // one check, and one new obtain, serve every 401 meanwhile.
 func (k *Keeper) Unauthorized(ctx context.Context, failed *Credential) Outcome {
+	if h := k.successor(); h != nil {
+		// On its way out: the CC user's credential is the heir's now. A
+		// login with this keeper's credentials may fail (the password
+		// changed) or end the heir's session (one session per user).
+		if h.cur.Load() == failed {
+			return h.Unauthorized(ctx, failed)
+		}
+		c, err := h.Get(ctx)
+		if err != nil {
+			return Outcome{Verdict: Unavailable, Err: err}
+		}
+		return Outcome{Verdict: RetryLate, Credential: c}
+	}
 	cur := k.cur.Load()
 	if cur != nil && cur != failed {
 		return Outcome{Verdict: RetryLate, Credential: cur}
@@ -227,11 +247,16 @@ type Status struct {
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	BackoffUntil        time.Time `json:"backoff_until,omitzero"`
 	LastError           string    `json:"last_error,omitempty"`
+	// Replaced: a newer configuration's identity serves this CC user now
+	// (a rotated password or secret); this one is released once its
+	// requests have finished.
+	Replaced bool  `json:"replaced,omitempty"`
+	InFlight int64 `json:"in_flight"`
 }
 
 // Status reports the keeper's state.
 func (k *Keeper) Status() Status {
-	st := Status{AccountID: k.id.Account, Mode: k.id.Mode, Username: k.id.Name}
+	st := Status{AccountID: k.id.Account, Mode: k.id.Mode, Username: k.id.Name, Replaced: k.successor() != nil, InFlight: max(k.inflight.Load(), 0)}
 	if c := k.cur.Load(); c != nil {
 		st.LoggedIn, st.LoggedInAt, st.Host, st.Expires = true, c.Obtained, c.Issuer, c.Expires
 	}
@@ -257,7 +282,13 @@ func (k *Keeper) Client() *Client { return k.settings().Client }
 // Close stops the timers and releases the credential (if the settings that
 // applied last say so), bounded by a few seconds. Nothing is obtained
 // afterwards.
-func (k *Keeper) Close() error {
+func (k *Keeper) Close() error { return k.CloseAfterRequests(0, nil) }
+
+// CloseAfterRequests is Close, with the release put off until the requests
+// that hold the credential (BeginRequest, not yet EndRequest) have
+// finished: at most wait, and no longer once stop is closed. Meanwhile the
+// credential is still served to them and nothing new is obtained.
+func (k *Keeper) CloseAfterRequests(wait time.Duration, stop <-chan struct{}) error {
 	k.mu.Lock()
 	if k.closed {
 		k.mu.Unlock()
@@ -266,6 +297,7 @@ func (k *Keeper) Close() error {
 	k.closed = true
 	k.stopTimersLocked()
 	k.mu.Unlock()
+	k.drain(wait, stop)
 	k.cancel()
 	c := k.cur.Swap(nil)
 	s := k.settings()
@@ -274,6 +306,74 @@ func (k *Keeper) Close() error {
 	}
 	return k.mode.release(k, s, c)
 }
+
+// BeginRequest counts a request that holds the keeper's credential until
+// its EndRequest, so that a release waits for it (CloseAfterRequests).
+func (k *Keeper) BeginRequest() { k.inflight.Add(1) }
+
+// EndRequest ends what BeginRequest began.
+func (k *Keeper) EndRequest() { k.inflight.Add(-1) }
+
+// InFlight is the number of requests holding the credential now.
+func (k *Keeper) InFlight() int64 { return k.inflight.Load() }
+
+// drainPoll is how often a release waiting for requests looks again.
+const drainPoll = 10 * time.Millisecond
+
+func (k *Keeper) drain(wait time.Duration, stop <-chan struct{}) {
+	if wait <= 0 || k.inflight.Load() <= 0 {
+		return
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	for k.inflight.Load() > 0 {
+		select {
+		case <-deadline.C:
+			return
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Supersede hands the CC user over to next, the keeper of the same user
+// whose configuration has started in place of this one's: from now on this
+// keeper obtains nothing, and Get and Unauthorized answer from next (or
+// with an *UnavailableError while next has no credential). The current
+// credential is still served to the requests that hold it, until Close.
+func (k *Keeper) Supersede(next *Keeper) {
+	if next == k || next == nil {
+		return
+	}
+	k.heir.Store(next)
+	k.mu.Lock()
+	if k.stopRetry != nil {
+		k.stopRetry() // a pending retry would be a login
+		k.stopRetry = nil
+	}
+	k.mu.Unlock()
+}
+
+// successor is the keeper that last replaced this one, following a chain
+// of replacements while they drain; nil if none.
+func (k *Keeper) successor() *Keeper {
+	h := k.heir.Load()
+	for i := 0; h != nil && i < 8; i++ {
+		n := h.heir.Load()
+		if n == nil || n == k {
+			break
+		}
+		h = n
+	}
+	return h
+}
+
+// errReplaced: an obtain asked of a keeper whose CC user another keeper
+// serves now.
+var errReplaced = errors.New("lpauth: this identity was replaced by a newer configuration")
 
 // release ends c through the source and reports it.
 func (k *Keeper) release(s *Settings, c *Credential) error {
@@ -291,6 +391,9 @@ func (k *Keeper) release(s *Settings, c *Credential) error {
 }
 
 func (k *Keeper) awaitObtain(ctx context.Context) (*Credential, error) {
+	if h := k.successor(); h != nil {
+		return h.Get(ctx)
+	}
 	if err := k.unavailableNow(); err != nil {
 		return nil, err
 	}
@@ -341,6 +444,9 @@ func (k *Keeper) unavailable(err error) error {
 func (k *Keeper) obtain() (any, error) {
 	if c := k.cur.Load(); c != nil {
 		return c, nil // another obtain finished just before this one began
+	}
+	if k.successor() != nil {
+		return nil, errReplaced
 	}
 	if err := k.unavailableNow(); err != nil {
 		return nil, err
@@ -421,7 +527,7 @@ func (k *Keeper) failedObtainLocked(err error) Event {
 }
 
 func (k *Keeper) retryObtain() {
-	if k.cur.Load() == nil {
+	if k.cur.Load() == nil && k.successor() == nil {
 		k.flight.DoChan("obtain", k.obtain)
 	}
 }

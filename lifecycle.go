@@ -40,7 +40,20 @@ type startOnEvent struct{ use *Use }
 
 func (s startOnEvent) Handle(context.Context, caddy.Event) error {
 	s.use.Start()
+	replaceOthersOf(s.use.Keeper(), s.use.Owner())
 	return nil
+}
+
+// replaceOthersOf hands the CC user of k over to k in every other keeper of
+// that user that the starting configuration owner does not use: they belong
+// to the configuration being replaced (the password or secret changed), and
+// must not log in again while their requests finish.
+func replaceOthersOf(k *Keeper, owner any) {
+	forEachKeeper(func(o *Keeper) {
+		if o != k && o.Identity().SameUser(k.Identity()) && !o.AttachedTo(owner) {
+			o.Supersede(k)
+		}
+	})
 }
 
 // Interface guard

@@ -4,6 +4,7 @@
 package lpauth
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -190,9 +192,40 @@ func forEachKeeper(f func(*Keeper)) {
 // config using it is unloaded.
 type pooledKeeper struct{ *Keeper }
 
-// Destruct logs out; failures are already logged through the observer.
+// drainLimit bounds how long the release of a keeper whose configuration was
+// unloaded by a reload waits for the requests that still hold its
+// credential: Caddy cleans up the old configuration at once, with its
+// requests in flight, and a logout would fail them.
+const drainLimit = 30 * time.Second
+
+// releasing counts keepers releasing in the background after a reload;
+// exiting stops their wait (the servers have finished every request by
+// then) and the process waits for the releases.
+var (
+	releasing   sync.WaitGroup
+	exitOnce    sync.Once
+	exitStarted = make(chan struct{})
+)
+
+// Destruct logs out once no request holds the session; failures are logged
+// through the observer. After a reload with requests still in flight that
+// happens in the background, up to drainLimit later; otherwise at once.
 func (p pooledKeeper) Destruct() error {
-	_ = p.Close()
+	if caddy.Exiting() || p.InFlight() <= 0 {
+		_ = p.Close()
+		return nil
+	}
+	exitOnce.Do(func() {
+		caddy.OnExit(func(context.Context) {
+			close(exitStarted)
+			releasing.Wait()
+		})
+	})
+	releasing.Add(1)
+	go func() {
+		defer releasing.Done()
+		_ = p.CloseAfterRequests(drainLimit, exitStarted)
+	}()
 	return nil
 }
 

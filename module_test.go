@@ -267,9 +267,8 @@ func fingerprint(s string) string {
 func TestProxyInjectsBearerReplacingClientHeader(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	loadCaddy(t, caddyConfig(srv, "", ""))
-	if n := emu.Counters(); n.LoginAttempts != 0 || n.DomainLookups != 0 {
-		t.Fatalf("loading the config contacted CC: %+v", n)
-	}
+	// The config logs in as it starts, before any request.
+	eventually(t, 5*time.Second, "the login at start", func() bool { return emu.Counters().Logins == 1 })
 	for range 5 {
 		r := send(t, "GET", dataPath("conversations"), nil, "Authorization", "Basic Zm9vOmJhcg==")
 		if r.status != 200 {
@@ -470,8 +469,12 @@ func TestProxyLogin429DelaysNextLogin(t *testing.T) {
 
 func TestProxyHungLoginCutAtLoginTimeout(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
-	emu.DelayNextLogins(1, 30*time.Second)
 	loadCaddy(t, caddyConfig(srv, "login_timeout 1s", ""))
+	eventually(t, 5*time.Second, "the login at start", func() bool { return emu.Counters().Logins == 1 })
+	// The request finds the session gone and waits for the re-login, which
+	// hangs: it is cut at login_timeout.
+	emu.ExpireSessions()
+	emu.DelayNextLogins(1, 30*time.Second)
 	r := send(t, "GET", dataPath("x"), nil)
 	if r.status != 503 {
 		t.Fatalf("status %d", r.status)

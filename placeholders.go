@@ -27,9 +27,13 @@ func expandField(repl *caddy.Replacer, field, value string, secret bool) (string
 		return out, nil
 	}
 	if secret {
-		if name, ok := strings.CutPrefix(value, "{env."); ok && strings.Count(value, "{") == 1 && strings.HasSuffix(name, "}") {
+		switch lone := strings.Count(value, "{") == 1 && strings.HasSuffix(value, "}"); {
+		case lone && strings.HasPrefix(value, "{env."):
 			err = fmt.Errorf("%s is unset or empty", value)
-		} else {
+		case lone && strings.HasPrefix(value, "{file."):
+			// The path is not the secret; the content is never shown.
+			err = fmt.Errorf("%s: the file is missing, unreadable or empty", value)
+		default:
 			err = errors.New("a placeholder in it is unknown or empty (give secrets as {env.NAME}; escape literal braces as \\{ \\})")
 		}
 	}

@@ -4,6 +4,8 @@
 package lpauth
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -34,6 +36,32 @@ func TestPlaceholderExpandField(t *testing.T) {
 			t.Errorf("%s %q: error %v, want it to start with %q", tc.field, tc.value, err, tc.want)
 		} else if tc.never != "" && strings.Contains(err.Error(), tc.never) {
 			t.Errorf("%s: error %q shows the secret", tc.field, err)
+		}
+	}
+}
+
+// A secret read from a file ({file.*}, re-read at every reload: the way to
+// rotate it without a restart) loses its trailing newline; a missing or
+// empty file names the field and the file, never the content.
+func TestPlaceholderSecretFromFile(t *testing.T) {
+	dir := t.TempDir()
+	full := filepath.Join(dir, "lp_password")
+	if err := os.WriteFile(full, []byte("s3cret-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	repl := caddy.NewReplacer()
+	if got, err := expandField(repl, "password", "{file."+full+"}", true); err != nil || got != "s3cret-from-file" {
+		t.Fatalf("expanded %q, %v", got, err)
+	}
+	for _, path := range []string{empty, filepath.Join(dir, "missing")} {
+		_, err := expandField(repl, "password", "{file."+path+"}", true)
+		want := "password: {file." + path + "}: the file is missing, unreadable or empty"
+		if err == nil || err.Error() != want {
+			t.Errorf("error %v, want %q", err, want)
 		}
 	}
 }

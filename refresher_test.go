@@ -40,13 +40,19 @@ func TestKeeperOneLoginForManyCallers(t *testing.T) {
 	}
 }
 
-func TestKeeperNoLoginUntilAsked(t *testing.T) {
+// A keeper whose configuration has not started (caddy validate, a reload
+// that fails) contacts nothing.
+func TestKeeperNoLoginBeforeStart(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	k := testKeeper(t, srv, userCreds(), nil, nil)
+	k := NewKeeper(NewLoginSource(userCreds()), nil, Local)
+	t.Cleanup(func() { _ = k.Close() })
+	if _, err := k.Attach("test", Settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second}, nil); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(50 * time.Millisecond)
 	if k.Current() != nil || emu.Counters().LoginAttempts != 0 || emu.Counters().DomainLookups != 0 {
-		t.Fatal("the keeper contacted CC before anyone asked for a session")
+		t.Fatal("the keeper contacted CC before its configuration started")
 	}
 }
 

@@ -36,6 +36,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("http.lpauth.account_id", h.identity) // a Stringer: no boxing per request
 		repl.Set("http.lpauth.retried", false)
 	}
+	if _, upgrade := r.Header["Upgrade"]; !upgrade {
+		// Counted, so that a logout after a reload waits for it; an
+		// upgraded connection may last for hours and is not waited for.
+		h.keeper.BeginRequest()
+		defer h.keeper.EndRequest()
+	}
 	cred := h.keeper.Current() // the fast path: one atomic load
 	if cred == nil {
 		var err error
@@ -58,7 +64,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		rec := newHoldBackWriter(w, false)
 		defer rec.release()
 		err := next.ServeHTTP(rec, r)
-		if rec.status == http.StatusUnauthorized {
+		if rec.status == http.StatusUnauthorized && !h.nestedRan(r) {
 			// Too late to retry this one, but the next requests should
 			// find a live credential.
 			h.countUnauthorized("not_replayable")
@@ -82,6 +88,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if err != nil || !rec.held {
 		return err // streamed through, or nothing written
+	}
+	if h.nestedRan(r) {
+		// Another lpauth after this one set the credential that went
+		// upstream, and has handled its 401: not this handler's to judge.
+		return rec.writeHeld()
 	}
 	out := h.keeper.Unauthorized(r.Context(), cred)
 	if out.Verdict == PassThrough {
@@ -114,6 +125,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		c.Write(zap.String("account_id", h.identity.AccountID), zap.String("uri", r.RequestURI), zap.Bool("token_already_replaced", out.Verdict == RetryLate))
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// nestedRan says whether another lpauth handler ran for r after this one
+// (each handler leaves its own identity in the request's variables).
+func (h *Handler) nestedRan(r *http.Request) bool {
+	return IdentityFrom(r) != h.identity
 }
 
 // withOwnVars gives the retry a copy of the request's variables. The first

@@ -75,15 +75,29 @@ func (k *Keeper) Attach(owner any, s Settings, done <-chan struct{}) (*Use, erro
 }
 
 // Start marks the configuration as running: from now on its settings
-// apply, until a newer one starts.
+// apply, until a newer one starts. A keeper with no credential begins to
+// obtain one at once, in the background, so the first request finds it.
 func (u *Use) Start() {
 	k := u.k
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	if u.startSeq == 0 {
+	first := u.startSeq == 0
+	if first {
 		k.lastSeq++
 		u.startSeq = k.lastSeq
 		k.appliedChangedLocked()
+	}
+	k.mu.Unlock()
+	if first {
+		k.heir.Store(nil) // a running configuration uses it again
+		k.obtainInBackground()
+	}
+}
+
+// obtainInBackground starts the single obtain unless there is a credential
+// or the keeper is backing off (its retry is planned) or closed.
+func (k *Keeper) obtainInBackground() {
+	if k.cur.Load() == nil && k.successor() == nil && k.unavailableNow() == nil {
+		k.flight.DoChan("obtain", k.obtain)
 	}
 }
 
@@ -188,4 +202,22 @@ func compareSettings(id Identity, a, b Settings) error {
 		return conflict("logout_on_stop", strconv.FormatBool(a.LogoutOnStop), strconv.FormatBool(b.LogoutOnStop))
 	}
 	return nil
+}
+
+// Keeper is the keeper this Use holds.
+func (u *Use) Keeper() *Keeper { return u.k }
+
+// Owner is the configuration the Use belongs to.
+func (u *Use) Owner() any { return u.owner }
+
+// AttachedTo says whether the configuration owner uses the keeper.
+func (k *Keeper) AttachedTo(owner any) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, u := range k.uses {
+		if u.owner == owner {
+			return true
+		}
+	}
+	return false
 }

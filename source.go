@@ -66,6 +66,13 @@ type Identity struct {
 	Name    string // the user name, or the client id
 }
 
+// SameUser says whether two identities are the same CC user or application,
+// whatever their credentials: a login kind of the Login Service may change
+// with a rotation, an application token is never a user's.
+func (id Identity) SameUser(o Identity) bool {
+	return id.Account == o.Account && id.Name == o.Name && (id.Mode == AppJWTMode) == (o.Mode == AppJWTMode)
+}
+
 // Credential is what a Source obtained: the token that goes into the
 // Authorization header, and the source's own state that keeps it alive. Its
 // secret fields are never shown by String.

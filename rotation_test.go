@@ -1,0 +1,130 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/lpauth/caddy-lpauth/ccemu"
+)
+
+// A configuration that starts obtains its credential in the background:
+// nobody asked for it yet.
+func TestKeeperObtainsAtStart(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	k := testKeeper(t, srv, userCreds(), nil, nil)
+	eventually(t, 5*time.Second, "a login after Start", func() bool { return k.Current() != nil })
+	if n := emu.Counters().Logins; n != 1 {
+		t.Fatalf("%d logins at start, want 1", n)
+	}
+	// A second start of the same keeper (another config) adds nothing.
+	use, err := k.Attach("another", Settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, LogoutOnStop: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	use.Start()
+	time.Sleep(100 * time.Millisecond)
+	if n := emu.Counters().LoginAttempts; n != 1 {
+		t.Fatalf("%d login attempts after a second start of a logged-in keeper, want 1", n)
+	}
+}
+
+// Once replaced, a keeper never logs in again: a 401 it sees is answered
+// with its heir's credential.
+func TestKeeperReplacedNeverLogsInAgain(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	old := testKeeper(t, srv, userCreds(), nil, nil)
+	oldCred, err := old.Get(bg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu.ExpireSessions() // the old session ends
+	heir := testKeeper(t, srv, userCreds(), nil, nil)
+	eventually(t, 5*time.Second, "the heir's login at start", func() bool { return heir.Current() != nil })
+	old.Supersede(heir)
+	if !old.Status().Replaced {
+		t.Fatal("status does not say replaced")
+	}
+
+	out := old.Unauthorized(bg(), oldCred)
+	if out.Verdict != RetryLate || out.Credential != heir.Current() {
+		t.Fatalf("verdict %v (%v), want a retry with the heir's credential", out.Verdict, out.Err)
+	}
+	if got := dataCall(t, srv, out.Credential); got != http.StatusOK {
+		t.Fatalf("the heir's credential answered %d", got)
+	}
+	// Once the old credential is dropped, Get answers from the heir too.
+	old.cur.Store(nil)
+	if c, err := old.Get(bg()); err != nil || c != heir.Current() {
+		t.Fatalf("Get on the replaced keeper: %v, %v", c, err)
+	}
+	if n := emu.Counters().LoginAttempts; n != 2 {
+		t.Fatalf("%d login attempts, want 2: the replaced keeper logged in again", n)
+	}
+}
+
+// A replaced keeper that was backing off after a failed login does not try
+// again when its retry falls due.
+func TestKeeperReplacedDropsItsRetry(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	clock := newFakeClock()
+	emu.FailNextLogins(1, http.StatusInternalServerError, 0)
+	old := testKeeper(t, srv, userCreds(), clock, nil)
+	eventually(t, 5*time.Second, "the failed login at start", func() bool { return old.Status().ConsecutiveFailures == 1 })
+	heir := testKeeper(t, srv, userCreds(), clock, nil)
+	eventually(t, 5*time.Second, "the heir's login at start", func() bool { return heir.Current() != nil })
+	old.Supersede(heir)
+	clock.Advance(10 * time.Minute)
+	time.Sleep(100 * time.Millisecond)
+	if n := emu.Counters().LoginAttempts; n != 2 {
+		t.Fatalf("%d login attempts, want 2 (the failed one and the heir's)", n)
+	}
+}
+
+// The release waits for the requests that hold the credential, and no
+// longer than its bound.
+func TestKeeperReleaseWaitsForRequests(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	k := testKeeper(t, srv, userCreds(), nil, nil)
+	if _, err := k.Get(bg()); err != nil {
+		t.Fatal(err)
+	}
+	k.BeginRequest()
+	closed := make(chan struct{})
+	go func() { _ = k.CloseAfterRequests(10*time.Second, nil); close(closed) }()
+	time.Sleep(300 * time.Millisecond)
+	if n := emu.Counters().Logouts; n != 0 {
+		t.Fatalf("logged out with a request in flight (%d logouts)", n)
+	}
+	start := time.Now()
+	k.EndRequest()
+	<-closed
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("release took %s after the last request ended", took)
+	}
+	if n := emu.Counters().Logouts; n != 1 {
+		t.Fatalf("%d logouts, want 1", n)
+	}
+
+	// A request that never ends holds the release no longer than the bound.
+	k2 := testKeeper(t, srv, userCreds(), nil, nil)
+	if _, err := k2.Get(bg()); err != nil {
+		t.Fatal(err)
+	}
+	k2.BeginRequest()
+	start = time.Now()
+	_ = k2.CloseAfterRequests(500*time.Millisecond, nil)
+	if took := time.Since(start); took < 400*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("release with a stuck request took %s, want about the 500ms bound", took)
+	}
+	if n := emu.Counters().Logouts; n != 2 {
+		t.Fatalf("%d logouts, want 2", n)
+	}
+}
