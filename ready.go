@@ -1,0 +1,231 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Ready{})
+	httpcaddyfile.RegisterHandlerDirective("lpauth_ready", parseReadyCaddyfile)
+	// Caddy orders a plugin's directive only relative to a standard one.
+	// lpauth sits right after forward_auth, registered in caddyfile.go,
+	// whose init runs before this file's (the go command hands a package's
+	// files to the compiler in name order); this one, inserted right after
+	// forward_auth as well, lands between forward_auth and lpauth. So a
+	// basic_auth or forward_auth guard still runs first, and a site-level
+	// lpauth never runs before the probe. TestReadyOrderedBeforeLpauth
+	// checks the result.
+	httpcaddyfile.RegisterDirectiveOrder("lpauth_ready", httpcaddyfile.After, "forward_auth")
+}
+
+// The states of an identity in a readiness answer.
+const (
+	ReadyStateReady      = "ready"       // a live credential
+	ReadyStateLoggingIn  = "logging_in"  // none yet, and not backing off: the next request (or a login in flight) gets one
+	ReadyStateBackingOff = "backing_off" // the last login failed; no attempt before backoff_until
+)
+
+// Ready answers a readiness probe for lpauth: 200 OK when every identity
+// (account and user, or AppJWT client) that the lpauth handlers of its
+// server use has a live credential, 503 Service Unavailable otherwise.
+// It never waits and never starts a login: it only reports what the
+// sessions are, so a probe costs CC nothing however often it runs.
+// It does not call the next handler.
+//
+// The body is JSON, sent with `Cache-Control: no-store`, one entry per
+// identity in route order, and never a secret:
+//
+//	{"ready": false, "identities": [
+//	  {"account_id": "123", "mode": "user", "name": "bot", "state": "ready", "consecutive_failures": 0},
+//	  {"account_id": "123", "mode": "app_jwt", "name": "my-client", "state": "backing_off",
+//	   "consecutive_failures": 2, "backoff_until": "2026-01-01T10:00:00Z"}
+//	]}
+//
+// mode is user, application or app_jwt; name is the user name, or the
+// client id; state is ready, logging_in (no credential yet, and not backing
+// off) or backing_off (the last login failed; the keeper waits until
+// backoff_until before it tries again). A 503 carries no Retry-After:
+// probes ignore it, and proxied requests get their own.
+//
+// The lpauth handlers counted are all those of the server the probe
+// request arrived on: its routes, error routes and named routes, at any
+// depth (handle, handle_path, route). In a Caddyfile one server holds every
+// site that listens on the same address. A server with no lpauth handler
+// answers 200 with an empty list (nothing there needs CC), and logs one
+// warning, as that is most likely a mistake.
+//
+// In a Caddyfile, `lpauth_ready /healthz` at site level is ordered before
+// lpauth (and after basic_auth and forward_auth), so a site-level lpauth
+// never runs first. `handle /healthz { lpauth_ready }` works too when
+// lpauth sits inside other handle blocks; with a site-level lpauth, that
+// lpauth runs before every handle block, so the probe would wait for (and
+// start) a login: use the site-level form then.
+type Ready struct {
+	servedBy *atomic.Pointer[readyTargets] // the lpauth handlers of the server last seen
+	warned   *atomic.Bool                  // a configuration warning has been logged
+	logger   *zap.Logger
+}
+
+// readyTargets are the lpauth handlers of one server instance.
+type readyTargets struct {
+	srv      *caddyhttp.Server
+	handlers []*Handler
+}
+
+// readyIdentity is one identity of a readiness answer. It holds no secret.
+type readyIdentity struct {
+	AccountID           string    `json:"account_id"`
+	Mode                string    `json:"mode"`
+	Name                string    `json:"name"`
+	State               string    `json:"state"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	BackoffUntil        time.Time `json:"backoff_until,omitzero"`
+}
+
+// readyReport is the readiness answer.
+type readyReport struct {
+	Ready      bool            `json:"ready"`
+	Identities []readyIdentity `json:"identities"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Ready) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.lpauth_ready",
+		New: func() caddy.Module { return new(Ready) },
+	}
+}
+
+// Provision sets the handler up. The lpauth handlers it reports on are
+// found at the first request, once the whole server is provisioned.
+func (rd *Ready) Provision(ctx caddy.Context) error {
+	rd.logger = ctx.Logger()
+	rd.servedBy = new(atomic.Pointer[readyTargets])
+	rd.warned = new(atomic.Bool)
+	return nil
+}
+
+// ServeHTTP answers the probe.
+func (rd *Ready) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if IdentityFrom(r) != nil {
+		rd.warnOnce("an lpauth handler runs before lpauth_ready on this request: without a session the probe waits for a login and starts one; put lpauth_ready at site level (lpauth_ready /healthz) or lpauth inside handle blocks",
+			zap.String("path", r.URL.Path))
+	}
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	report := readyReport{Ready: true, Identities: []readyIdentity{}}
+	var seen []*Keeper
+	for _, h := range rd.handlersOf(srv) {
+		k := h.keeper
+		if k == nil || containsKeeper(seen, k) {
+			continue
+		}
+		seen = append(seen, k)
+		id := readyIdentityOf(k)
+		report.Ready = report.Ready && id.State == ReadyStateReady
+		report.Identities = append(report.Identities, id)
+	}
+	body, err := json.Marshal(report)
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("lpauth: readiness answer: %w", err))
+	}
+	status := http.StatusOK
+	if !report.Ready {
+		status = http.StatusServiceUnavailable
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, err = w.Write(append(body, '\n'))
+	return err
+}
+
+// handlersOf returns the lpauth handlers of srv, found once per server
+// instance (a reload makes a new one).
+func (rd *Ready) handlersOf(srv *caddyhttp.Server) []*Handler {
+	if t := rd.servedBy.Load(); t != nil && t.srv == srv {
+		return t.handlers
+	}
+	t := &readyTargets{srv: srv, handlers: lpauthHandlersOf(srv)}
+	rd.servedBy.Store(t)
+	if len(t.handlers) == 0 {
+		rd.warnOnce("lpauth_ready is in a server without any lpauth handler: it answers 200 with no identity")
+	}
+	return t.handlers
+}
+
+// warnOnce logs msg, the first configuration problem this handler sees.
+func (rd *Ready) warnOnce(msg string, fields ...zap.Field) {
+	if rd.warned.CompareAndSwap(false, true) {
+		rd.logger.Warn(msg, fields...)
+	}
+}
+
+// readyIdentityOf reports k's state without waiting for it.
+func readyIdentityOf(k *Keeper) readyIdentity {
+	st := k.Status()
+	id := readyIdentity{AccountID: st.AccountID, Mode: st.Mode, Name: st.Username, ConsecutiveFailures: st.ConsecutiveFailures}
+	switch {
+	case st.LoggedIn:
+		id.State = ReadyStateReady
+	case !st.BackoffUntil.IsZero():
+		id.State, id.BackoffUntil = ReadyStateBackingOff, st.BackoffUntil.UTC().Truncate(time.Second)
+	default:
+		id.State = ReadyStateLoggingIn
+	}
+	return id
+}
+
+func containsKeeper(ks []*Keeper, k *Keeper) bool {
+	for _, x := range ks {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+func parseReadyCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var rd Ready
+	err := rd.UnmarshalCaddyfile(h.Dispenser)
+	return &rd, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	lpauth_ready [<matcher>]
+//
+// It takes no arguments and no options (an empty block is accepted).
+// Typical use, at site level beside a site-level lpauth:
+//
+//	lpauth_ready /healthz
+func (rd *Ready) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.Errf("lpauth_ready: takes no arguments besides a matcher, got %q", d.Val())
+	}
+	for d.NextBlock(0) {
+		return d.Errf("lpauth_ready: takes no options, got %q", d.Val())
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Ready)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Ready)(nil)
+	_ caddyfile.Unmarshaler       = (*Ready)(nil)
+)
