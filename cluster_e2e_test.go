@@ -42,6 +42,13 @@ type clusterInstance struct {
 
 func startCluster(t *testing.T, n int, storage string, emu *httptest.Server) []*clusterInstance {
 	t.Helper()
+	return launchCluster(t, n, func(port int) string { return clusterCaddyfile(port, storage, emu) }, "LP_PASSWORD="+ccemu.DefaultPassword)
+}
+
+// launchCluster starts n instances at once, each on a free port with the
+// Caddyfile caddyfile(port) and kv added to its environment.
+func launchCluster(t *testing.T, n int, caddyfile func(port int) string, kv ...string) []*clusterInstance {
+	t.Helper()
 	bin := builtCaddy(t)
 	out := make([]*clusterInstance, n)
 	errs := make([]error, n)
@@ -50,7 +57,7 @@ func startCluster(t *testing.T, n int, storage string, emu *httptest.Server) []*
 		port := freePort(t)
 		addr := caddyproc.Addr(port)
 		wg.Go(func() {
-			p, err := launchCaddyfile(t, bin, clusterCaddyfile(port, storage, emu), addr, "LP_PASSWORD="+ccemu.DefaultPassword)
+			p, err := launchCaddyfile(t, bin, caddyfile(port), addr, kv...)
 			out[i], errs[i] = &clusterInstance{proc: p, url: "http://" + addr}, err
 		})
 	}

@@ -112,7 +112,7 @@
 // # Knobs
 //
 // FailNextLogins, DelayNextLogins, FailNextRefreshes, FailNextDomainLookups,
-// ExpireSessions, SetSessionTTL, SetLoginRate, SetServiceHost,
+// ExpireSessions, SetPassword, SetSessionTTL, SetLoginRate, SetServiceHost,
 // FailNextTokens, DelayNextTokens, SetTokenRate, SetTokenLifetime,
 // RevokeTokens and RequireBareToken change behaviour at run time; Counters,
 // LoginAttemptTimes and IssuedSecrets let tests observe it. ControlHandler exposes the same knobs (never the
@@ -129,6 +129,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -253,6 +254,7 @@ type Counters struct {
 	DomainLookups         int64 `json:"domain_lookups"`
 	LoginAttempts         int64 `json:"login_attempts"` // every POST to /login, whatever its outcome
 	Logins                int64 `json:"logins"`         // successful logins
+	LoginsRefused         int64 `json:"logins_refused"` // logins answered 401 for a wrong username, password, app key or secret
 	Refreshes             int64 `json:"refreshes"`      // every refresh call
 	RefreshesOK           int64 `json:"refreshes_ok"`
 	Logouts               int64 `json:"logouts"`                 // successful logouts
@@ -493,6 +495,52 @@ func (e *Emulator) ExpireSessions() int {
 	e.byBearer = map[string]*session{}
 	return n
 }
+
+// SetPassword changes user's password, as CC does when a password is
+// rotated: from now on the old password is refused as any wrong password
+// is (401, the same body) and the new one logs the user in. With
+// endSessions every live session of that user (however it logged in) ends
+// at once, as ExpireSessions does for all; without, sessions already open
+// stay alive until their TTL. The new password joins IssuedSecrets. An
+// unknown user or an empty password is an error.
+func (e *Emulator) SetPassword(user, password string, endSessions bool) error {
+	_, err := e.setPassword(user, password, endSessions)
+	return err
+}
+
+// setPassword is SetPassword; it also returns how many live sessions ended.
+func (e *Emulator) setPassword(user, password string, endSessions bool) (int, error) {
+	if password == "" {
+		return 0, errEmptyPassword
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.users[user]; !ok {
+		return 0, fmt.Errorf("%w %q", errUnknownUser, user)
+	}
+	e.users[user] = password
+	e.secrets = append(e.secrets, password)
+	if !endSessions {
+		return 0, nil
+	}
+	now, ended := e.now(), 0
+	for id, s := range e.sessions {
+		if s.loginName != user {
+			continue
+		}
+		if !now.After(s.deadline) {
+			ended++
+		}
+		e.dropLocked(id, s)
+	}
+	return ended, nil
+}
+
+// SetPassword's errors.
+var (
+	errEmptyPassword = errors.New("ccemu: empty password")
+	errUnknownUser   = errors.New("ccemu: unknown user")
+)
 
 // Reset clears the fault knobs, counters, login attempt times, the rate-limit
 // histories, all sessions and all AppJWTs. The session TTL, login rate,

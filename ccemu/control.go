@@ -4,6 +4,7 @@
 package ccemu
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -29,11 +30,15 @@ import (
 //	POST {prefix}/token-lifetime?lifetime=3s
 //	POST {prefix}/revoke-tokens                              {"revoked":N}
 //	POST {prefix}/require-bare-token?required=true           true or false
+//	POST {prefix}/set-password?user=demo-agent&end_sessions=true   {"user":...,"ended_sessions":N}
+//	     with the new password in a form body, password=... (never in the URL)
 //	POST {prefix}/reset
 //
 // count defaults to 1 and status to 500; retry_after, window, delay, ttl and
 // lifetime accept a Go duration or whole seconds. A bad parameter answers 400 naming it, a wrong
-// method 405.
+// method 405. set-password takes the password only from an
+// application/x-www-form-urlencoded body, so it never lands in an access
+// log or a proxy's URL log; end_sessions (true or false) is required.
 func (e *Emulator) ControlHandler(prefix string) http.Handler {
 	prefix = strings.TrimSuffix(prefix, "/")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -68,7 +73,7 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 	switch name {
 	case "counters", "expire", "fail-logins", "delay-logins", "fail-refreshes", "fail-domain-lookups",
 		"service-host", "login-rate", "session-ttl", "reset", "fail-tokens", "delay-tokens", "token-rate",
-		"token-lifetime", "revoke-tokens", "require-bare-token":
+		"token-lifetime", "revoke-tokens", "require-bare-token", "set-password":
 	default:
 		e.writeError(w, http.StatusNotFound, codeNotFound, "Unknown control endpoint "+name)
 		return
@@ -180,6 +185,8 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 			set(d)
 			out = map[string]any{param: d.String()}
 		}
+	case "set-password":
+		out, err = e.controlSetPassword(w, r)
 	case "require-bare-token":
 		var on bool
 		if on, err = strconv.ParseBool(q.Get("required")); err != nil {
@@ -194,6 +201,39 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// controlSetPassword serves set-password: user and end_sessions in the
+// query, the password in the form body.
+func (e *Emulator) controlSetPassword(w http.ResponseWriter, r *http.Request) (any, error) {
+	q := r.URL.Query()
+	if q.Has("password") {
+		return nil, badParam("password", "send it in the form body, not the URL")
+	}
+	user := q.Get("user")
+	if user == "" {
+		return nil, badParam("user", "required")
+	}
+	end, err := strconv.ParseBool(q.Get("end_sessions"))
+	if err != nil {
+		return nil, badParam("end_sessions", "want true or false")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxTokenBody)
+	if err := r.ParseForm(); err != nil {
+		return nil, paramError("invalid form body: want application/x-www-form-urlencoded")
+	}
+	pw := r.PostForm["password"]
+	if len(pw) != 1 || pw[0] == "" {
+		return nil, paramError("invalid form parameter password: want exactly one, non-empty, in an application/x-www-form-urlencoded body")
+	}
+	n, err := e.setPassword(user, pw[0], end)
+	if errors.Is(err, errUnknownUser) {
+		return nil, badParam("user", "no such user")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"user": user, "end_sessions": end, "ended_sessions": n}, nil
 }
 
 // intParam parses a non-negative integer; def < 0 makes the parameter required.

@@ -120,7 +120,9 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 	var ok, app bool
 	switch {
 	case req.Username != "" && req.Password != "":
+		e.mu.Lock() // SetPassword may change it
 		pw, found := e.users[req.Username]
+		e.mu.Unlock()
 		ok = found && equal(pw, req.Password)
 	case req.Username != "" && req.AppKey != "" && req.Secret != "":
 		app = true
@@ -135,6 +137,9 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	if !ok {
+		e.mu.Lock()
+		e.counters.LoginsRefused++
+		e.mu.Unlock()
 		e.writeError(w, http.StatusUnauthorized, codeBadCreds, "Authentication failed: invalid username or credentials")
 		return
 	}
