@@ -50,13 +50,16 @@ type Options struct {
 
 // Result is what one run saw.
 type Result struct {
-	Requests  int
-	Failed    int      // non-200 answers, transport errors and altered bodies
-	Failures  []string // the first few, described
-	Logins    int64    // successful logins CC saw after the first one
-	Logouts   int64
-	Refused   int64 // logins CC refused (a wrong, old password)
-	SteadyP99 time.Duration
+	Requests int
+	Failed   int      // non-200 answers, transport errors and altered bodies
+	Failures []string // the first few, described
+	Logins   int64    // successful logins CC saw after the first one
+	Logouts  int64
+	Refused  int64 // logins CC refused (a wrong, old password)
+	// Unauthorized counts the data calls CC answered 401: a session
+	// logged out while requests still held it.
+	Unauthorized int64
+	SteadyP99    time.Duration
 	// Worst is the worst latency of a request that overlapped a rotation
 	// (from the password change to 1 s after the reload returned), one per
 	// rotation.
@@ -209,7 +212,8 @@ func Run(o Options) (Result, error) {
 	res.Requests = requests
 	res.Logins = end.Logins - base.Logins
 	res.Logouts = end.Logouts - base.Logouts
-	res.Refused = (end.LoginAttempts - base.LoginAttempts) - res.Logins
+	res.Refused = end.LoginsRefused - base.LoginsRefused
+	res.Unauthorized = end.UnauthorizedDataCalls - base.UnauthorizedDataCalls
 
 	var steady []time.Duration
 	res.Worst = make([]time.Duration, len(windows))
@@ -245,8 +249,9 @@ func post(client *http.Client, target string, body []byte) (int, []byte, error) 
 // setPassword changes the demo user's password at the emulator, through its
 // control API.
 func setPassword(base, password string, endSessions bool) error {
-	form := url.Values{"user": {ccemu.DefaultUsername}, "password": {password}, "end_sessions": {fmt.Sprint(endSessions)}}
-	resp, err := http.Post(base+"/_ccemu/set-password", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	q := url.Values{"user": {ccemu.DefaultUsername}, "end_sessions": {fmt.Sprint(endSessions)}}
+	form := url.Values{"password": {password}} // never in the URL
+	resp, err := http.Post(base+"/_ccemu/set-password?"+q.Encode(), "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
 	if err != nil {
 		return err
 	}
