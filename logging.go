@@ -10,11 +10,13 @@ import (
 	"go.uber.org/zap"
 )
 
-// observer counts and logs what the keeper reports, in this config's log.
-func (h *Handler) observer(refreshInterval time.Duration) func(Event) {
+// observer counts and logs what the keeper reports, in this config's log,
+// and emits the session's changes of state as Caddy events (nil: none).
+func (h *Handler) observer(events *eventEmitter, refreshInterval time.Duration) func(Event) {
 	return func(ev Event) {
 		recordEvent(ev)
 		h.logEvent(ev)
+		events.emit(ev)
 		if ev.Kind == EventLogin && ev.Mode != AppJWTMode && ev.Lifetime > 0 && refreshInterval >= ev.Lifetime { // an AppJWT is renewed by its lifetime
 			h.logger.Warn("refresh_interval is not below the session's idle lifetime CC announced; the session may expire between refreshes",
 				zap.String("account_id", ev.Account), zap.Duration("refresh_interval", refreshInterval), zap.Duration("session_ttl", ev.Lifetime))

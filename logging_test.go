@@ -27,7 +27,7 @@ func TestLoginWarnsWhenRefreshIntervalReachesSessionTTL(t *testing.T) {
 	} {
 		core, logs := observer.New(zapcore.InfoLevel)
 		h := &Handler{logger: zap.New(core)}
-		h.observer(tc.interval)(Event{Kind: EventLogin, Account: "1", Lifetime: tc.ttl})
+		h.observer(nil, tc.interval)(Event{Kind: EventLogin, Account: "1", Lifetime: tc.ttl})
 		warned := logs.FilterMessageSnippet("refresh_interval is not below").Len() == 1
 		if warned != tc.warn {
 			t.Errorf("refresh_interval %s, sessionTTl %s: warned %v, want %v", tc.interval, tc.ttl, warned, tc.warn)

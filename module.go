@@ -250,7 +250,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		RefreshInterval: cfg.refreshInterval,
 		LoginTimeout:    cfg.loginTimeout,
 		LogoutOnStop:    h.StorageRaw == nil,
-		Observer:        h.observer(cfg.refreshInterval),
+		Observer:        h.observer(newEventEmitter(ctx), cfg.refreshInterval),
 	}
 	if h.LogoutOnStop != nil {
 		settings.LogoutOnStop = *h.LogoutOnStop

@@ -1,0 +1,195 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+)
+
+func init() {
+	caddy.RegisterModule(eventOrigin{})
+}
+
+// Names of the Caddy events lpauth emits, one per change of a session's
+// state.
+const (
+	CaddyEventLogin       = "lpauth.login"
+	CaddyEventLoginFailed = "lpauth.login_failed"
+	CaddyEventSessionLost = "lpauth.session_lost"
+	CaddyEventLogout      = "lpauth.logout"
+	CaddyEventAdopted     = "lpauth.adopted"
+	CaddyEventStoreFailed = "lpauth.store_failed"
+)
+
+// eventEmitter publishes a keeper's state changes through Caddy's events
+// app, so that subscribers (`events { on lpauth.login_failed exec ... }`)
+// can act on them. Their origin is the module EventOriginID. Every event
+// carries this data, none of it secret:
+//
+//	account_id  the CC account
+//	mode        user, application or app_jwt
+//	username    the CC user name, or the AppJWT's client id
+//	host        the host that issued the credential ("" when not known)
+//
+// and some events more:
+//
+//	lpauth.login         a session was obtained.
+//	                     replaced: true if an earlier session existed (a re-login)
+//	lpauth.login_failed  a login failed.
+//	                     status: CC's HTTP status, 0 if none came (timeout, connection)
+//	                     reason: the error text
+//	                     consecutive_failures: failed logins in a row, this one included
+//	                     next_attempt: when the next login may start, RFC 3339 UTC
+//	lpauth.session_lost  CC said the session is gone; a re-login follows.
+//	lpauth.logout        the session was logged out (at stop).
+//	lpauth.adopted       cluster mode: took the session another instance obtained.
+//	lpauth.store_failed  cluster mode: the shared storage failed; working alone.
+//	                     reason: the error text
+//
+// Refreshes, failed refreshes and failed logouts emit nothing (the session
+// did not change state), and nothing is emitted per request.
+//
+// Events are emitted synchronously, in the order the keeper reports them:
+// Caddy's event handlers are expected to be quick (exec runs its command in
+// the background unless told to wait), and so the logout at stop reaches
+// the subscribers before the process exits, which a hand-off to a goroutine
+// would not promise.
+type eventEmitter struct {
+	app *caddyevents.App
+	// ctx names eventOrigin as the origin and is never cancelled: the
+	// logout at stop runs after Caddy has cancelled the last config's
+	// context, and caddyevents drops an event on a cancelled one.
+	ctx caddy.Context
+}
+
+// EventOriginID is the module Caddy names as the origin of lpauth's events
+// (`{event.module}`). As events propagate up the module namespace, a
+// subscription to the modules `http.handlers.lpauth` receives them too.
+const EventOriginID = "http.handlers.lpauth.events"
+
+// eventOrigin stands for the handler as the origin of its events; it has
+// no configuration. The handler's own provisioning context cannot serve:
+// Caddy shares the lineage of module contexts between siblings, so by the
+// time the handler emits, the handler provisioned after it in the same
+// route (a reverse_proxy) may have taken its place as the context's module.
+// A context of its own, loaded once, keeps its lineage.
+type eventOrigin struct{ ctx caddy.Context }
+
+// CaddyModule returns the Caddy module information.
+func (eventOrigin) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  EventOriginID,
+		New: func() caddy.Module { return new(eventOrigin) },
+	}
+}
+
+// Provision keeps the context that names it as the module.
+func (o *eventOrigin) Provision(ctx caddy.Context) error {
+	o.ctx = ctx
+	return nil
+}
+
+// newEventEmitter returns the emitter of the handler provisioned with ctx,
+// or nil if the config has no events app (attachConfig reports that error).
+func newEventEmitter(ctx caddy.Context) *eventEmitter {
+	app, err := ctx.App("events")
+	if err != nil {
+		return nil
+	}
+	events, ok := app.(*caddyevents.App)
+	if !ok {
+		return nil
+	}
+	base := ctx
+	base.Context = context.WithoutCancel(ctx.Context)
+	// A new context has an empty lineage, so loading the origin into it
+	// gives a lineage nothing else appends to. Its cancel would only clean
+	// up eventOrigin, which holds nothing.
+	own, _ := caddy.NewContext(base)
+	mod, err := own.LoadModuleByID(EventOriginID, nil)
+	if err != nil {
+		return nil
+	}
+	return &eventEmitter{app: events, ctx: mod.(*eventOrigin).ctx}
+}
+
+// emit publishes ev if it is a change of state.
+func (e *eventEmitter) emit(ev Event) {
+	if e == nil {
+		return
+	}
+	name, data := caddyEvent(ev)
+	if name == "" || !e.app.ShouldEmit(name) {
+		return
+	}
+	ctx := e.ctx
+	// A replacer of its own: caddyevents adds the event's placeholders to
+	// the context's one, which must not be shared between events.
+	ctx.Context = context.WithValue(ctx.Context, caddy.ReplacerCtxKey, caddy.NewReplacer())
+	e.app.Emit(ctx, name, data)
+}
+
+// caddyEvent maps a keeper event to a Caddy event name and its data; the
+// name is "" for what is not a change of state.
+func caddyEvent(ev Event) (string, map[string]any) {
+	var name string
+	switch ev.Kind {
+	case EventLogin:
+		name = CaddyEventLogin
+	case EventLoginFailed:
+		name = CaddyEventLoginFailed
+	case EventSessionLost:
+		name = CaddyEventSessionLost
+	case EventLogout:
+		name = CaddyEventLogout
+	case EventAdopted:
+		name = CaddyEventAdopted
+	case EventStoreFailed:
+		name = CaddyEventStoreFailed
+	default:
+		return "", nil
+	}
+	data := map[string]any{
+		"account_id": ev.Account,
+		"mode":       ev.Mode,
+		"username":   ev.Username,
+		"host":       ev.Host,
+	}
+	switch ev.Kind {
+	case EventLogin:
+		data["replaced"] = ev.Relogin
+	case EventLoginFailed:
+		status := 0
+		var apiErr *APIError
+		if errors.As(ev.Err, &apiErr) {
+			status = apiErr.StatusCode
+		}
+		data["status"] = status
+		data["consecutive_failures"] = ev.Failures
+		// A string, not a time.Time: placeholders would show Go's
+		// String() form, monotonic clock reading included.
+		data["next_attempt"] = ev.NextAttempt.UTC().Format(time.RFC3339)
+		data["reason"] = errText(ev.Err)
+	case EventStoreFailed:
+		data["reason"] = errText(ev.Err)
+	}
+	return name, data
+}
+
+// errText is an error's text, which holds no secret: the same text the
+// log lines carry.
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// Interface guard
+var _ caddy.Provisioner = (*eventOrigin)(nil)
