@@ -69,10 +69,9 @@ const (
 //
 // In a Caddyfile, `lpauth_ready /healthz` at site level is ordered before
 // lpauth (and after basic_auth and forward_auth), so a site-level lpauth
-// never runs first. `handle /healthz { lpauth_ready }` works too when
-// lpauth sits inside other handle blocks; with a site-level lpauth, that
-// lpauth runs before every handle block, so the probe would wait for (and
-// start) a login: use the site-level form then.
+// never runs first. `handle /healthz { lpauth_ready }` works too: a
+// site-level lpauth then runs first, but one without a session sees that
+// the probe comes next and does not wait for a login.
 type Ready struct {
 	servedBy *atomic.Pointer[readyTargets] // the lpauth handlers of the server last seen
 	warned   *atomic.Bool                  // a configuration warning has been logged
@@ -120,10 +119,6 @@ func (rd *Ready) Provision(ctx caddy.Context) error {
 
 // ServeHTTP answers the probe.
 func (rd *Ready) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	if IdentityFrom(r) != nil {
-		rd.warnOnce("an lpauth handler runs before lpauth_ready on this request: without a session the probe waits for a login and starts one; put lpauth_ready at site level (lpauth_ready /healthz) or lpauth inside handle blocks",
-			zap.String("path", r.URL.Path))
-	}
 	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	report := readyReport{Ready: true, Identities: []readyIdentity{}}
 	var seen []*Keeper

@@ -43,7 +43,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		defer h.keeper.EndRequest()
 	}
 	cred := h.keeper.Current() // the fast path: one atomic load
-	if cred == nil {
+	// Without a credential, a handler after this one that brings its own
+	// (see nested.go) spares the wait; should it not run after all, the
+	// 401 is handled below as for any credential, with this one's.
+	forInner := cred == nil && h.innerWillServe(r)
+	if cred == nil && !forInner {
 		var err error
 		if cred, err = h.keeper.Get(r.Context()); err != nil {
 			return h.unavailable(w, err)
@@ -52,6 +56,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	body, replayable, err := h.bufferBody(r)
 	if err != nil {
 		return err
+	}
+	if forInner && !replayable {
+		// Too late to fall back if the inner handler did not run.
+		if cred, err = h.keeper.Get(r.Context()); err != nil {
+			return h.unavailable(w, err)
+		}
 	}
 	if cur := h.keeper.Current(); cur != nil {
 		cred = cur // reading the body may have taken a while
@@ -125,12 +135,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		c.Write(zap.String("account_id", h.identity.AccountID), zap.String("uri", r.RequestURI), zap.Bool("token_already_replaced", out.Verdict == RetryLate))
 	}
 	return next.ServeHTTP(w, r)
-}
-
-// nestedRan says whether another lpauth handler ran for r after this one
-// (each handler leaves its own identity in the request's variables).
-func (h *Handler) nestedRan(r *http.Request) bool {
-	return IdentityFrom(r) != h.identity
 }
 
 // withOwnVars gives the retry a copy of the request's variables. The first
@@ -305,6 +309,10 @@ func forgetGroupsSince(groups map[string]struct{}, satisfied []string) {
 // header replace operations (request_header, header) edit values in place,
 // so a slice shared between requests would be a data race.
 func (h *Handler) setAuthorization(r *http.Request, c *Credential) {
+	if c == nil {
+		delete(r.Header, "Authorization") // the client's is never forwarded
+		return
+	}
 	r.Header["Authorization"] = []string{h.authorizationValue(c)}
 }
 
@@ -390,7 +398,7 @@ func isAuthorization(tok string) bool {
 // setCredentialPlaceholders sets the placeholders that describe the
 // credential.
 func setCredentialPlaceholders(repl *caddy.Replacer, c *Credential) {
-	if repl != nil {
+	if repl != nil && c != nil {
 		repl.Set("http.lpauth.domain", (*issuerHost)(c))
 		repl.Set("http.lpauth.session_age", (*credentialAge)(c))
 	}
