@@ -202,9 +202,29 @@ func TestE2EQuickStart(t *testing.T) {
 	proxy := fmt.Sprintf("http://127.0.0.1:%d", proxyPort)
 	control := fmt.Sprintf("http://127.0.0.1:%d/_ccemu", emuPort)
 
+	// Both identities log in as the config starts, before any request: the
+	// readiness probe (which never logs in) turns 200, and the first
+	// request finds the session and costs no login.
+	var ready struct {
+		Ready      bool `json:"ready"`
+		Identities []struct {
+			Mode, State string
+		} `json:"identities"`
+	}
+	eventually(t, 10*time.Second, "readiness after the logins at start", func() bool {
+		return getJSON(t, "GET", proxy+"/healthz", &ready) == 200 && ready.Ready
+	})
+	var counters ccemu.Counters
+	getJSON(t, "GET", control+"/counters", &counters)
+	if counters.Logins != 1 || counters.TokenRequestsOK != 1 || counters.DataCalls != 0 || len(ready.Identities) != 2 {
+		t.Fatalf("before the first request: %+v, readiness %+v; want 1 login, 1 token, no data call, 2 identities", counters, ready)
+	}
 	var echo echoReply
 	if st := getJSON(t, "GET", proxy+dataPath("hello"), &echo); st != 200 || !echo.AuthorizationSent {
 		t.Fatalf("quick-start request: %d %+v", st, echo)
+	}
+	if getJSON(t, "GET", control+"/counters", &counters); counters.LoginAttempts != 1 {
+		t.Fatalf("the first request logged in: %d login attempts", counters.LoginAttempts)
 	}
 	// The per-service prefixes find their host through the Domain API.
 	for _, prefix := range []string{"/msghist", "/acctcfg"} {
@@ -234,7 +254,6 @@ func TestE2EQuickStart(t *testing.T) {
 	if st := getJSON(t, "GET", proxy+dataPath("again"), &echo); st != 200 {
 		t.Fatalf("after expiry: %d", st)
 	}
-	var counters ccemu.Counters
 	getJSON(t, "GET", control+"/counters", &counters)
 	if counters.Logins != 2 || counters.LoginAttempts != 2 {
 		t.Fatalf("counters %+v; want 2 logins", counters)

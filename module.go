@@ -44,8 +44,9 @@ var keepers = caddy.NewUsagePool()
 // any Authorization header the client sent. Put it in front of
 // `reverse_proxy` to a CC API.
 //
-// The session is obtained lazily by the first request that needs it, kept
-// alive by periodic refreshes, and logged out when Caddy stops. When
+// The session is obtained as the config starts (in the background; never
+// at provision, so `caddy validate` contacts nothing), kept alive by
+// periodic refreshes, and logged out when Caddy stops. When
 // upstream answers 401, the handler asks CC whether the session is still
 // alive; if not, it logs in again (once, however many requests saw the 401)
 // and retries each request once with its buffered body. A 401 that is about
