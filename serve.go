@@ -36,9 +36,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("http.lpauth.account_id", h.identity) // a Stringer: no boxing per request
 		repl.Set("http.lpauth.retried", false)
 	}
-	if _, upgrade := r.Header["Upgrade"]; !upgrade {
+	if !keepAuthorizationEndToEnd(r.Header) && r.Method != http.MethodConnect {
 		// Counted, so that a logout after a reload waits for it; an
-		// upgraded connection may last for hours and is not waited for.
+		// upgraded connection (HTTP/1.1 Upgrade, HTTP/2 CONNECT) may last
+		// for hours and is not waited for.
 		h.keeper.BeginRequest()
 		defer h.keeper.EndRequest()
 	}
@@ -66,7 +67,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if cur := h.keeper.Current(); cur != nil {
 		cred = cur // reading the body may have taken a while
 	}
-	keepAuthorizationEndToEnd(r.Header)
 	h.setAuthorization(r, cred)
 	setCredentialPlaceholders(repl, cred)
 
@@ -342,12 +342,14 @@ func (h *Handler) authorizationValue(c *Credential) string {
 // injected bearer with it. The other tokens stay, in their order, so the
 // headers they name are still not forwarded and an upgrade is still one; a
 // value left empty is dropped, and the header with it when none is left.
-// The usual request has no Connection header: one map lookup.
-func keepAuthorizationEndToEnd(h http.Header) {
+// The usual request has no Connection header: one map lookup. It reports
+// whether the request asks for an upgrade (which needs a Connection header).
+func keepAuthorizationEndToEnd(h http.Header) (upgrade bool) {
 	vals, ok := h["Connection"]
 	if !ok {
-		return
+		return false
 	}
+	_, upgrade = h["Upgrade"]
 	var kept []string
 	changed := false
 	for i, v := range vals {
@@ -377,6 +379,7 @@ func keepAuthorizationEndToEnd(h http.Header) {
 	default:
 		h["Connection"] = kept
 	}
+	return upgrade
 }
 
 // namesAuthorization reports whether a Connection value lists Authorization.
