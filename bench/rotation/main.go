@@ -25,9 +25,10 @@
 //	end-sessions: CC ends them (END_SESSIONS=true). Between the change
 //	  and the reload no session can be had, so the requests then fail
 //	  (503 + Retry-After); the old identity tries its old password at most
-//	  once per rotation, then backs off. Targets: every failed request is a
-//	  503 that overlapped a rotation, refused logins <= ROTATIONS, logins =
-//	  ROTATIONS.
+//	  once per rotation, then backs off. Targets: every failed request
+//	  overlapped a rotation and is a 503 (or a transport error: so many
+//	  quick 503s meet the reload's closing of idle kept-alive connections
+//	  more often), refused logins <= ROTATIONS, logins = ROTATIONS.
 //
 // Per run: requests, failed (by status), logins, logouts, refused logins,
 // data calls CC answered 401, the p99 of requests that overlapped no
@@ -113,6 +114,11 @@ func run() int {
 	}
 
 	keep, end := runs[0].res, runs[1].res
+	// With CC ending the sessions, clients get a 503 at once while no
+	// session can be had; so many answers so fast also meet the moment a
+	// reload closes idle kept-alive connections more often, and a POST
+	// already being written on one fails as a transport error.
+	expected := end.FailedBy[http.StatusServiceUnavailable] + end.FailedBy[0]
 	n := int64(o.Rotations)
 	checks := []struct {
 		what string
@@ -122,8 +128,8 @@ func run() int {
 		{"keep-sessions: failed == 0", keep.Failed == 0, fmt.Sprint(keep.Failed)},
 		{"keep-sessions: logins == logouts == ROTATIONS", keep.Logins == n && keep.Logouts == n, fmt.Sprintf("%d, %d", keep.Logins, keep.Logouts)},
 		{"keep-sessions: refused logins == 0", keep.Refused == 0, fmt.Sprint(keep.Refused)},
-		{"end-sessions: every failure a 503 during a rotation", end.FailedBy[http.StatusServiceUnavailable] == end.Failed && end.FailedOutside == 0,
-			fmt.Sprintf("%d of %d, %d outside", end.FailedBy[http.StatusServiceUnavailable], end.Failed, end.FailedOutside)},
+		{"end-sessions: every failure a 503 (or reset) in a rotation", expected == end.Failed && end.FailedOutside == 0,
+			fmt.Sprintf("%d of %d, %d outside", expected, end.Failed, end.FailedOutside)},
 		{"end-sessions: refused logins <= ROTATIONS", end.Refused <= n, fmt.Sprint(end.Refused)},
 		{"end-sessions: logins == ROTATIONS", end.Logins == n, fmt.Sprint(end.Logins)},
 	}
