@@ -26,9 +26,10 @@
 //	  and the reload no session can be had, so the requests then fail
 //	  (503 + Retry-After); the old identity tries its old password at most
 //	  once per rotation, then backs off. Targets: every failed request
-//	  overlapped a rotation and is a 503 (or a transport error: so many
-//	  quick 503s meet the reload's closing of idle kept-alive connections
-//	  more often), refused logins <= ROTATIONS, logins = ROTATIONS.
+//	  overlapped a rotation and is a 503 (or a transport error: clients
+//	  answered 503 at once are more often idle when the reload closes
+//	  idle kept-alive connections), refused logins <= ROTATIONS, logins =
+//	  ROTATIONS.
 //
 // Per run: requests, failed (by status), logins, logouts, refused logins,
 // data calls CC answered 401, the p99 of requests that overlapped no
@@ -115,9 +116,10 @@ func run() int {
 
 	keep, end := runs[0].res, runs[1].res
 	// With CC ending the sessions, clients get a 503 at once while no
-	// session can be had; so many answers so fast also meet the moment a
-	// reload closes idle kept-alive connections more often, and a POST
-	// already being written on one fails as a transport error.
+	// session can be had. Answered that fast, their connections are idle
+	// more often when the reload closes idle kept-alive ones, and a POST
+	// already being written on one fails as a transport error (seen about
+	// once per run); allowed here, never in the keep-sessions run.
 	expected := end.FailedBy[http.StatusServiceUnavailable] + end.FailedBy[0]
 	n := int64(o.Rotations)
 	checks := []struct {
@@ -128,7 +130,7 @@ func run() int {
 		{"keep-sessions: failed == 0", keep.Failed == 0, fmt.Sprint(keep.Failed)},
 		{"keep-sessions: logins == logouts == ROTATIONS", keep.Logins == n && keep.Logouts == n, fmt.Sprintf("%d, %d", keep.Logins, keep.Logouts)},
 		{"keep-sessions: refused logins == 0", keep.Refused == 0, fmt.Sprint(keep.Refused)},
-		{"end-sessions: every failure a 503 (or reset) in a rotation", expected == end.Failed && end.FailedOutside == 0,
+		{"end-sessions: every failure a 503 (or transport error) in a rotation", expected == end.Failed && end.FailedOutside == 0,
 			fmt.Sprintf("%d of %d, %d outside", expected, end.Failed, end.FailedOutside)},
 		{"end-sessions: refused logins <= ROTATIONS", end.Refused <= n, fmt.Sprint(end.Refused)},
 		{"end-sessions: logins == ROTATIONS", end.Logins == n, fmt.Sprint(end.Logins)},
@@ -137,7 +139,7 @@ func run() int {
 	fmt.Println("Target check:")
 	status = 0
 	for _, c := range checks {
-		fmt.Printf("  %-52s %s (%s)\n", c.what+":", benchkit.Yes(c.ok), c.got)
+		fmt.Printf("  %-70s %s (%s)\n", c.what+":", benchkit.Yes(c.ok), c.got)
 		if !c.ok {
 			status = 1
 		}
