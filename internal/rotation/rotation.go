@@ -8,11 +8,14 @@
 // (`password {file.…}`); `caddy reload --force`. Several times. It reports
 // every failed request, whether each body arrived intact, the logins and
 // logouts CC saw, and the latency of requests during each rotation next to
-// the steady ones. The end-to-end test and bench/rotation run it.
+// the steady ones. The end-to-end tests and bench/rotation run it; the
+// cluster test uses its traffic (StartTraffic) and Reload on its own
+// instances.
 package rotation
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -22,6 +25,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"os/exec"
@@ -45,19 +49,38 @@ type Options struct {
 	Delay       time.Duration // how long the emulator holds each request, so some are in flight at every reload
 	Settle      time.Duration // steady traffic before the first rotation and after each
 	EndSessions bool          // the password change ends the user's live sessions at CC
-	Log         func(format string, args ...any)
+	// Gap is how long the operator takes between changing the password at
+	// CC and the reload (writing the file is part of the reload step).
+	Gap time.Duration
+	Log func(format string, args ...any)
 }
 
 // Result is what one run saw.
 type Result struct {
 	Requests int
 	Failed   int      // non-200 answers, transport errors and altered bodies
-	Failures []string // the first few, described
-	Logins   int64    // successful logins CC saw after the first one
+	Failures []string // the first few of each status, described
+	// FailedBy counts the failed requests by status: 0 for a transport
+	// error, 200 for a body altered on the way.
+	FailedBy map[int]int
+	// FailedOutside counts failed requests that overlapped no rotation
+	// window: failures a rotation cannot explain.
+	FailedOutside int
+	// FailedIn counts the failed requests that overlapped each rotation,
+	// and Outage is, per rotation, how long after the password change the
+	// last of them ended (0: none failed).
+	FailedIn []int
+	Outage   []time.Duration
+	// Replayed counts requests the client sent again, on a new
+	// connection, because the server closed a kept-alive one before
+	// answering: Caddy closes idle connections at a reload, and a client
+	// may replay a request that carries an Idempotency-Key, as these do.
+	Replayed int
+	Logins   int64 // successful logins CC saw after the first one
 	Logouts  int64
 	Refused  int64 // logins CC refused (a wrong, old password)
 	// Unauthorized counts the data calls CC answered 401: a session
-	// logged out while requests still held it.
+	// logged out (or ended at CC) while requests still held it.
 	Unauthorized int64
 	SteadyP99    time.Duration
 	// Worst is the worst latency of a request that overlapped a rotation
@@ -65,10 +88,6 @@ type Result struct {
 	// rotation.
 	Worst   []time.Duration
 	Reloads []time.Duration // how long each `caddy reload --force` took
-}
-
-type sample struct {
-	start, end time.Time
 }
 
 // Run does one run. Everything listens on 127.0.0.1.
@@ -128,130 +147,212 @@ func Run(o Options) (Result, error) {
 	base := emu.Counters()
 
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: o.Clients}}
-	target := fmt.Sprintf("http://%s/api/account/%s/rotation?delay=%s", addr, ccemu.DefaultAccountID, o.Delay)
-	var (
-		stop     atomic.Bool
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		samples  []sample
-		requests int
-	)
-	fail := func(s string) {
-		mu.Lock()
-		defer mu.Unlock()
-		res.Failed++
-		if len(res.Failures) < 10 {
-			res.Failures = append(res.Failures, s)
-		}
-	}
-	for range o.Clients {
-		wg.Go(func() {
-			body := make([]byte, o.BodySize)
-			for !stop.Load() {
-				_, _ = rand.Read(body)
-				sum := sha256.Sum256(body)
-				start := time.Now()
-				status, reply, err := post(client, target, body)
-				end := time.Now()
-				mu.Lock()
-				requests++
-				samples = append(samples, sample{start, end})
-				mu.Unlock()
-				switch {
-				case err != nil:
-					fail(fmt.Sprintf("%s: %v", start.Format("15:04:05.000"), err))
-				case status != http.StatusOK:
-					fail(fmt.Sprintf("%s: status %d: %.200s", start.Format("15:04:05.000"), status, reply))
-				default:
-					var echo struct {
-						SHA string `json:"body_sha256"`
-						N   int    `json:"body_length"`
-					}
-					if json.Unmarshal(reply, &echo) != nil || echo.SHA != hex.EncodeToString(sum[:]) || echo.N != len(body) {
-						fail(fmt.Sprintf("%s: body altered on the way: %.200s", start.Format("15:04:05.000"), reply))
-					}
-				}
-			}
-		})
-	}
+	traffic := StartTraffic(client, []string{URL(addr, "rotation", o.Delay)}, o.Clients, o.BodySize)
 
-	type window struct{ from, to time.Time }
-	var windows []window
+	var windows []Window
 	time.Sleep(o.Settle)
 	for i := range o.Rotations {
-		password := fmt.Sprintf("rotated-%d-%s", i+1, hex.EncodeToString(randomBytes(6)))
+		password := NewPassword(i + 1)
 		from := time.Now()
-		if err := setPassword(srv.URL, password, o.EndSessions); err != nil {
-			stop.Store(true)
-			wg.Wait()
+		if err := SetPassword(srv.URL+"/_ccemu", password, o.EndSessions); err != nil {
+			traffic.Stop()
 			return res, err
 		}
+		time.Sleep(o.Gap)
 		if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+			traffic.Stop()
 			return res, err
 		}
-		start := time.Now()
-		out, err := exec.Command(o.Bin, "reload", "--force", "--config", cfgFile, "--adapter", "caddyfile",
-			"--address", caddyproc.Addr(admin)).CombinedOutput()
-		took := time.Since(start)
+		took, err := Reload(o.Bin, cfgFile, caddyproc.Addr(admin))
 		if err != nil {
-			stop.Store(true)
-			wg.Wait()
-			return res, fmt.Errorf("caddy reload --force: %v: %s", err, out)
+			traffic.Stop()
+			return res, err
 		}
 		res.Reloads = append(res.Reloads, took)
-		windows = append(windows, window{from, time.Now().Add(time.Second)})
+		windows = append(windows, Window{from, time.Now().Add(time.Second)})
 		o.Log("rotation %d: reload took %s", i+1, took.Round(time.Millisecond))
 		time.Sleep(o.Settle)
 	}
-	stop.Store(true)
-	wg.Wait()
+	traffic.Stop()
 
 	// Each old session is logged out once its requests have finished.
-	_ = waitFor(40*time.Second, func() bool { return emu.Counters().Logouts-base.Logouts >= int64(o.Rotations) })
+	// Sessions CC ended at the password change cannot be logged out.
+	if !o.EndSessions {
+		_ = waitFor(40*time.Second, func() bool { return emu.Counters().Logouts-base.Logouts >= int64(o.Rotations) })
+	}
 	end := emu.Counters()
-	res.Requests = requests
 	res.Logins = end.Logins - base.Logins
 	res.Logouts = end.Logouts - base.Logouts
 	res.Refused = end.LoginsRefused - base.LoginsRefused
 	res.Unauthorized = end.UnauthorizedDataCalls - base.UnauthorizedDataCalls
+	traffic.Report(&res, windows)
+	return res, nil
+}
 
-	var steady []time.Duration
+// Window is a span of time in which a rotation ran.
+type Window struct{ From, To time.Time }
+
+func (w Window) overlaps(s sample) bool { return s.start.Before(w.To) && s.end.After(w.From) }
+
+type sample struct {
+	start, end time.Time
+	status     int    // 0: transport error; 200 with what set: body altered
+	what       string // why it failed; empty: it did not
+	replayed   bool   // sent again on a new connection (see Result.Replayed)
+}
+
+// Traffic is steady POST traffic: clients sending random bodies back to
+// back, each answer checked against the emulator's echo of the body.
+type Traffic struct {
+	stop    atomic.Bool
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	samples []sample
+}
+
+// URL is the data API path on addr (a proxy in front of the emulator)
+// whose answer the emulator holds for delay.
+func URL(addr, name string, delay time.Duration) string {
+	return fmt.Sprintf("http://%s/api/account/%s/%s?delay=%s", addr, ccemu.DefaultAccountID, name, delay)
+}
+
+// StartTraffic starts clients sending bodySize-byte POSTs back to back,
+// client i to targets[i % len(targets)], until Stop.
+func StartTraffic(client *http.Client, targets []string, clients, bodySize int) *Traffic {
+	t := &Traffic{}
+	for i := range clients {
+		target := targets[i%len(targets)]
+		t.wg.Go(func() {
+			body := make([]byte, bodySize)
+			for !t.stop.Load() {
+				t.record(send(client, target, body))
+			}
+		})
+	}
+	return t
+}
+
+// send POSTs a fresh random body and says how it went.
+func send(client *http.Client, target string, body []byte) sample {
+	_, _ = rand.Read(body)
+	sum := sha256.Sum256(body)
+	s := sample{start: time.Now()}
+	status, reply, replayed, err := post(client, target, body)
+	s.end, s.status, s.replayed = time.Now(), status, replayed
+	at := s.start.Format("15:04:05.000") + " " + target
+	switch {
+	case err != nil:
+		s.what = fmt.Sprintf("%s: %v", at, err)
+	case status != http.StatusOK:
+		s.what = fmt.Sprintf("%s: status %d: %.200s", at, status, reply)
+	default:
+		var echo struct {
+			SHA string `json:"body_sha256"`
+			N   int    `json:"body_length"`
+		}
+		if json.Unmarshal(reply, &echo) != nil || echo.SHA != hex.EncodeToString(sum[:]) || echo.N != len(body) {
+			s.what = fmt.Sprintf("%s: body altered on the way: %.200s", at, reply)
+		}
+	}
+	return s
+}
+
+func (t *Traffic) record(s sample) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.samples = append(t.samples, s)
+}
+
+// Stop ends the traffic and waits for the requests in flight.
+func (t *Traffic) Stop() {
+	t.stop.Store(true)
+	t.wg.Wait()
+}
+
+// Report fills res with what the traffic saw: requests, failures, the
+// steady p99 (requests that overlapped no window) and the worst latency
+// in each window. Call it after Stop.
+func (t *Traffic) Report(res *Result, windows []Window) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	res.Requests = len(t.samples)
+	res.FailedBy = map[int]int{}
 	res.Worst = make([]time.Duration, len(windows))
-	for _, s := range samples {
+	res.FailedIn = make([]int, len(windows))
+	res.Outage = make([]time.Duration, len(windows))
+	var steady []time.Duration
+	for _, s := range t.samples {
 		in := false
 		for i, w := range windows {
-			if s.start.Before(w.to) && s.end.After(w.from) {
+			if w.overlaps(s) {
 				in = true
 				res.Worst[i] = max(res.Worst[i], s.end.Sub(s.start))
+				if s.what != "" {
+					res.FailedIn[i]++
+					res.Outage[i] = max(res.Outage[i], s.end.Sub(w.From))
+				}
 			}
 		}
 		if !in {
 			steady = append(steady, s.end.Sub(s.start))
+		}
+		if s.replayed {
+			res.Replayed++
+		}
+		if s.what == "" {
+			continue
+		}
+		res.Failed++
+		res.FailedBy[s.status]++
+		if !in {
+			res.FailedOutside++
+		}
+		if res.FailedBy[s.status] <= 3 {
+			res.Failures = append(res.Failures, s.what)
 		}
 	}
 	if len(steady) > 0 {
 		slices.Sort(steady)
 		res.SteadyP99 = steady[(len(steady)*99+99)/100-1]
 	}
-	return res, nil
 }
 
-func post(client *http.Client, target string, body []byte) (int, []byte, error) {
-	resp, err := client.Post(target, "application/octet-stream", bytes.NewReader(body))
+// post sends body and reads the answer. The Idempotency-Key lets Go's
+// transport send the request again when the server closed a kept-alive
+// connection before reading it, as Caddy does to idle connections at
+// every reload: a race of HTTP keep-alive, not of lpauth. replayed says
+// it happened (a second connection was taken).
+func post(client *http.Client, target string, body []byte) (status int, reply []byte, replayed bool, err error) {
+	conns := 0
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns++ }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
+		http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, false, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Idempotency-Key", hex.EncodeToString(randomBytes(8)))
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, conns > 1, err
 	}
 	defer resp.Body.Close()
-	reply, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, reply, err
+	reply, err = io.ReadAll(resp.Body)
+	return resp.StatusCode, reply, conns > 1, err
 }
 
-// setPassword changes the demo user's password at the emulator, through its
-// control API.
-func setPassword(base, password string, endSessions bool) error {
+// NewPassword is the n-th rotated password: new every time, so that no
+// old one can work by chance.
+func NewPassword(n int) string {
+	return fmt.Sprintf("rotated-%d-%s", n, hex.EncodeToString(randomBytes(6)))
+}
+
+// SetPassword changes the demo user's password at the emulator, through
+// its control API at control (the emulator's URL and its control path).
+func SetPassword(control, password string, endSessions bool) error {
 	q := url.Values{"user": {ccemu.DefaultUsername}, "end_sessions": {fmt.Sprint(endSessions)}}
 	form := url.Values{"password": {password}} // never in the URL
-	resp, err := http.Post(base+"/_ccemu/set-password?"+q.Encode(), "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	resp, err := http.Post(control+"/set-password?"+q.Encode(), "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
 	if err != nil {
 		return err
 	}
@@ -261,6 +362,20 @@ func setPassword(base, password string, endSessions bool) error {
 		return fmt.Errorf("set-password: %d %s", resp.StatusCode, b)
 	}
 	return nil
+}
+
+// Reload runs `caddy reload --force` of cfgFile against the admin API at
+// admin, as an operator does after changing a file a placeholder reads,
+// and returns how long it took.
+func Reload(bin, cfgFile, admin string) (time.Duration, error) {
+	start := time.Now()
+	out, err := exec.Command(bin, "reload", "--force", "--config", cfgFile, "--adapter", "caddyfile",
+		"--address", admin).CombinedOutput()
+	took := time.Since(start)
+	if err != nil {
+		return took, fmt.Errorf("caddy reload --force: %v: %s", err, out)
+	}
+	return took, nil
 }
 
 func randomBytes(n int) []byte {
