@@ -585,6 +585,13 @@ func TestProxyUpgradedConnectionWorks(t *testing.T) {
 			t.Fatalf("through the upgraded connection: %q, %v", got, err)
 		}
 	}
+	// An upgraded connection may last for hours: a logout after a reload
+	// does not wait for it.
+	forEachKeeper(func(k *Keeper) {
+		if n := k.InFlight(); n != 0 {
+			t.Errorf("an open upgraded connection counts as %d requests in flight", n)
+		}
+	})
 }
 
 func TestProxyBodyAboveLimitStreams(t *testing.T) {
@@ -876,4 +883,13 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	caddytest.AssertLoadError(t, strings.Replace(base, "{env."+testPasswordEnv+"}", "{env.LPAUTH_TEST_EMPTY}", 1),
 		"caddyfile", "password: {env.LPAUTH_TEST_EMPTY} is unset or empty")
 	caddytest.AssertLoadError(t, strings.Replace(base, "account_id 12345678\n", "", 1), "caddyfile", "account_id is required")
+	// A secret file that is missing or empty names the field and the file.
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{empty, "/nonexistent/lp_password"} {
+		caddytest.AssertLoadError(t, strings.Replace(base, "{env."+testPasswordEnv+"}", "{file."+path+"}", 1),
+			"caddyfile", "password: {file."+path+"}: the file is missing, unreadable or empty")
+	}
 }

@@ -31,6 +31,7 @@ import (
 type reloadConfig struct {
 	admin, port int
 	emu         *httptest.Server
+	password    string   // lpauth's password; empty is {env.LP_PASSWORD}
 	settings    []string // lines inside the lpauth block
 	storage     string   // a storage block inside the lpauth block, or ""
 	missingCA   string   // when set, the proxy after lpauth fails to provision on this file
@@ -56,7 +57,11 @@ func (c reloadConfig) caddyfile() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "{\n\tadmin 127.0.0.1:%d\n\tpersist_config off\n\tauto_https off\n\tdefault_bind 127.0.0.1\n}\n", c.admin)
 	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n\tlpauth {\n", c.port)
-	fmt.Fprintf(&b, "\t\taccount_id %s\n\t\tusername %s\n\t\tpassword {env.LP_PASSWORD}\n\t\tcsds %s\n", ccemu.DefaultAccountID, ccemu.DefaultUsername, c.emu.URL)
+	password := c.password
+	if password == "" {
+		password = "{env.LP_PASSWORD}"
+	}
+	fmt.Fprintf(&b, "\t\taccount_id %s\n\t\tusername %s\n\t\tpassword %s\n\t\tcsds %s\n", ccemu.DefaultAccountID, ccemu.DefaultUsername, password, c.emu.URL)
 	for _, s := range c.settings {
 		b.WriteString("\t\t" + s + "\n")
 	}
@@ -532,4 +537,30 @@ func TestE2EConflictingSettingsInOneConfig(t *testing.T) {
 			t.Errorf("%d logins, want 1: the running config keeps its session", n)
 		}
 	})
+}
+
+// A reload with a new password that fails to load replaces nothing: the
+// running identity is still the one that logs in when its session ends
+// (with the password CC still has), and the new one never logged in.
+func TestE2EFailedReloadWithNewPasswordReplacesNothing(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	pw := filepath.Join(t.TempDir(), "lp_password")
+	if err := os.WriteFile(pw, []byte(ccemu.DefaultPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newReloadConfig(t, srv)
+	c.password = "{file." + pw + "}"
+	in := startReloadInstances(t, c)[0]
+	eventually(t, 5*time.Second, "the login at start", func() bool { return emu.Counters().Logins == 1 })
+	in.mustGet(t, "before")
+
+	if err := os.WriteFile(pw, []byte("not-at-cc-yet\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in.reloadFails(t, c.failing(t))
+	emu.ExpireSessions()
+	in.mustGet(t, "after-failed-reload")
+	if n := emu.Counters(); n.LoginAttempts != 2 || n.LoginsRefused != 0 {
+		t.Fatalf("%d login attempts, %d refused; want 2 and 0: the running identity logs in again, the failed config's never", n.LoginAttempts, n.LoginsRefused)
+	}
 }
