@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -133,29 +132,10 @@ func (a *AppJWTSource) Identity() Identity {
 	return Identity{Account: a.cfg.AccountID, Mode: AppJWTMode, Name: a.cfg.ClientID}
 }
 
-// appJWTState is the AppJWT source's part of a credential: when the token
-// expires, and the failed renewals since it was obtained (so that a
-// renewal that keeps failing follows the retry policy, not a tight loop).
-// It holds no secret.
-type appJWTState struct {
-	expires time.Time
-
-	mu       sync.Mutex
-	failures int
-	class    failureClass
-	lastErr  error
-}
-
-// failed records a failed renewal.
-func (s *appJWTState) failed(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c := classify(err); c != s.class {
-		s.class, s.failures = c, 0
-	}
-	s.failures++
-	s.lastErr = err
-}
+// appJWTMark marks a credential as this source's. Its expiry is the
+// credential's Expires; a renewal that fails is retried by the keeper, as
+// the retry policy says, until then.
+type appJWTMark struct{}
 
 // Obtain fetches a token.
 func (a *AppJWTSource) Obtain(ctx context.Context, c *Client) (*Credential, error) {
@@ -177,65 +157,28 @@ func (a *AppJWTSource) Check(_ context.Context, _ *Client, cred *Credential) err
 }
 
 // Renew fetches a new token. On failure the current one stays in use (it
-// is valid until it expires) and the failure is remembered in it for
-// RenewAfter; the error never wraps ErrCredentialGone.
-func (a *AppJWTSource) Renew(ctx context.Context, c *Client, cred *Credential) (*Credential, error) {
-	next, err := a.fetch(ctx, c)
-	if err != nil {
-		if st, ok := cred.state.(*appJWTState); ok {
-			st.failed(err)
-		}
-		return nil, err
-	}
-	return next, nil
+// is valid until it expires); the error never wraps ErrCredentialGone.
+func (a *AppJWTSource) Renew(ctx context.Context, c *Client, _ *Credential) (*Credential, error) {
+	return a.fetch(ctx, c)
 }
 
 // RenewAfter is the time left until 80 % of cred's lifetime, measured from
-// cred.Obtained (never negative). Once that point has passed and renewals
-// of cred have failed, it is the retry policy's gap after the last failure
-// instead, so a failing Sentinel is not asked in a tight loop.
+// cred.Obtained (from its expiry less its lifetime, before the keeper has
+// set Obtained); never negative.
 func (a *AppJWTSource) RenewAfter(cred *Credential, _ time.Duration) time.Duration {
-	st, _ := cred.state.(*appJWTState)
 	lifetime := cred.Lifetime
 	if lifetime <= 0 {
 		lifetime = defaultAppJWTLifetime
 	}
 	start := cred.Obtained
-	if start.IsZero() && st != nil {
-		start = st.expires.Add(-lifetime)
+	if start.IsZero() {
+		start = cred.Expires.Add(-lifetime)
 	}
-	if d := start.Add(lifetime / 5 * 4).Sub(a.now()); d > 0 {
-		return d
-	}
-	if st == nil {
-		return 0
-	}
-	st.mu.Lock()
-	n, class, err := st.failures, st.class, st.lastErr
-	st.mu.Unlock()
-	if n == 0 {
-		return 0
-	}
-	return retryDelay(err, class, n)
+	return max(start.Add(lifetime/5*4).Sub(a.now()), 0)
 }
 
 // Release does nothing: Sentinel has no revocation.
 func (a *AppJWTSource) Release(context.Context, *Client, *Credential) error { return nil }
-
-// Expirer is implemented by a Source whose credentials end at a known
-// time, after which they must not be served.
-type Expirer interface {
-	Expires(cred *Credential) time.Time
-}
-
-// Expires is when cred's token expires, by this source's clock; zero for a
-// credential that is not an AppJWT.
-func (a *AppJWTSource) Expires(cred *Credential) time.Time {
-	if st, ok := cred.state.(*appJWTState); ok {
-		return st.expires
-	}
-	return time.Time{}
-}
 
 // tokenURL is Sentinel's token endpoint under base. v1 carries v and
 // grant_type in the query, as the docs show; x/oauth2 also puts grant_type
@@ -292,7 +235,7 @@ func (a *AppJWTSource) credential(token string, expiresIn any, issuer string) (*
 	}
 	now := a.now()
 	lifetime := tokenLifetime(secs, claims, now)
-	cred := newCredential(token, issuer, lifetime, &appJWTState{expires: now.Add(lifetime)})
+	cred := newCredential(token, issuer, lifetime, appJWTMark{})
 	cred.Expires = now.Add(lifetime)
 	return cred, nil
 }
@@ -531,11 +474,10 @@ type storedAppJWT struct {
 
 // Encode stores the token, its issuer, lifetime and expiry.
 func (a *AppJWTSource) Encode(cred *Credential) ([]byte, error) {
-	st, ok := cred.state.(*appJWTState)
-	if !ok {
+	if _, ok := cred.state.(appJWTMark); !ok {
 		return nil, errors.New("app_jwt: not an AppJWT credential")
 	}
-	return json.Marshal(storedAppJWT{Token: cred.Token, Issuer: cred.Issuer, LifetimeMS: cred.Lifetime.Milliseconds(), ExpiresMS: st.expires.UnixMilli()})
+	return json.Marshal(storedAppJWT{Token: cred.Token, Issuer: cred.Issuer, LifetimeMS: cred.Lifetime.Milliseconds(), ExpiresMS: cred.Expires.UnixMilli()})
 }
 
 // Decode rebuilds a stored AppJWT with the checks a token reply gets; an
@@ -564,13 +506,10 @@ func (a *AppJWTSource) Decode(data []byte) (*Credential, error) {
 	case expires.Sub(now) > maxSessionTTL:
 		return nil, fmt.Errorf("stored token: %w", errStoredFarExpiry)
 	}
-	cred := newCredential(p.Token, u.String(), lifetime, &appJWTState{expires: expires})
+	cred := newCredential(p.Token, u.String(), lifetime, appJWTMark{})
 	cred.Expires = expires
 	return cred, nil
 }
 
 // Interface guards
-var (
-	_ Source  = (*AppJWTSource)(nil)
-	_ Expirer = (*AppJWTSource)(nil)
-)
+var _ Source = (*AppJWTSource)(nil)

@@ -195,7 +195,7 @@ func TestAppJWTObtainV2(t *testing.T) {
 	if cred.Lifetime != 20*time.Minute {
 		t.Errorf("lifetime %s, want expires_in's 20m (it wins over exp)", cred.Lifetime)
 	}
-	if got, want := src.Expires(cred), clock.Now().Add(20*time.Minute); !got.Equal(want) {
+	if got, want := cred.Expires, clock.Now().Add(20*time.Minute); !got.Equal(want) {
 		t.Errorf("expires %s, want %s", got, want)
 	}
 	if id := src.Identity(); id != (Identity{Account: testAppAccount, Mode: "app_jwt", Name: testAppClient}) {
@@ -295,7 +295,7 @@ func TestAppJWTLifetime(t *testing.T) {
 			if cred.Lifetime != tc.want {
 				t.Errorf("lifetime %s, want %s", cred.Lifetime, tc.want)
 			}
-			if got := src.Expires(cred); !got.Equal(now.Add(tc.want)) {
+			if got := cred.Expires; !got.Equal(now.Add(tc.want)) {
 				t.Errorf("expires %s, want now + %s", got, tc.want)
 			}
 		})
@@ -491,24 +491,12 @@ func TestAppJWTRenewAfter(t *testing.T) {
 		t.Errorf("RenewAfter past due = %s, want 0", d)
 	}
 
-	// A failed renewal: the error, the current token kept, and the next
-	// attempt after the retry policy's gap rather than at once.
+	// A failed renewal: the error, and the current token kept (the keeper
+	// retries it: TestAppJWTKeeperRetriesFailedRenewal).
 	s.setReply(rawReply(500, "text/plain", "down"))
 	next, err := src.Renew(bg(), c, cred)
 	if err == nil || next != nil || errors.Is(err, ErrCredentialGone) {
 		t.Fatalf("renew against a 500: %v, %v", next, err)
-	}
-	if d := src.RenewAfter(cred, time.Minute); d < 5*time.Second || d > 6*time.Second {
-		t.Errorf("RenewAfter after a failed renewal = %s, want the 5 s transient gap", d)
-	}
-	_, _ = src.Renew(bg(), c, cred)
-	if d := src.RenewAfter(cred, time.Minute); d < 10*time.Second || d > 11*time.Second {
-		t.Errorf("after two failures = %s, want 10 s", d)
-	}
-	s.setReply(rawReply(429, "application/json", `{"error":"slow_down"}`, "Retry-After", "30"))
-	_, _ = src.Renew(bg(), c, cred)
-	if d := src.RenewAfter(cred, time.Minute); d != 30*time.Second {
-		t.Errorf("after a 429 with Retry-After 30 = %s", d)
 	}
 
 	// A successful renewal: a new credential, with a fresh schedule.
@@ -577,8 +565,8 @@ func TestAppJWTEncodeDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	if back.Token != cred.Token || back.Issuer != cred.Issuer || back.Lifetime != cred.Lifetime ||
-		!src.Expires(back).Equal(src.Expires(cred)) || back.AuthorizationValue() != cred.AuthorizationValue() {
-		t.Errorf("round trip: issuer %q lifetime %s expires %s", back.Issuer, back.Lifetime, src.Expires(back))
+		!back.Expires.Equal(cred.Expires) || back.AuthorizationValue() != cred.AuthorizationValue() {
+		t.Errorf("round trip: issuer %q lifetime %s expires %s", back.Issuer, back.Lifetime, back.Expires)
 	}
 	if _, err := src.Encode(&Credential{Token: cred.Token}); err == nil {
 		t.Error("Encode of a credential that is not an AppJWT")
@@ -677,4 +665,43 @@ func TestAppJWTKeeper(t *testing.T) {
 	if n := s.tokens.Load(); n != 3 {
 		t.Errorf("%d fetches, want 3", n)
 	}
+}
+
+// A renewal that keeps failing is retried as the retry policy says (5 s,
+// then 10 s, for a 5xx), the current token served meanwhile, until it
+// expires: then it is dropped.
+func TestAppJWTKeeperRetriesFailedRenewal(t *testing.T) {
+	s, clock, src, c := appJWTFixture(t, "")
+	s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100}))
+	k := NewKeeper(src, clock, Local)
+	t.Cleanup(func() { _ = k.Close() })
+	use, err := k.Attach("test", Settings{Client: c, RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	use.Start()
+	eventually(t, 5*time.Second, "the token at start", func() bool { return k.Current() != nil })
+	cred := k.Current()
+	s.setReply(rawReply(500, "text/plain", "down"))
+	fetches := func() int64 { return s.tokens.Load() }
+	n := fetches()
+	step := func(d time.Duration, want int64, what string) {
+		t.Helper()
+		clock.Advance(d)
+		eventually(t, 2*time.Second, what, func() bool { return fetches() == n+want })
+		time.Sleep(20 * time.Millisecond)
+		if got := fetches() - n; got != want {
+			t.Fatalf("%s: %d fetches, want %d", what, got, want)
+		}
+	}
+	step(80*time.Second, 1, "the renewal at 80 %")
+	step(4900*time.Millisecond, 1, "nothing before the 5 s gap")
+	step(700*time.Millisecond, 2, "the retry after 5 s")
+	step(9900*time.Millisecond, 2, "nothing before the 10 s gap")
+	step(1200*time.Millisecond, 3, "the retry after 10 s")
+	if k.Current() != cred {
+		t.Fatal("the current token was not served while its renewal failed")
+	}
+	clock.Advance(time.Minute) // past its end
+	eventually(t, 2*time.Second, "the expired token dropped", func() bool { return k.Current() != cred })
 }
