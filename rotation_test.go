@@ -128,3 +128,34 @@ func TestKeeperReleaseWaitsForRequests(t *testing.T) {
 		t.Fatalf("%d logouts, want 2", n)
 	}
 }
+
+// A rotated client secret is the same hand-over for an AppJWT: the replaced
+// keeper fetches nothing more, and a 401 it sees gets the heir's token.
+func TestKeeperReplacedAppJWTFetchesNothing(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	keeper := func() *Keeper {
+		cfg := AppJWTConfig{AccountID: ccemu.DefaultAccountID, ClientID: ccemu.DefaultClientID, ClientSecret: ccemu.DefaultClientSecret}
+		k := NewKeeper(NewAppJWTSource(cfg), nil, Local)
+		use, err := k.Attach("test", Settings{Client: testClient(t, srv), RefreshInterval: DefaultRefreshInterval, LoginTimeout: 5 * time.Second}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		use.Start()
+		t.Cleanup(func() { _ = k.Close() })
+		eventually(t, 5*time.Second, "the token at start", func() bool { return k.Current() != nil })
+		return k
+	}
+	old := keeper()
+	oldCred := old.Current()
+	heir := keeper()
+	old.Supersede(heir)
+	emu.RevokeTokens()
+	out := old.Unauthorized(bg(), oldCred)
+	if out.Verdict != RetryLate || out.Credential != heir.Current() {
+		t.Fatalf("verdict %v (%v), want a retry with the heir's token", out.Verdict, out.Err)
+	}
+	if n := emu.Counters().TokenRequests; n != 2 {
+		t.Fatalf("%d token requests, want 2 (one per keeper at start): the replaced keeper fetched again", n)
+	}
+}
