@@ -365,3 +365,20 @@ func TestEventsAdoptedInCluster(t *testing.T) {
 	}
 	noSecretIn(t, append(emu.IssuedSecrets(), ccemu.DefaultPassword)...)
 }
+
+// An AppJWT's fetch is an lpauth.login too, as its config starts, with the
+// mode app_jwt and the client id as the user name; no secret in its data.
+func TestEventsAppJWTLoginAtStart(t *testing.T) {
+	startRecording(t)
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, strings.Replace(appJWTSite(srv, ""), "skip_install_trust", "skip_install_trust\n\t"+eventsGlobal(), 1))
+	evs := awaitEvents(t, 1) // no request sent: the fetch at start
+	e := evs[0]
+	if e.name != CaddyEventLogin || e.data["mode"] != AppJWTMode || e.data["username"] != ccemu.DefaultClientID || e.data["replaced"] != false {
+		t.Fatalf("event %s %v, want lpauth.login for the AppJWT client", e.name, e.data)
+	}
+	if h, _ := e.data["host"].(string); !strings.Contains(h, hostport(srv)) {
+		t.Errorf("host %v, want the emulator's Sentinel", e.data["host"])
+	}
+	noSecretIn(t, append(emu.IssuedSecrets(), ccemu.DefaultClientSecret)...)
+}
