@@ -13,6 +13,8 @@ import (
 	"maps"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -381,4 +383,39 @@ func TestEventsAppJWTLoginAtStart(t *testing.T) {
 		t.Errorf("host %v, want the emulator's Sentinel", e.data["host"])
 	}
 	noSecretIn(t, append(emu.IssuedSecrets(), ccemu.DefaultClientSecret)...)
+}
+
+// A cluster storage that fails: lpauth.store_failed with the reason, then
+// a login of this instance's own; no secret in either.
+func TestEventsStoreFailed(t *testing.T) {
+	startRecording(t)
+	emu, srv := emulator(t, ccemu.Config{})
+	blocker := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A storage root under a regular file: every lock and write fails.
+	storage := "storage file_system {\n\t\t\troot " + filepath.Join(blocker, "lpauth") + "\n\t\t}"
+	loadCaddy(t, caddyConfig(srv, storage, eventsGlobal()))
+	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
+		t.Fatalf("with the storage down: %d %s (an instance works alone)", r.status, r.body)
+	}
+	eventually(t, 5*time.Second, "store_failed and login", func() bool {
+		got := namesOf(lpauthEvents("named"))
+		return slices.Contains(got, CaddyEventStoreFailed) && slices.Contains(got, CaddyEventLogin)
+	})
+	for _, e := range lpauthEvents("named") {
+		if e.name != CaddyEventStoreFailed {
+			checkIdentity(t, e, hostport(srv))
+			continue
+		}
+		// Before any credential: no host yet.
+		if e.data["account_id"] != ccemu.DefaultAccountID || e.data["username"] != ccemu.DefaultUsername {
+			t.Errorf("store_failed: %v", e.data)
+		}
+		if r, _ := e.data["reason"].(string); r == "" {
+			t.Errorf("store_failed without a reason: %v", e.data)
+		}
+	}
+	noSecretIn(t, append(emu.IssuedSecrets(), ccemu.DefaultPassword)...)
 }
