@@ -301,10 +301,22 @@ func (k *Keeper) CloseAfterRequests(wait time.Duration, stop <-chan struct{}) er
 	k.cancel()
 	c := k.cur.Swap(nil)
 	s := k.settings()
-	if c == nil || !s.LogoutOnStop {
+	if c == nil || !s.LogoutOnStop || k.heirHolds(c) {
 		return nil
 	}
 	return k.mode.release(k, s, c)
+}
+
+// heirHolds says whether the keeper that replaced this one serves c's
+// token itself (a cluster's stored session, adopted with the new
+// credentials): releasing it would end the heir's session.
+func (k *Keeper) heirHolds(c *Credential) bool {
+	h := k.successor()
+	if h == nil {
+		return false
+	}
+	hc := h.cur.Load()
+	return hc != nil && hc.Token == c.Token
 }
 
 // BeginRequest counts a request that holds the keeper's credential until

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 )
 
@@ -157,5 +158,35 @@ func TestKeeperReplacedAppJWTFetchesNothing(t *testing.T) {
 	}
 	if n := emu.Counters().TokenRequests; n != 2 {
 		t.Fatalf("%d token requests, want 2 (one per keeper at start): the replaced keeper fetched again", n)
+	}
+}
+
+// In a cluster the new identity adopts the stored session (the same token)
+// instead of logging in: the replaced keeper must not log it out, even
+// with logout_on_stop on.
+func TestKeeperReplacedKeepsTheSessionItsHeirAdopted(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	dir := t.TempDir()
+	clustered := func(s *Settings) {
+		s.Store = loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil)
+		s.LogoutOnStop = true
+	}
+	old := testKeeper(t, srv, userCreds(), nil, clustered)
+	eventually(t, 5*time.Second, "the login at start", func() bool { return old.Current() != nil })
+	heir := testKeeper(t, srv, userCreds(), nil, clustered)
+	eventually(t, 5*time.Second, "the heir's adoption at start", func() bool { return heir.Current() != nil })
+	if heir.Current().Token != old.Current().Token {
+		t.Fatal("the heir did not adopt the stored session")
+	}
+	old.Supersede(heir)
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := emu.Counters(); n.Logouts != 0 || n.Logins != 1 {
+		t.Fatalf("%d logouts, %d logins: the replaced keeper logged out the session its heir serves", n.Logouts, n.Logins)
+	}
+	if got := dataCall(t, srv, heir.Current()); got != http.StatusOK {
+		t.Fatalf("the heir's session answered %d", got)
 	}
 }
