@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
-	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
 const (
@@ -38,25 +37,9 @@ const (
 // port, the shared storage in the global options, lpauth holding the
 // emulator's Sentinel client in cluster mode.
 func appJWTClusterCaddyfile(port int, storage string, emu *httptest.Server) string {
-	return fmt.Sprintf(`{
-	admin off
-	persist_config off
-	auto_https off
-	default_bind 127.0.0.1
-	%s
-}
-http://%s {
-	lpauth {
-		account_id %s
-		client_id %s
-		client_secret {env.LP_CLIENT_SECRET}
-		csds %s
-		login_timeout 5s
-		storage
-	}
-	reverse_proxy %s
-}
-`, storage, caddyproc.Addr(port), ccemu.DefaultAccountID, ccemu.DefaultClientID, emu.URL, emu.Listener.Addr().String())
+	p := clusterProxy(port, storage, emu)
+	p.ClientSecret = "{env.LP_CLIENT_SECRET}"
+	return p.Caddyfile()
 }
 
 // tokenSeen is one answer of the steady traffic: the instance asked, when,

@@ -26,26 +26,18 @@ const testClientSecretEnv = "LPAUTH_TEST_CLIENT_SECRET"
 // appJWTSite is a site whose lpauth holds an AppJWT (extra inside its
 // block), in front of reverse_proxy to the emulator.
 func appJWTSite(srv *httptest.Server, extra string) string {
+	p := testProxy(srv, extra, reverseProxyTo(srv), "")
+	p.ClientSecret = testClientSecret()
+	return p.Caddyfile()
+}
+
+// testClientSecret is the client_secret the tests give: the emulator's
+// demo one, through the environment.
+func testClientSecret() string {
 	if os.Getenv(testClientSecretEnv) == "" {
 		os.Setenv(testClientSecretEnv, ccemu.DefaultClientSecret)
 	}
-	return fmt.Sprintf(`{
-	admin %s
-	%sskip_install_trust
-	auto_https off
-	default_bind 127.0.0.1
-}
-http://%s {
-	lpauth {
-		account_id %s
-		client_id %s
-		client_secret {env.%s}
-		csds %s
-		%s
-	}
-	reverse_proxy %s
-}
-`, adminAddr, portsGlobal, proxyAddr, ccemu.DefaultAccountID, ccemu.DefaultClientID, testClientSecretEnv, srv.URL, extra, hostport(srv))
+	return "{env." + testClientSecretEnv + "}"
 }
 
 // appJWTProxy loads appJWTSite against a new emulator whose tokens live

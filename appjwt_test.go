@@ -673,13 +673,7 @@ func TestAppJWTKeeper(t *testing.T) {
 func TestAppJWTKeeperRetriesFailedRenewal(t *testing.T) {
 	s, clock, src, c := appJWTFixture(t, "")
 	s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100}))
-	k := NewKeeper(src, clock, Local)
-	t.Cleanup(func() { _ = k.Close() })
-	use, err := k.Attach("test", Settings{Client: c, RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	use.Start()
+	k := startedKeeper(t, src, clock, Settings{Client: c, RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second})
 	eventually(t, 5*time.Second, "the token at start", func() bool { return k.Current() != nil })
 	cred := k.Current()
 	s.setReply(rawReply(500, "text/plain", "down"))

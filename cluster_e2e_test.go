@@ -25,6 +25,11 @@ import (
 // clusterCaddyfile is one instance of the cluster: its own port, the shared
 // storage in the global options, lpauth in cluster mode.
 func clusterCaddyfile(port int, storage string, emu *httptest.Server) string {
+	return clusterProxy(port, storage, emu).Caddyfile()
+}
+
+// clusterProxy is clusterCaddyfile before it is written out.
+func clusterProxy(port int, storage string, emu *httptest.Server) caddyproc.Proxy {
 	return caddyproc.Proxy{
 		Global:   storage,
 		Addr:     caddyproc.Addr(port),
@@ -32,7 +37,7 @@ func clusterCaddyfile(port int, storage string, emu *httptest.Server) string {
 		Password: "{env.LP_PASSWORD}",
 		Lpauth:   "login_timeout 5s\n\t\tstorage",
 		Upstream: emu.Listener.Addr().String(),
-	}.Caddyfile()
+	}
 }
 
 type clusterInstance struct {

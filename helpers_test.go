@@ -48,15 +48,27 @@ func testClient(t testing.TB, srv *httptest.Server) *Client {
 // setting a Store, the keeper is clustered.
 func testKeeper(t testing.TB, srv *httptest.Server, creds Credentials, clock Clock, tune func(*Settings)) *Keeper {
 	t.Helper()
-	s := Settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, LogoutOnStop: true}
+	s := testSettings(t, srv)
 	if tune != nil {
 		tune(&s)
 	}
+	return startedKeeper(t, NewLoginSource(creds), clock, s)
+}
+
+// testSettings are the settings testKeeper starts from.
+func testSettings(t testing.TB, srv *httptest.Server) Settings {
+	return Settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, LogoutOnStop: true}
+}
+
+// startedKeeper is a keeper of src with one started configuration of
+// settings s (clustered if s has a Store), closed when the test ends.
+func startedKeeper(t testing.TB, src Source, clock Clock, s Settings) *Keeper {
+	t.Helper()
 	m := Local
 	if s.Store != nil {
 		m = Clustered
 	}
-	k := NewKeeper(NewLoginSource(creds), clock, m)
+	k := NewKeeper(src, clock, m)
 	use, err := k.Attach("test", s, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -353,20 +353,14 @@ func (k *Keeper) drain(wait time.Duration, stop <-chan struct{}) {
 
 // Supersede hands the CC user over to next, the keeper of the same user
 // whose configuration has started in place of this one's: from now on this
-// keeper obtains nothing, and Get and Unauthorized answer from next (or
-// with an *UnavailableError while next has no credential). The current
-// credential is still served to the requests that hold it, until Close.
+// keeper obtains nothing (obtain refuses, whatever starts it: a 401, a
+// retry, a renewal), and Get and Unauthorized answer from next (or with an
+// *UnavailableError while next has no credential). The current credential
+// is still served to the requests that hold it, until Close.
 func (k *Keeper) Supersede(next *Keeper) {
-	if next == k || next == nil {
-		return
+	if next != k && next != nil {
+		k.heir.Store(next)
 	}
-	k.heir.Store(next)
-	k.mu.Lock()
-	if k.stopRetry != nil {
-		k.stopRetry() // a pending retry would be a login
-		k.stopRetry = nil
-	}
-	k.mu.Unlock()
 }
 
 // successor is the keeper that last replaced this one, following a chain
@@ -539,7 +533,7 @@ func (k *Keeper) failedObtainLocked(err error) Event {
 }
 
 func (k *Keeper) retryObtain() {
-	if k.cur.Load() == nil && k.successor() == nil {
+	if k.cur.Load() == nil {
 		k.flight.DoChan("obtain", k.obtain)
 	}
 }

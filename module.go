@@ -25,6 +25,10 @@ import (
 
 func init() {
 	caddy.RegisterModule(Handler{})
+	caddy.OnExit(func(context.Context) {
+		close(exitStarted) // see releasing
+		releasing.Wait()
+	})
 }
 
 // Defaults of the tuning fields.
@@ -144,7 +148,7 @@ type Handler struct {
 	identity   *RequestIdentity
 	authPrefix string                     // the auth_scheme word and a space, or "" for the bare token
 	authCache  *atomic.Pointer[authValue] // nil for Bearer: the credential's own value serves
-	inner      *innerPlans                // which later handlers bring their own credential
+	inner      *innerChains               // which later handlers bring their own credential
 	poolKey    string
 	logger     *zap.Logger
 }
@@ -205,7 +209,6 @@ const drainLimit = 30 * time.Second
 // then) and the process waits for the releases.
 var (
 	releasing   sync.WaitGroup
-	exitOnce    sync.Once
 	exitStarted = make(chan struct{})
 )
 
@@ -217,12 +220,6 @@ func (p pooledKeeper) Destruct() error {
 		_ = p.Close()
 		return nil
 	}
-	exitOnce.Do(func() {
-		caddy.OnExit(func(context.Context) {
-			close(exitStarted)
-			releasing.Wait()
-		})
-	})
 	releasing.Add(1)
 	go func() {
 		defer releasing.Done()
@@ -267,7 +264,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		settings.LogoutOnStop = false // nothing to release
 		public, secret = []string{cfg.jwt.AccountID, "app_jwt", cfg.jwt.ClientID, cfg.jwt.API}, cfg.jwt.ClientSecret
 	}
-	h.inner = new(innerPlans)
+	h.inner = new(innerChains)
 	h.authPrefix = cfg.authScheme
 	if h.authPrefix != "Bearer " {
 		h.authCache = new(atomic.Pointer[authValue])

@@ -87,6 +87,11 @@ func reverseProxyTo(srv *httptest.Server) string { return "\treverse_proxy " + h
 // testSite is the caddytest config every integration test starts from:
 // lpauth at site level (extra inside its block), then handlers.
 func testSite(srv *httptest.Server, extra, handlers, global string) string {
+	return testProxy(srv, extra, handlers, global).Caddyfile()
+}
+
+// testProxy is testSite before it is written out.
+func testProxy(srv *httptest.Server, extra, handlers, global string) caddyproc.Proxy {
 	return caddyproc.Proxy{
 		Admin:    adminAddr,
 		Global:   portsGlobal + "skip_install_trust\n\t" + global,
@@ -95,7 +100,7 @@ func testSite(srv *httptest.Server, extra, handlers, global string) string {
 		Password: "{env." + testPasswordEnv + "}",
 		Lpauth:   extra,
 		Handlers: handlers,
-	}.Caddyfile()
+	}
 }
 
 // loadCaddy loads a config into the in-process Caddy. A caddytest that

@@ -5,7 +5,6 @@ package lpauth
 
 import (
 	"net/http"
-	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -18,13 +17,11 @@ import (
 // told after the fact (nestedRan); the first must be known before, from the
 // server's routes.
 
-// innerPlan is, for one handler in one server instance, the matcher chains
-// of the handlers after it that serve a request without its credential:
-// another lpauth (which sets its own) or lpauth_ready (which needs none).
-type innerPlan struct {
-	srv    *caddyhttp.Server
-	chains [][]caddyhttp.MatcherSets
-}
+// innerChains are, for one handler in one server instance, the matcher
+// chains of the handlers after it that serve a request without its
+// credential: another lpauth (which sets its own) or lpauth_ready (which
+// needs none).
+type innerChains = perServer[[][]caddyhttp.MatcherSets]
 
 // innerWillServe says whether, for r, a handler after h will set the
 // credential itself (or answer without one), so h need not wait for its
@@ -36,12 +33,8 @@ func (h *Handler) innerWillServe(r *http.Request) bool {
 	if srv == nil {
 		return false
 	}
-	plan := h.inner.Load()
-	if plan == nil || plan.srv != srv {
-		plan = &innerPlan{srv: srv, chains: innerChains(srv.Routes, h)}
-		h.inner.Store(plan)
-	}
-	for _, chain := range plan.chains {
+	chains := h.inner.get(srv, func(srv *caddyhttp.Server) [][]caddyhttp.MatcherSets { return h.chainsAfter(srv.Routes) })
+	for _, chain := range chains {
 		if allMatch(chain, r) {
 			return true
 		}
@@ -49,9 +42,9 @@ func (h *Handler) innerWillServe(r *http.Request) bool {
 	return false
 }
 
-// innerChains lists the matcher chains of the lpauth and lpauth_ready
+// chainsAfter lists the matcher chains of the lpauth and lpauth_ready
 // handlers that come after h in routes.
-func innerChains(routes caddyhttp.RouteList, h *Handler) [][]caddyhttp.MatcherSets {
+func (h *Handler) chainsAfter(routes caddyhttp.RouteList) [][]caddyhttp.MatcherSets {
 	var chains [][]caddyhttp.MatcherSets
 	after := false
 	walkRoutes(routes, func(chain []caddyhttp.MatcherSets, mh caddyhttp.MiddlewareHandler) bool {
@@ -93,6 +86,3 @@ func allMatch(chain []caddyhttp.MatcherSets, r *http.Request) bool {
 func (h *Handler) nestedRan(r *http.Request) bool {
 	return IdentityFrom(r) != h.identity
 }
-
-// innerPlans is the handler's cache of its plan, per server instance.
-type innerPlans = atomic.Pointer[innerPlan]

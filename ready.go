@@ -7,7 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sync/atomic"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -73,15 +73,8 @@ const (
 // site-level lpauth then runs first, but one without a session sees that
 // the probe comes next and does not wait for a login.
 type Ready struct {
-	servedBy *atomic.Pointer[readyTargets] // the lpauth handlers of the server last seen
-	warned   *atomic.Bool                  // a configuration warning has been logged
+	handlers *perServer[[]*Handler] // the lpauth handlers of the server last seen
 	logger   *zap.Logger
-}
-
-// readyTargets are the lpauth handlers of one server instance.
-type readyTargets struct {
-	srv      *caddyhttp.Server
-	handlers []*Handler
 }
 
 // readyIdentity is one identity of a readiness answer. It holds no secret.
@@ -112,8 +105,7 @@ func (Ready) CaddyModule() caddy.ModuleInfo {
 // found at the first request, once the whole server is provisioned.
 func (rd *Ready) Provision(ctx caddy.Context) error {
 	rd.logger = ctx.Logger()
-	rd.servedBy = new(atomic.Pointer[readyTargets])
-	rd.warned = new(atomic.Bool)
+	rd.handlers = new(perServer[[]*Handler])
 	return nil
 }
 
@@ -122,9 +114,9 @@ func (rd *Ready) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	report := readyReport{Ready: true, Identities: []readyIdentity{}}
 	var seen []*Keeper
-	for _, h := range rd.handlersOf(srv) {
+	for _, h := range rd.handlers.get(srv, rd.lpauthHandlersOf) {
 		k := h.keeper
-		if k == nil || containsKeeper(seen, k) {
+		if k == nil || slices.Contains(seen, k) {
 			continue
 		}
 		seen = append(seen, k)
@@ -148,25 +140,14 @@ func (rd *Ready) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	return err
 }
 
-// handlersOf returns the lpauth handlers of srv, found once per server
+// lpauthHandlersOf finds the lpauth handlers of srv, once per server
 // instance (a reload makes a new one).
-func (rd *Ready) handlersOf(srv *caddyhttp.Server) []*Handler {
-	if t := rd.servedBy.Load(); t != nil && t.srv == srv {
-		return t.handlers
+func (rd *Ready) lpauthHandlersOf(srv *caddyhttp.Server) []*Handler {
+	handlers := lpauthHandlersOf(srv)
+	if len(handlers) == 0 {
+		rd.logger.Warn("lpauth_ready is in a server without any lpauth handler: it answers 200 with no identity")
 	}
-	t := &readyTargets{srv: srv, handlers: lpauthHandlersOf(srv)}
-	rd.servedBy.Store(t)
-	if len(t.handlers) == 0 {
-		rd.warnOnce("lpauth_ready is in a server without any lpauth handler: it answers 200 with no identity")
-	}
-	return t.handlers
-}
-
-// warnOnce logs msg, the first configuration problem this handler sees.
-func (rd *Ready) warnOnce(msg string, fields ...zap.Field) {
-	if rd.warned.CompareAndSwap(false, true) {
-		rd.logger.Warn(msg, fields...)
-	}
+	return handlers
 }
 
 // readyIdentityOf reports k's state without waiting for it.
@@ -182,15 +163,6 @@ func readyIdentityOf(k *Keeper) readyIdentity {
 		id.State = ReadyStateLoggingIn
 	}
 	return id
-}
-
-func containsKeeper(ks []*Keeper, k *Keeper) bool {
-	for _, x := range ks {
-		if x == k {
-			return true
-		}
-	}
-	return false
 }
 
 func parseReadyCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

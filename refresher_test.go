@@ -47,7 +47,7 @@ func TestKeeperNoLoginBeforeStart(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	k := NewKeeper(NewLoginSource(userCreds()), nil, Local)
 	t.Cleanup(func() { _ = k.Close() })
-	if _, err := k.Attach("test", Settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second}, nil); err != nil {
+	if _, err := k.Attach("test", testSettings(t, srv), nil); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond)

@@ -23,7 +23,7 @@ func TestKeeperObtainsAtStart(t *testing.T) {
 		t.Fatalf("%d logins at start, want 1", n)
 	}
 	// A second start of the same keeper (another config) adds nothing.
-	use, err := k.Attach("another", Settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, LogoutOnStop: true}, nil)
+	use, err := k.Attach("another", testSettings(t, srv), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,13 +137,7 @@ func TestKeeperReplacedAppJWTFetchesNothing(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	keeper := func() *Keeper {
 		cfg := AppJWTConfig{AccountID: ccemu.DefaultAccountID, ClientID: ccemu.DefaultClientID, ClientSecret: ccemu.DefaultClientSecret}
-		k := NewKeeper(NewAppJWTSource(cfg), nil, Local)
-		use, err := k.Attach("test", Settings{Client: testClient(t, srv), RefreshInterval: DefaultRefreshInterval, LoginTimeout: 5 * time.Second}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		use.Start()
-		t.Cleanup(func() { _ = k.Close() })
+		k := startedKeeper(t, NewAppJWTSource(cfg), nil, testSettings(t, srv))
 		eventually(t, 5*time.Second, "the token at start", func() bool { return k.Current() != nil })
 		return k
 	}

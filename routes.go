@@ -5,6 +5,7 @@ package lpauth
 
 import (
 	"slices"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -80,4 +81,25 @@ func lpauthHandlersOf(srv *caddyhttp.Server) []*Handler {
 		})
 	}
 	return found
+}
+
+// perServer keeps what a handler worked out from one server instance's
+// routes: a reload makes a new server, and the value is worked out again.
+type perServer[T any] struct {
+	last atomic.Pointer[serverValue[T]]
+}
+
+type serverValue[T any] struct {
+	srv *caddyhttp.Server
+	v   T
+}
+
+// get returns the value for srv, calling build for a server not seen last.
+func (c *perServer[T]) get(srv *caddyhttp.Server, build func(*caddyhttp.Server) T) T {
+	if sv := c.last.Load(); sv != nil && sv.srv == srv {
+		return sv.v
+	}
+	sv := &serverValue[T]{srv: srv, v: build(srv)}
+	c.last.Store(sv)
+	return sv.v
 }

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"sync/atomic"
 	"testing"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
 func init() {
@@ -52,19 +52,8 @@ func (serverGrab) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 // proactiveBlock is a handle block whose own lpauth holds the emulator's
 // AppJWT, in front of reverse_proxy to srv.
 func proactiveBlock(srv *httptest.Server, path string) string {
-	if os.Getenv(testClientSecretEnv) == "" {
-		os.Setenv(testClientSecretEnv, ccemu.DefaultClientSecret)
-	}
-	return fmt.Sprintf(`	handle %s {
-		lpauth {
-			account_id %s
-			client_id %s
-			client_secret {env.%s}
-			csds %s
-		}
-		reverse_proxy %s
-	}
-`, path, ccemu.DefaultAccountID, ccemu.DefaultClientID, testClientSecretEnv, srv.URL, hostport(srv))
+	lpauth := caddyproc.Proxy{CSDS: srv.URL, ClientSecret: testClientSecret()}.LpauthBlock("\t\t")
+	return "\thandle " + path + " {\n" + lpauth + "\t\treverse_proxy " + hostport(srv) + "\n\t}\n"
 }
 
 // loadedServer loads handlers after a site-level lpauth and returns the

@@ -96,7 +96,7 @@ func (u *Use) Start() {
 // obtainInBackground starts the single obtain unless there is a credential
 // or the keeper is backing off (its retry is planned) or closed.
 func (k *Keeper) obtainInBackground() {
-	if k.cur.Load() == nil && k.successor() == nil && k.unavailableNow() == nil {
+	if k.cur.Load() == nil && k.unavailableNow() == nil {
 		k.flight.DoChan("obtain", k.obtain)
 	}
 }

@@ -274,7 +274,7 @@ func round(bin string, s settings, lifetime time.Duration) (result, error) {
 	}
 	slices.Sort(all)
 	r.requests = len(all)
-	r.p50, r.p99, r.max = benchkit.Percentile(all, 50), benchkit.Percentile(all, 99), all[len(all)-1]
+	r.p50, r.p99, r.max = caddyproc.Percentile(all, 50), caddyproc.Percentile(all, 99), all[len(all)-1]
 	for _, d := range all {
 		if d > s.waitedAt {
 			r.waited++
@@ -287,23 +287,7 @@ func round(bin string, s settings, lifetime time.Duration) (result, error) {
 // in front of reverse_proxy to the emulator: nothing autosaved, no TLS,
 // loopback only.
 func caddyfile(addr, csds, upstream string) string {
-	return fmt.Sprintf(`{
-	admin off
-	persist_config off
-	auto_https off
-	default_bind 127.0.0.1
-}
-http://%s {
-	lpauth {
-		account_id %s
-		client_id %s
-		client_secret {env.%s}
-		csds %s
-		login_timeout 10s
-	}
-	reverse_proxy %s
-}
-`, addr, ccemu.DefaultAccountID, ccemu.DefaultClientID, secretEnv, csds, upstream)
+	return caddyproc.Proxy{Addr: addr, CSDS: csds, ClientSecret: "{env." + secretEnv + "}", Lpauth: "login_timeout 10s", Upstream: upstream}.Caddyfile()
 }
 
 // life prints a token lifetime as 4s or 1h rather than 1h0m0s.

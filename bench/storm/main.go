@@ -238,7 +238,7 @@ func burst(client *http.Client, url string, n int, emu *ccemu.Emulator, timed *t
 		}
 	}
 	slices.Sort(lat)
-	r.p50, r.p99, r.max = benchkit.Percentile(lat, 50), benchkit.Percentile(lat, 99), lat[len(lat)-1]
+	r.p50, r.p99, r.max = caddyproc.Percentile(lat, 50), caddyproc.Percentile(lat, 99), lat[len(lat)-1]
 	if refreshes := timed.since(mark, "refresh"); len(refreshes) > 0 {
 		r.verifyRefresh = refreshes[0].took
 	}

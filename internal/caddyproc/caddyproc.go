@@ -431,3 +431,10 @@ func StatusKB(pid int, field string) (int64, error) {
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
+
+// Percentile is the nearest-rank percentile of sorted values, for the
+// benchmarks and the tests that report latency.
+func Percentile(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p+99)/100 - 1
+	return sorted[max(i, 0)]
+}

@@ -313,7 +313,7 @@ func (t *Traffic) Report(res *Result, windows []Window) {
 	}
 	if len(steady) > 0 {
 		slices.Sort(steady)
-		res.SteadyP99 = steady[(len(steady)*99+99)/100-1]
+		res.SteadyP99 = caddyproc.Percentile(steady, 99)
 	}
 }
 

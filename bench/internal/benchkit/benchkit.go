@@ -90,12 +90,6 @@ func Get(client *http.Client, url string) (int, error) {
 	return resp.StatusCode, err
 }
 
-// Percentile is the nearest-rank percentile of sorted values.
-func Percentile(sorted []time.Duration, p int) time.Duration {
-	i := (len(sorted)*p+99)/100 - 1
-	return sorted[max(i, 0)]
-}
-
 // Median is the median of v (0 for none); v is left as it was.
 func Median(v []float64) float64 {
 	if len(v) == 0 {
