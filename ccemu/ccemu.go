@@ -88,8 +88,13 @@
 // # Sessions
 //
 // The session TTL is idle: a session dies when now > last login or refresh +
-// TTL (default 8h). Data calls do not extend it. A user may hold several live
-// sessions; logging in again does not end the older ones. "Now" is
+// TTL (default 8h). Data calls do not extend it. CC keeps one session per
+// user, and so does the emulator: a successful login (user or application
+// login) ends every other live session of that user, whose bearer, refresh
+// and logout then get 401 as for an unknown session (counted in
+// sessions_ended_by_login). AppJWTs are not sessions and are never ended
+// this way. Config.MultipleSessions (or SetMultipleSessions) lets a user
+// hold several live sessions, for a test that needs them. "Now" is
 // Config.Clock's time (real time by default), so a test with a fake clock
 // expires sessions and moves the login rate-limit window by advancing it.
 //
@@ -113,6 +118,7 @@
 //
 // FailNextLogins, DelayNextLogins, FailNextRefreshes, FailNextDomainLookups,
 // ExpireSessions, SetPassword, SetSessionTTL, SetLoginRate, SetServiceHost,
+// SetMultipleSessions,
 // FailNextTokens, DelayNextTokens, SetTokenRate, SetTokenLifetime,
 // RevokeTokens and RequireBareToken change behaviour at run time; Counters,
 // LoginAttemptTimes and IssuedSecrets let tests observe it. ControlHandler exposes the same knobs (never the
@@ -223,6 +229,9 @@ type Config struct {
 	DomainArrayForm bool
 	// RequireVersion makes a login without ?v= a 400; by default it is accepted.
 	RequireVersion bool
+	// MultipleSessions lets one user hold several live sessions. By
+	// default, as in CC, a successful login ends the user's other sessions.
+	MultipleSessions bool
 	// Clock is where every reading of the time comes from (session
 	// deadlines, the rate-limit windows, login attempt times,
 	// serverCurrentTime, the error envelope's time, the iat and exp of
@@ -262,6 +271,9 @@ type Counters struct {
 	UnauthorizedDataCalls int64 `json:"unauthorized_data_calls"` // data API calls answered 401
 	AppJWTDataCalls       int64 `json:"app_jwt_data_calls"`      // the DataCalls made with an AppJWT
 	LiveSessions          int   `json:"live_sessions"`
+	// SessionsEndedByLogin counts live sessions ended because their user
+	// logged in again (one session per user).
+	SessionsEndedByLogin int64 `json:"sessions_ended_by_login"`
 
 	// Sentinel. Every token request counts in TokenRequests and, once
 	// answered, in exactly one of the TokenRequests* results: ok (200),
@@ -297,6 +309,7 @@ type Emulator struct {
 
 	mu          sync.Mutex
 	ttl         time.Duration
+	multiple    bool // MultipleSessions
 	loginRate   rateLimit
 	sessions    map[string]*session
 	byBearer    map[string]*session
@@ -351,6 +364,7 @@ func New(cfg Config) *Emulator {
 	}
 	e.SetSessionTTL(cfg.SessionTTL)
 	e.SetLoginRate(cfg.LoginRate, cfg.LoginRateWindow)
+	e.multiple = cfg.MultipleSessions
 	e.initSentinel(cfg)
 	return e
 }
@@ -536,6 +550,31 @@ func (e *Emulator) setPassword(user, password string, endSessions bool) (int, er
 	return ended, nil
 }
 
+// SetMultipleSessions turns CC's one-session-per-user rule off (allowed)
+// or back on, for logins from now on.
+func (e *Emulator) SetMultipleSessions(allowed bool) {
+	e.mu.Lock()
+	e.multiple = allowed
+	e.mu.Unlock()
+}
+
+// endOthersLocked ends the live sessions of keep's user other than keep, as
+// CC does at a login unless several are allowed.
+func (e *Emulator) endOthersLocked(keep *session, now time.Time) {
+	if e.multiple {
+		return
+	}
+	for id, s := range e.sessions {
+		if s == keep || s.loginName != keep.loginName {
+			continue
+		}
+		if !now.After(s.deadline) {
+			e.counters.SessionsEndedByLogin++
+		}
+		e.dropLocked(id, s)
+	}
+}
+
 // SetPassword's errors.
 var (
 	errEmptyPassword = errors.New("ccemu: empty password")
@@ -544,7 +583,8 @@ var (
 
 // Reset clears the fault knobs, counters, login attempt times, the rate-limit
 // histories, all sessions and all AppJWTs. The session TTL, login rate,
-// token lifetime, token rate, RequireBareToken and service hosts stay as set, and IssuedSecrets keeps its history because old secrets may
+// token lifetime, token rate, RequireBareToken, SetMultipleSessions and
+// service hosts stay as set, and IssuedSecrets keeps its history because old secrets may
 // still be in logs.
 func (e *Emulator) Reset() {
 	e.mu.Lock()

@@ -399,7 +399,8 @@ func TestRefresh(t *testing.T) {
 
 func TestLogout(t *testing.T) {
 	t.Parallel()
-	e, srv := newServer(t, Config{})
+	// Two sessions of one user, to see that a logout ends only its own.
+	e, srv := newServer(t, Config{MultipleSessions: true})
 	a := mustLogin(t, srv, userBody())
 	b := mustLogin(t, srv, userBody()) // same user; a must stay alive
 	envelope(t, a.refresh(t, srv, "logout", "bad"), 401, codeCSRF, "UNAUTHORIZED")
@@ -418,16 +419,74 @@ func TestLogout(t *testing.T) {
 	}
 }
 
-func TestMultipleSessionsSurviveRelogin(t *testing.T) {
+// CC keeps one session per user: a login ends the user's other live
+// sessions (bearer, refresh, logout), not another user's, not AppJWTs.
+func TestLoginEndsUsersOtherSessions(t *testing.T) {
 	t.Parallel()
-	_, srv := newServer(t, Config{})
+	e, srv := newServer(t, Config{Users: map[string]string{DefaultUsername: DefaultPassword, "other": "other-pw"}})
 	a := mustLogin(t, srv, userBody())
+	other := mustLogin(t, srv, passwordBody("other", "other-pw"))
+	bot := mustLogin(t, srv, appBody())
+	jwt := mustToken(t, srv, false)
 	b := mustLogin(t, srv, userBody())
 	if a.bearer == b.bearer || a.sid == b.sid || a.csrf == b.csrf {
 		t.Fatal("second login reused secrets")
 	}
+	envelope(t, a.data(t, srv, "/x"), 401, codeBearer, "UNAUTHORIZED")
+	envelope(t, a.refresh(t, srv, "refresh", a.csrf), 401, codeNoSession, "UNAUTHORIZED")
+	envelope(t, a.refresh(t, srv, "logout", a.csrf), 401, codeNoSession, "UNAUTHORIZED")
+	for _, s := range []sess{b, other, bot} {
+		if r := s.data(t, srv, "/x"); r.status != 200 {
+			t.Errorf("a session the login must not end: %d %s", r.status, r.body)
+		}
+	}
+	if r := appCall(t, srv, jwt, true); r.status != 200 {
+		t.Errorf("an AppJWT ended by a login: %d %s", r.status, r.body)
+	}
+	// An application login ends the bot's older session the same way.
+	bot2 := mustLogin(t, srv, appBody())
+	envelope(t, bot.data(t, srv, "/x"), 401, codeBearer, "UNAUTHORIZED")
+	if r := bot2.data(t, srv, "/x"); r.status != 200 {
+		t.Errorf("the bot's new session: %d %s", r.status, r.body)
+	}
+	if c := e.Counters(); c.SessionsEndedByLogin != 2 || c.LiveSessions != 3 {
+		t.Errorf("counters %+v, want 2 ended by login and 3 live", c)
+	}
+}
+
+// With MultipleSessions a user's sessions live side by side; the knob works
+// from Go and over HTTP, and Reset keeps it.
+func TestMultipleSessionsAllowed(t *testing.T) {
+	t.Parallel()
+	e, srv := newServer(t, Config{MultipleSessions: true})
+	a := mustLogin(t, srv, userBody())
+	mustLogin(t, srv, userBody())
 	if r := a.refresh(t, srv, "refresh", a.csrf); r.status != 200 {
 		t.Errorf("first session killed by second login: %d", r.status)
+	}
+	e.SetMultipleSessions(false)
+	mustLogin(t, srv, userBody())
+	envelope(t, a.data(t, srv, "/x"), 401, codeBearer, "UNAUTHORIZED")
+	if c := e.Counters(); c.SessionsEndedByLogin != 2 || c.LiveSessions != 1 {
+		t.Errorf("counters %+v, want 2 ended and 1 live", c)
+	}
+
+	ctl := httptest.NewServer(e.ControlHandler("/_ccemu"))
+	t.Cleanup(ctl.Close)
+	if r := post(t, ctl.URL+"/_ccemu/multiple-sessions?allowed=true", "", nil); r.status != 200 || !strings.Contains(string(r.body), `"allowed":true`) {
+		t.Fatalf("multiple-sessions: %d %s", r.status, r.body)
+	}
+	if r := post(t, ctl.URL+"/_ccemu/multiple-sessions?allowed=maybe", "", nil); r.status != 400 || !strings.Contains(string(r.body), "allowed") {
+		t.Errorf("bad allowed: %d %s", r.status, r.body)
+	}
+	e.Reset()
+	c := mustLogin(t, srv, userBody())
+	mustLogin(t, srv, userBody())
+	if r := c.data(t, srv, "/x"); r.status != 200 {
+		t.Errorf("allowed over HTTP, then Reset: first session ended: %d", r.status)
+	}
+	if r := do(t, "GET", ctl.URL+"/_ccemu/counters", nil, nil); !strings.Contains(string(r.body), `"sessions_ended_by_login":0`) {
+		t.Errorf("counters: %s", r.body)
 	}
 }
 
@@ -435,12 +494,12 @@ func TestIdleTTL(t *testing.T) {
 	t.Parallel()
 	const ttl = 600 * time.Millisecond
 	clk := newFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	e, srv := newServer(t, Config{SessionTTL: ttl, Clock: clk})
+	e, srv := newServer(t, Config{SessionTTL: ttl, Clock: clk, Users: map[string]string{DefaultUsername: DefaultPassword, "idle": "idle-pw"}})
 	s := mustLogin(t, srv, userBody())
 	if s.raw["sessionTTl"] != "600" {
 		t.Errorf("sessionTTl %v", s.raw["sessionTTl"])
 	}
-	idle := mustLogin(t, srv, userBody())
+	idle := mustLogin(t, srv, `{"username":"idle","password":"idle-pw"}`)
 	// Data calls on idle must not extend it. The last round is at idle's
 	// deadline, which it still lives at: it dies when now > login + TTL.
 	for i := range 3 {
@@ -801,7 +860,7 @@ func TestControlAPI(t *testing.T) {
 	post(t, ctl+"/login-rate?n=0", "", nil)
 
 	r = post(t, ctl+"/expire", "", nil)
-	if string(r.body) != `{"expired":4}` {
+	if string(r.body) != `{"expired":1}` { // four logins of one user: one session
 		t.Errorf("expire: %s", r.body)
 	}
 	if r := post(t, ctl+"/reset", "", nil); r.status != 200 {

@@ -30,6 +30,7 @@ import (
 //	POST {prefix}/token-lifetime?lifetime=3s
 //	POST {prefix}/revoke-tokens                              {"revoked":N}
 //	POST {prefix}/require-bare-token?required=true           true or false
+//	POST {prefix}/multiple-sessions?allowed=true             true or false: several live sessions per user
 //	POST {prefix}/set-password?user=demo-agent&end_sessions=true   {"user":...,"ended_sessions":N}
 //	     with the new password in a form body, password=... (never in the URL)
 //	POST {prefix}/reset
@@ -73,7 +74,7 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 	switch name {
 	case "counters", "expire", "fail-logins", "delay-logins", "fail-refreshes", "fail-domain-lookups",
 		"service-host", "login-rate", "session-ttl", "reset", "fail-tokens", "delay-tokens", "token-rate",
-		"token-lifetime", "revoke-tokens", "require-bare-token", "set-password":
+		"token-lifetime", "revoke-tokens", "require-bare-token", "set-password", "multiple-sessions":
 	default:
 		e.writeError(w, http.StatusNotFound, codeNotFound, "Unknown control endpoint "+name)
 		return
@@ -187,6 +188,14 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 		}
 	case "set-password":
 		out, err = e.controlSetPassword(w, r)
+	case "multiple-sessions":
+		var on bool
+		if on, err = strconv.ParseBool(q.Get("allowed")); err != nil {
+			err = badParam("allowed", "want true or false")
+		} else {
+			e.SetMultipleSessions(on)
+			out = map[string]bool{"allowed": on}
+		}
 	case "require-bare-token":
 		var on bool
 		if on, err = strconv.ParseBool(q.Get("required")); err != nil {

@@ -62,7 +62,9 @@ func TestSetPassword(t *testing.T) {
 
 func TestSetPasswordEndSessions(t *testing.T) {
 	t.Parallel()
-	e, srv := newServer(t, Config{Users: map[string]string{DefaultUsername: DefaultPassword, "other": "other-pw"}})
+	// Several sessions of one user, to see that end_sessions ends them all
+	// (and that without it none ends).
+	e, srv := newServer(t, Config{MultipleSessions: true, Users: map[string]string{DefaultUsername: DefaultPassword, "other": "other-pw"}})
 	a := mustLogin(t, srv, userBody())
 	b := mustLogin(t, srv, userBody())
 	other := mustLogin(t, srv, passwordBody("other", "other-pw"))
@@ -103,7 +105,9 @@ func TestSetPasswordEndSessions(t *testing.T) {
 
 func TestControlSetPassword(t *testing.T) {
 	t.Parallel()
-	e, srv := newServer(t, Config{})
+	// A login with the new password must not end s: what is under test is
+	// that end_sessions=false keeps it.
+	e, srv := newServer(t, Config{MultipleSessions: true})
 	ctl := srv.URL + "/_ccemu/set-password"
 	form := map[string]string{"Content-Type": "application/x-www-form-urlencoded"}
 	s := mustLogin(t, srv, userBody())

@@ -149,6 +149,7 @@ func (e *Emulator) login(w http.ResponseWriter, r *http.Request, id string) {
 	e.mu.Lock()
 	ttl := e.ttl
 	s.deadline = now.Add(ttl)
+	e.endOthersLocked(s, now)
 	e.sessions[s.id] = s
 	e.byBearer[s.bearer] = s
 	e.secrets = append(e.secrets, s.id, s.csrf, s.bearer)

@@ -74,6 +74,9 @@ type Handler struct {
 	// RequireBareToken makes the data API accept credentials only without
 	// the "Bearer " word. Default false (both forms).
 	RequireBareToken bool `json:"require_bare_token,omitempty"`
+	// MultipleSessions lets one user hold several live sessions. Default
+	// false: as in CC, a login ends that user's other sessions.
+	MultipleSessions bool `json:"multiple_sessions,omitempty"`
 
 	emu     *ccemu.Emulator
 	control http.Handler
@@ -125,6 +128,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.emu.SetTokenLifetime(time.Duration(h.TokenLifetime))
 	h.emu.SetTokenRate(h.TokenRate, time.Duration(h.TokenRateWindow))
 	h.emu.RequireBareToken(h.RequireBareToken)
+	h.emu.SetMultipleSessions(h.MultipleSessions)
 	if h.ControlPath != "" {
 		h.control = h.emu.ControlHandler(h.ControlPath)
 	}
@@ -181,6 +185,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    token_lifetime <duration>
 //	    token_rate     <n> [<window>]
 //	    require_bare_token
+//	    multiple_sessions
 //	}
 //
 // Every subdirective is optional; the block may be omitted.
@@ -246,14 +251,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				h.TokenRate, h.TokenRateWindow = n, caddy.Duration(win)
 			}
-		case "domain_array_form", "require_bare_token":
+		case "domain_array_form", "require_bare_token", "multiple_sessions":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			if sub == "domain_array_form" {
+			switch sub {
+			case "domain_array_form":
 				h.DomainArrayForm = true
-			} else {
+			case "require_bare_token":
 				h.RequireBareToken = true
+			default:
+				h.MultipleSessions = true
 			}
 		default:
 			return d.Errf("unknown ccemu subdirective %q", sub)

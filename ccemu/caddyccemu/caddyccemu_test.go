@@ -27,6 +27,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		token_lifetime 5s
 		token_rate     3 2s
 		require_bare_token
+		multiple_sessions
 	}`)
 	var h Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -38,6 +39,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		ControlPath: "/_ccemu", DomainArrayForm: true,
 		ClientID: "app-1", ClientSecret: "app-1-secret", TokenLifetime: caddy.Duration(5 * time.Second),
 		TokenRate: 3, TokenRateWindow: caddy.Duration(2 * time.Second), RequireBareToken: true,
+		MultipleSessions: true,
 	}
 	if h != want {
 		t.Errorf("got %+v\nwant %+v", h, want)
@@ -62,6 +64,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		"ccemu {\n token_rate 1 0s\n}":       "token_rate",
 		"ccemu {\n client_secret\n}":         "argument",
 		"ccemu {\n require_bare_token on\n}": "argument",
+		"ccemu {\n multiple_sessions yes\n}": "argument",
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
