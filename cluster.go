@@ -112,6 +112,12 @@ func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) error {
 	defer k.unlockShared(s)
 	sh := k.loadShared(s)
 	switch {
+	case k.isSolo(c) && (sh == nil || !later(sh.cred.Obtained, sh.lastRenewal).After(c.Obtained)):
+		// Obtained while the storage failed, and nothing stored since: if
+		// it is alive it is the user's one session (CC keeps one per
+		// user), and the stored one, from before, is dead. It is renewed
+		// and stored below, not replaced. (A session stored or renewed
+		// since outlived this one's login: that one is adopted.)
 	case sh != nil && sh.cred.Token != c.Token && k.adoptable(sh.cred):
 		if k.cur.CompareAndSwap(c, sh.cred) {
 			k.emit(s, k.event(EventAdopted, sh.cred))
@@ -130,6 +136,23 @@ func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) error {
 		k.takeSolo(c) // stored: the cluster's now
 	}
 	return err
+}
+
+// storedSince reads the stored credential, without the lock, for a keeper
+// that may adopt only one obtained or renewed after since.
+func (clusterMode) storedSince(k *Keeper, s *Settings, since time.Time) *Credential {
+	sh := k.loadShared(s)
+	if sh == nil || !k.adoptable(sh.cred) || !later(sh.cred.Obtained, sh.lastRenewal).After(since) {
+		return nil
+	}
+	return sh.cred
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // adoptNewer replaces failed with the stored credential if another
@@ -257,6 +280,13 @@ func (k *Keeper) obtainedAlone(c *Credential) {
 	k.mu.Lock()
 	k.solo = c
 	k.mu.Unlock()
+}
+
+// isSolo says whether c is the credential this keeper obtained alone.
+func (k *Keeper) isSolo(c *Credential) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.solo != nil && k.solo.Token == c.Token
 }
 
 // takeSolo forgets c as obtained alone (it is stored now, or gone, or

@@ -44,9 +44,16 @@ type Event struct {
 	Err         error         // for failures
 	Duration    time.Duration // of the round trip
 	Failures    int           // consecutive failed logins
-	NextAttempt time.Time     // for EventLoginFailed
+	NextAttempt time.Time     // for EventLoginFailed, and EventSessionLost that starts the conflict wait
 	Relogin     bool          // for EventLogin: an earlier session existed
 	// Lifetime is how long the credential lives without renewal, as its
 	// issuer announced it (0 if unknown).
 	Lifetime time.Duration
+	// For EventSessionLost: how long the session lived (from its obtain
+	// time, the stored one if adopted), and whether it counted as
+	// short-lived (one session per user: another login ended it).
+	Lived      time.Duration
+	ShortLived bool
+	// Clustered: the keeper shares its session through storage.
+	Clustered bool
 }

@@ -46,7 +46,13 @@ const (
 //	                     reason: the error text
 //	                     consecutive_failures: failed logins in a row, this one included
 //	                     next_attempt: when the next login may start, RFC 3339 UTC
-//	lpauth.session_lost  CC said the session is gone; a re-login follows.
+//	lpauth.session_lost  CC said the session is gone; a re-login follows,
+//	                     unless the keeper waits out a conflict.
+//	                     lived_seconds: how long the session lived
+//	                     short_lived: true if it lived less than 60 s, counted
+//	                       towards the conflict wait (one session per user)
+//	                     next_attempt: only when this loss starts the conflict
+//	                       wait: when the next login may start, RFC 3339 UTC
 //	lpauth.logout        the session was logged out (at stop).
 //	lpauth.adopted       cluster mode: took the session another instance obtained.
 //	lpauth.store_failed  cluster mode: the shared storage failed; working alone.
@@ -176,6 +182,12 @@ func caddyEvent(ev Event) (string, map[string]any) {
 		// String() form, monotonic clock reading included.
 		data["next_attempt"] = ev.NextAttempt.UTC().Format(time.RFC3339)
 		data["reason"] = errText(ev.Err)
+	case EventSessionLost:
+		data["lived_seconds"] = ev.Lived.Seconds()
+		data["short_lived"] = ev.ShortLived
+		if !ev.NextAttempt.IsZero() {
+			data["next_attempt"] = ev.NextAttempt.UTC().Format(time.RFC3339)
+		}
 	case EventStoreFailed:
 		data["reason"] = errText(ev.Err)
 	}

@@ -257,6 +257,13 @@ func TestEventsLoginThenSessionLostAndRelogin(t *testing.T) {
 	if evs[2].data["replaced"] != true {
 		t.Errorf("re-login: replaced = %v, want true", evs[2].data["replaced"])
 	}
+	// Expired moments after its login: short-lived, but the first, so no
+	// wait (next_attempt absent).
+	lost := evs[1].data
+	if lived, ok := lost["lived_seconds"].(float64); !ok || lived < 0 || lived > ShortLivedWindow.Seconds() ||
+		lost["short_lived"] != true || lost["next_attempt"] != nil {
+		t.Errorf("session_lost data %v, want lived_seconds under 60, short_lived true, no next_attempt", lost)
+	}
 	for _, e := range evs[1:] {
 		checkIdentity(t, e, hostport(srv))
 	}
@@ -325,9 +332,11 @@ func TestEventsNoneForRequestsOrRefreshes(t *testing.T) {
 }
 
 // Two keepers of one cluster, in one process: the second adopts the
-// session the first stored. They are two because their storage configs
+// token the first stored. They are two because their storage configs
 // differ (Caddy's configured storage, and the same directory named), which
-// makes two identities over the same files. Each lpauth sits before a
+// makes two identities over the same files. AppJWT identities: two Login
+// Service identities of one user in one config are refused (one session
+// per user). Each lpauth sits before a
 // reverse_proxy in a handle_path block, where Caddy's shared module lineage
 // would make reverse_proxy the origin of an event emitted through the
 // handler's own context: subscriptions by module see lpauth as the origin.
@@ -336,8 +345,8 @@ func TestEventsAdoptedInCluster(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	dir := t.TempDir()
 	block := func(storage string) string {
-		return fmt.Sprintf("\t\tlpauth {\n\t\t\taccount_id %s\n\t\t\tusername %s\n\t\t\tpassword {env.%s}\n\t\t\tcsds %s\n\t\t\t%s\n\t\t}\n\t\treverse_proxy %s\n",
-			ccemu.DefaultAccountID, ccemu.DefaultUsername, testPasswordEnv, srv.URL, storage, hostport(srv))
+		return fmt.Sprintf("\t\tlpauth {\n\t\t\taccount_id %s\n\t\t\tclient_id %s\n\t\t\tclient_secret %s\n\t\t\tcsds %s\n\t\t\t%s\n\t\t}\n\t\treverse_proxy %s\n",
+			ccemu.DefaultAccountID, ccemu.DefaultClientID, ccemu.DefaultClientSecret, srv.URL, storage, hostport(srv))
 	}
 	cfg := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tauto_https off\n\tdefault_bind 127.0.0.1\n\t%sskip_install_trust\n\tstorage file_system {\n\t\troot %s\n\t}\n\t%s}\n"+
 		"http://%s {\n\thandle_path /a/* {\n%s\t}\n\thandle_path /b/* {\n%s\t}\n}\n",
@@ -354,7 +363,9 @@ func TestEventsAdoptedInCluster(t *testing.T) {
 		t.Fatalf("events %v, want one login and one adopted", got)
 	}
 	for _, e := range evs {
-		checkIdentity(t, e, hostport(srv))
+		if e.data["mode"] != AppJWTMode || e.data["username"] != ccemu.DefaultClientID || e.data["account_id"] != ccemu.DefaultAccountID {
+			t.Errorf("%s: data %v, want the AppJWT identity", e.name, e.data)
+		}
 	}
 	if n := len(recordedAs("module")); n != 2 {
 		t.Errorf("a subscription to the module http.handlers.lpauth got %d events, want 2", n)
@@ -362,10 +373,10 @@ func TestEventsAdoptedInCluster(t *testing.T) {
 	if evs := recordedAs("reverse_proxy"); len(evs) != 0 {
 		t.Errorf("a subscription to the module http.handlers.reverse_proxy got %v", namesOf(evs))
 	}
-	if n := emu.Counters().LoginAttempts; n != 1 {
-		t.Errorf("%d logins, want 1 for the cluster", n)
+	if n := emu.Counters().TokenRequests; n != 1 {
+		t.Errorf("%d token requests, want 1 for the cluster", n)
 	}
-	noSecretIn(t, append(emu.IssuedSecrets(), ccemu.DefaultPassword)...)
+	noSecretIn(t, append(emu.IssuedSecrets(), ccemu.DefaultClientSecret)...)
 }
 
 // An AppJWT's fetch is an lpauth.login too, as its config starts, with the

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,8 @@ type Keeper struct {
 	lastErr     error
 	stopRetry   func() bool
 	checked     checkResult // the last check made for a 401
-	deadToken   string      // token of the credential last found gone: never adopt it again
+	dead        deadTokens  // the credentials last found gone: never adopt them again
+	conflict    conflict    // short-lived sessions: another holder of the user
 	solo        *Credential // cluster mode: obtained while the storage failed, known to no other instance
 	renewal     renewalSchedule
 
@@ -170,7 +172,7 @@ func (k *Keeper) Unauthorized(ctx context.Context, failed *Credential) Outcome {
 		// On its way out: the CC user's credential is the heir's now. A
 		// login with this keeper's credentials may fail (the password
 		// changed) or end the heir's session (one session per user).
-		if h.cur.Load() == failed {
+		if sameToken(h.cur.Load(), failed) {
 			return h.Unauthorized(ctx, failed)
 		}
 		c, err := h.Get(ctx)
@@ -180,7 +182,7 @@ func (k *Keeper) Unauthorized(ctx context.Context, failed *Credential) Outcome {
 		return Outcome{Verdict: RetryLate, Credential: c}
 	}
 	cur := k.cur.Load()
-	if cur != nil && cur != failed {
+	if cur != nil && !sameToken(cur, failed) {
 		return Outcome{Verdict: RetryLate, Credential: cur}
 	}
 	if cur != nil {
@@ -215,7 +217,7 @@ func (k *Keeper) Relogin(ctx context.Context) (*Credential, error) {
 	old := k.cur.Load()
 	k.mu.Lock()
 	if old != nil {
-		k.deadToken = old.Token
+		k.dead.add(old.Token)
 		k.takeSoloLocked(old) // released below, not again when another is adopted
 	}
 	if !k.closed {
@@ -223,14 +225,22 @@ func (k *Keeper) Relogin(ctx context.Context) (*Credential, error) {
 	}
 	k.mu.Unlock()
 	if old != nil {
-		k.cur.CompareAndSwap(old, nil)
+		k.dropCurrent(old)
 	}
 	c, err := k.awaitObtain(ctx)
-	if err == nil && old != nil && c != old {
+	if err == nil && old != nil && !sameToken(c, old) {
 		go func() { _ = k.release(k.settings(), old) }()
 	}
 	return c, err
 }
+
+// The states of a keeper, as Status and the readiness probe report them.
+const (
+	StateReady      = "ready"       // a live credential
+	StateLoggingIn  = "logging_in"  // none yet, and not backing off: the next request (or a login in flight) gets one
+	StateBackingOff = "backing_off" // the last login failed; no attempt before backoff_until
+	StateConflict   = "conflict"    // sessions keep ending soon after login (one session per user); no login before backoff_until
+)
 
 // Status describes the credential for operators. It holds no secret.
 type Status struct {
@@ -238,6 +248,7 @@ type Status struct {
 	Mode                string    `json:"login_mode"`
 	Username            string    `json:"username"`
 	Host                string    `json:"host,omitempty"`
+	State               string    `json:"state"` // ready, logging_in, backing_off or conflict
 	LoggedIn            bool      `json:"logged_in"`
 	LoggedInAt          time.Time `json:"logged_in_at,omitzero"`
 	Expires             time.Time `json:"expires,omitzero"` // a credential with a fixed end (an AppJWT)
@@ -267,6 +278,16 @@ func (k *Keeper) Status() Status {
 		st.NextRefresh = k.renewal.next
 	}
 	st.ConsecutiveFailures = k.failures
+	switch {
+	case st.LoggedIn:
+		st.State = StateReady
+	case k.inConflictLocked():
+		st.State = StateConflict
+	case k.nextAttempt.After(k.clock.Now()):
+		st.State = StateBackingOff
+	default:
+		st.State = StateLoggingIn
+	}
 	if k.nextAttempt.After(k.clock.Now()) {
 		st.BackoffUntil = k.nextAttempt
 	}
@@ -401,6 +422,9 @@ func (k *Keeper) awaitObtain(ctx context.Context) (*Credential, error) {
 		return h.Get(ctx)
 	}
 	if err := k.unavailableNow(); err != nil {
+		if c := k.peekDuringConflict(); c != nil {
+			return c, nil
+		}
 		return nil, err
 	}
 	ch := k.flight.DoChan("obtain", k.obtain)
@@ -478,6 +502,7 @@ func (k *Keeper) obtain() (any, error) {
 		return nil, ErrClosed
 	}
 	k.failures, k.failClass, k.nextAttempt, k.lastErr = 0, 0, time.Time{}, nil
+	k.conflict.waiting = false
 	if !adopted {
 		c.Obtained = k.clock.Now()
 	}
@@ -518,6 +543,7 @@ func (k *Keeper) failedObtainLocked(err error) Event {
 	}
 	k.failClass = class
 	k.failures++
+	k.conflict.waiting = false // a login was tried: what holds it back now is its failure
 	delay := retryDelay(err, class, k.failures)
 	k.nextAttempt = k.clock.Now().Add(delay)
 	k.lastErr = err
@@ -621,13 +647,22 @@ func (k *Keeper) renewed(s *Settings, c *Credential, took time.Duration, gone bo
 		k.renewal.lastResult = err.Error()
 	}
 	if gone {
-		k.deadToken = c.Token
+		ev.Lived = max(k.clock.Now().Sub(c.Obtained), 0)
+		k.sessionDiedLocked(c, err, &ev)
+		k.dead.add(c.Token)
 		k.takeSoloLocked(c) // nothing left to release
 	}
 	k.mu.Unlock()
-	k.emit(s, ev)
 	if gone {
-		k.cur.CompareAndSwap(c, nil)
+		k.dropCurrent(c)
+	}
+	k.emit(s, ev)
+}
+
+// dropCurrent drops the current credential if it is c's token.
+func (k *Keeper) dropCurrent(c *Credential) {
+	if cur := k.cur.Load(); sameToken(cur, c) {
+		k.cur.CompareAndSwap(cur, nil)
 	}
 }
 
@@ -636,11 +671,31 @@ func (k *Keeper) renewed(s *Settings, c *Credential, took time.Duration, gone bo
 func (k *Keeper) adoptable(c *Credential) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return c.Token != k.deadToken
+	return !k.dead.has(c.Token)
+}
+
+// deadTokens remembers the last few tokens found gone. More than one: after
+// a storage outage the stored session from before and the one obtained
+// alone may both be dead, and neither may be adopted.
+type deadTokens struct {
+	list [4]string
+	next int
+}
+
+func (d *deadTokens) add(token string) {
+	if !d.has(token) {
+		d.list[d.next] = token
+		d.next = (d.next + 1) % len(d.list)
+	}
+}
+
+func (d *deadTokens) has(token string) bool {
+	return token != "" && slices.Contains(d.list[:], token)
 }
 
 func (k *Keeper) event(kind EventKind, c *Credential) Event {
-	ev := Event{Kind: kind, Account: k.id.Account, Mode: k.id.Mode, Username: k.id.Name}
+	_, clustered := k.mode.(clusterMode)
+	ev := Event{Kind: kind, Account: k.id.Account, Mode: k.id.Mode, Username: k.id.Name, Clustered: clustered}
 	if c != nil {
 		ev.Host, ev.Lifetime = c.Issuer, c.Lifetime
 	}

@@ -5,6 +5,7 @@ package lpauth
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -60,7 +61,15 @@ func (h *Handler) logEvent(ev Event) {
 	case EventRefreshFailed:
 		h.logger.Warn("CC session refresh failed; will try again", fields...)
 	case EventSessionLost:
-		h.logger.Warn("CC session is gone; logging in again", fields...)
+		fields = append(fields, zap.Duration("lived", ev.Lived), zap.Bool("short_lived", ev.ShortLived))
+		if !ev.ShortLived {
+			h.logger.Warn("CC session is gone; logging in again", fields...)
+			break
+		}
+		if !ev.NextAttempt.IsZero() {
+			fields = append(fields, zap.Time("next_attempt", ev.NextAttempt))
+		}
+		h.logger.Error(shortLivedMessage(ev), fields...)
 	case EventLogout:
 		h.logger.Info("logged out of CC", fields...)
 	case EventAdopted:
@@ -69,12 +78,39 @@ func (h *Handler) logEvent(ev Event) {
 		h.logger.Warn("cluster storage failed; continuing on this instance's own", fields...)
 	case EventLogoutFailed:
 		var apiErr *APIError
-		if errors.As(ev.Err, &apiErr) {
+		switch {
+		case errors.As(ev.Err, &apiErr) && apiErr.StatusCode == 401:
+			// The session had ended already: CC keeps one session per
+			// user, and this user logged in since (a rotation's new
+			// identity, usually). Nothing is wrong.
+			h.logger.Debug("CC logout: the session had already ended", fields...)
+		case apiErr != nil:
 			h.logger.Warn("CC logout failed", fields...)
-		} else {
+		default:
 			// Typical at shutdown of a one-process demo, whose emulator
 			// stops listening first.
 			h.logger.Debug("CC logout failed", fields...)
 		}
 	}
+}
+
+// conflictWaitPhrase is how the log line says the conflict wait began.
+const conflictWaitPhrase = "sessions keep ending, so no new login before"
+
+// shortLivedMessage is the one line an operator reads when a session of a
+// user ended soon after its login: the user, how long it lived, CC's
+// answer, the likely cause and the fix.
+func shortLivedMessage(ev Event) string {
+	msg := fmt.Sprintf("session of %s ended %s after login (refresh: %v): CC keeps one session per user; "+
+		"likely another client or another Caddy without shared storage is logged in as this user",
+		ev.Username, ev.Lived.Round(time.Millisecond), ev.Err)
+	if ev.Clustered {
+		msg += ", or the cluster's storage fails, or its members differ in encryption_key"
+	}
+	if !ev.NextAttempt.IsZero() {
+		msg += fmt.Sprintf("; %s %s (requests get 503 until then)", conflictWaitPhrase, ev.NextAttempt.UTC().Format(time.RFC3339))
+	} else {
+		msg += "; logging in again"
+	}
+	return msg
 }

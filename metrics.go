@@ -40,6 +40,11 @@ var (
 			"not_replayable (body above retry_body_limit; the 401 went to the client), " +
 			"large_401 (a 401 body above 64 KiB: the endpoint's own, streamed to the client, session not asked).",
 	}, []string{"account_id", "outcome"})
+	metricShortLived = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "lpauth", Name: "short_lived_sessions_total",
+		Help: "Login Service sessions CC ended less than 60 s after their login: CC keeps one session per user, " +
+			"so another client is probably logged in as the same user.",
+	}, []string{"account_id"})
 	metricUnavailable = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "lpauth", Name: "unavailable_total",
 		Help: "Requests answered 503 because no session could be had.",
@@ -57,7 +62,7 @@ var (
 
 var collectors = []prometheus.Collector{
 	metricLogins, metricRefreshes, metricLogouts, metricUpstream401, metricRetries,
-	metricUnavailable, metricLoginDuration, metricSessionAge,
+	metricUnavailable, metricLoginDuration, metricSessionAge, metricShortLived,
 }
 
 // registerMetrics adds the collectors to a config's registry. A registry
@@ -85,6 +90,9 @@ func recordEvent(ev Event) {
 		metricLoginDuration.WithLabelValues(ev.Account).Observe(ev.Duration.Seconds())
 	case EventRefresh, EventRefreshFailed, EventSessionLost:
 		metricRefreshes.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
+		if ev.ShortLived {
+			metricShortLived.WithLabelValues(ev.Account).Inc()
+		}
 	case EventLogout, EventLogoutFailed:
 		metricLogouts.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
 	}

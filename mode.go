@@ -3,6 +3,8 @@
 
 package lpauth
 
+import "time"
+
 // mode is the one place where a cluster differs from a single instance:
 // where a credential comes from, how a renewal is shared, and what happens
 // to it at the end. A keeper's mode is fixed when the keeper is made. Each
@@ -17,6 +19,10 @@ type mode interface {
 	// adoptNewer returns the credential that has already replaced failed
 	// elsewhere, or nil.
 	adoptNewer(k *Keeper, s *Settings, failed *Credential) *Credential
+	// storedSince returns the credential stored for the cluster that was
+	// obtained or renewed after since (so not one of those that ended
+	// then), or nil.
+	storedSince(k *Keeper, s *Settings, since time.Time) *Credential
 	// release ends c when the keeper closes.
 	release(k *Keeper, s *Settings, c *Credential) error
 	// abandon disposes of c, obtained by this process but not to be used
@@ -38,6 +44,8 @@ func (localMode) renew(k *Keeper, s *Settings, c *Credential) error {
 }
 
 func (localMode) adoptNewer(*Keeper, *Settings, *Credential) *Credential { return nil }
+
+func (localMode) storedSince(*Keeper, *Settings, time.Time) *Credential { return nil }
 
 func (localMode) release(k *Keeper, s *Settings, c *Credential) error { return k.release(s, c) }
 

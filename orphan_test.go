@@ -4,6 +4,7 @@
 package lpauth
 
 import (
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,24 +18,17 @@ import (
 // is back, the renewals bring them to one stored session, and each
 // instance that adopts it logs out the session it obtained alone, once:
 // one live session is left, not one per instance.
+//
+// The emulator lets a user hold several sessions here: under CC's rule
+// each solo login ends the one before, and no solo session would be left
+// alive for the release to matter (that case is the next test).
 func TestClusterSoloSessionsReleasedAfterStorageOutage(t *testing.T) {
 	t.Parallel()
 	const n = 3
 	clock := newFakeClock()
-	emu, srv := emulator(t, ccemu.Config{})
-	dir := t.TempDir()
+	emu, srv := emulator(t, ccemu.Config{MultipleSessions: true})
 	var down atomic.Bool
-	ks := make([]*Keeper, n)
-	for i := range ks {
-		var calls atomic.Int32
-		ks[i] = testKeeper(t, srv, userCreds(), clock, func(tu *Settings) {
-			tu.Store = &guardedStore{SharedStore: loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil), closed: &down, calls: &calls}
-			tu.LogoutOnStop, tu.RefreshInterval = false, time.Minute
-		})
-		if _, err := ks[i].Get(bg()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ks := outageKeepers(t, srv, clock, &down, n)
 	if c := emu.Counters(); c.Logins != 1 || c.LiveSessions != 1 {
 		t.Fatalf("before the outage: %+v, want one shared session", c)
 	}
@@ -77,4 +71,69 @@ func TestClusterSoloSessionsReleasedAfterStorageOutage(t *testing.T) {
 	if got := dataCall(t, srv, shared); got != 200 {
 		t.Fatalf("the shared session: %d", got)
 	}
+}
+
+// Under CC's rule (one session per user), the solo logins of a storage
+// outage end each other's sessions: one is left alive. When the storage is
+// back that one is stored and adopted by every instance, rather than the
+// stored session from before the outage (dead) being adopted and the live
+// one logged out; at most one more login, and every instance is served.
+func TestClusterLiveSoloSessionIsStoredAfterStorageOutage(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	clock := newFakeClock()
+	emu, srv := emulator(t, ccemu.Config{})
+	var down atomic.Bool
+	ks := outageKeepers(t, srv, clock, &down, n)
+	down.Store(true)
+	emu.ExpireSessions()
+	for _, k := range ks {
+		if out := k.Unauthorized(bg(), k.Current()); out.Verdict != Retry {
+			t.Fatalf("401 after an expiry with the storage down: %+v, want a retry with a session of its own", out)
+		}
+	}
+	live := ks[n-1].Current()
+	if c := emu.Counters(); c.Logins != 1+n || c.LiveSessions != 1 || dataCall(t, srv, live) != 200 {
+		t.Fatalf("during the outage: %+v, want %d logins and the last one's session alive", c, 1+n)
+	}
+
+	down.Store(false)
+	for range 3 {
+		clock.Advance(time.Minute)
+	}
+	var shared *Credential
+	eventually(t, 5*time.Second, "every instance to hold one session", func() bool { // a re-login runs in the background
+		shared = ks[0].Current()
+		for _, k := range ks {
+			if c := k.Current(); c == nil || shared == nil || c.Token != shared.Token {
+				return false
+			}
+		}
+		return true
+	})
+	if got := dataCall(t, srv, shared); got != 200 {
+		t.Fatalf("the shared session: %d", got)
+	}
+	if c := emu.Counters(); c.Logins > 2+n || c.LiveSessions != 1 {
+		t.Fatalf("after the outage: %+v; want 1 live session and at most one more login", c)
+	}
+}
+
+// outageKeepers are n logged-in keepers of one cluster on file storage,
+// refreshing every minute of clock, whose storage fails while down is set.
+func outageKeepers(t *testing.T, srv *httptest.Server, clock Clock, down *atomic.Bool, n int) []*Keeper {
+	t.Helper()
+	dir := t.TempDir()
+	ks := make([]*Keeper, n)
+	for i := range ks {
+		var calls atomic.Int32
+		ks[i] = testKeeper(t, srv, userCreds(), clock, func(tu *Settings) {
+			tu.Store = &guardedStore{SharedStore: loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil), closed: down, calls: &calls}
+			tu.LogoutOnStop, tu.RefreshInterval = false, time.Minute
+		})
+		if _, err := ks[i].Get(bg()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ks
 }

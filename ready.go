@@ -31,13 +31,6 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("lpauth_ready", httpcaddyfile.After, "forward_auth")
 }
 
-// The states of an identity in a readiness answer.
-const (
-	ReadyStateReady      = "ready"       // a live credential
-	ReadyStateLoggingIn  = "logging_in"  // none yet, and not backing off: the next request (or a login in flight) gets one
-	ReadyStateBackingOff = "backing_off" // the last login failed; no attempt before backoff_until
-)
-
 // Ready answers a readiness probe for lpauth: 200 OK when every identity
 // (account and user, or AppJWT client) that the lpauth handlers of its
 // server use has a live credential, 503 Service Unavailable otherwise.
@@ -56,8 +49,10 @@ const (
 //
 // mode is user, application or app_jwt; name is the user name, or the
 // client id; state is ready, logging_in (no credential yet, and not backing
-// off) or backing_off (the last login failed; the keeper waits until
-// backoff_until before it tries again). A 503 carries no Retry-After:
+// off), backing_off (the last login failed; the keeper waits until
+// backoff_until before it tries again) or conflict (sessions of this user
+// keep ending soon after login: CC keeps one session per user and another
+// client holds it; no login before backoff_until). A 503 carries no Retry-After:
 // probes ignore it, and proxied requests get their own.
 //
 // The lpauth handlers counted are all those of the server the probe
@@ -121,7 +116,7 @@ func (rd *Ready) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		}
 		seen = append(seen, k)
 		id := readyIdentityOf(k)
-		report.Ready = report.Ready && id.State == ReadyStateReady
+		report.Ready = report.Ready && id.State == StateReady
 		report.Identities = append(report.Identities, id)
 	}
 	body, err := json.Marshal(report)
@@ -153,14 +148,9 @@ func (rd *Ready) lpauthHandlersOf(srv *caddyhttp.Server) []*Handler {
 // readyIdentityOf reports k's state without waiting for it.
 func readyIdentityOf(k *Keeper) readyIdentity {
 	st := k.Status()
-	id := readyIdentity{AccountID: st.AccountID, Mode: st.Mode, Name: st.Username, ConsecutiveFailures: st.ConsecutiveFailures}
-	switch {
-	case st.LoggedIn:
-		id.State = ReadyStateReady
-	case !st.BackoffUntil.IsZero():
-		id.State, id.BackoffUntil = ReadyStateBackingOff, st.BackoffUntil.UTC().Truncate(time.Second)
-	default:
-		id.State = ReadyStateLoggingIn
+	id := readyIdentity{AccountID: st.AccountID, Mode: st.Mode, Name: st.Username, ConsecutiveFailures: st.ConsecutiveFailures, State: st.State}
+	if st.State == StateBackingOff || st.State == StateConflict {
+		id.BackoffUntil = st.BackoffUntil.UTC().Truncate(time.Second)
 	}
 	return id
 }

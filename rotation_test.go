@@ -5,6 +5,7 @@ package lpauth
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -161,11 +162,7 @@ func TestKeeperReplacedAppJWTFetchesNothing(t *testing.T) {
 func TestKeeperReplacedKeepsTheSessionItsHeirAdopted(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	dir := t.TempDir()
-	clustered := func(s *Settings) {
-		s.Store = loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil)
-		s.LogoutOnStop = true
-	}
+	clustered := clusteredOn(t.TempDir(), srv, true)
 	old := testKeeper(t, srv, userCreds(), nil, clustered)
 	eventually(t, 5*time.Second, "the login at start", func() bool { return old.Current() != nil })
 	heir := testKeeper(t, srv, userCreds(), nil, clustered)
@@ -182,5 +179,72 @@ func TestKeeperReplacedKeepsTheSessionItsHeirAdopted(t *testing.T) {
 	}
 	if got := dataCall(t, srv, heir.Current()); got != http.StatusOK {
 		t.Fatalf("the heir's session answered %d", got)
+	}
+}
+
+// The heir of a cluster rotation adopts the stored session: the same token
+// as a new credential. A draining request whose session died meanwhile must
+// be retried with a new session, not with the dead token again.
+func TestKeeperReplacedRetriesDeadAdoptedSessionWithANewOne(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	old, heir := adoptedRotation(t, srv)
+	failed := old.Current()
+	emu.ExpireSessions()
+	out := old.Unauthorized(bg(), failed)
+	if out.Verdict != Retry || out.Credential == nil || out.Credential.Token == failed.Token {
+		t.Fatalf("a 401 for the dead session the heir adopted: %+v, want Retry with a new session", out)
+	}
+	if got := dataCall(t, srv, out.Credential); got != http.StatusOK {
+		t.Fatalf("the retry's session answered %d", got)
+	}
+	if heir.Current().Token != out.Credential.Token {
+		t.Fatal("the retry did not use the heir's new session")
+	}
+}
+
+// A relogin asked of a replaced keeper answers with the heir's session; when
+// that is the very session the replaced keeper held (adopted), it is not
+// logged out.
+func TestKeeperReplacedReloginKeepsTheHeirsSession(t *testing.T) {
+	t.Parallel()
+	emu, srv := emulator(t, ccemu.Config{})
+	old, heir := adoptedRotation(t, srv)
+	c, err := old.Relogin(bg())
+	if err != nil || c.Token != heir.Current().Token {
+		t.Fatalf("relogin of a replaced keeper: %v, want the heir's session", err)
+	}
+	time.Sleep(200 * time.Millisecond) // a release would run in the background
+	if n := emu.Counters(); n.Logouts != 0 || n.Logins != 1 {
+		t.Fatalf("%d logouts, %d logins: the relogin ended the heir's session", n.Logouts, n.Logins)
+	}
+	if got := dataCall(t, srv, heir.Current()); got != http.StatusOK {
+		t.Fatalf("the heir's session answered %d", got)
+	}
+}
+
+// adoptedRotation is a cluster rotation: old logged in and stored its
+// session, heir adopted it (the same token, another credential) and
+// replaced old.
+func adoptedRotation(t *testing.T, srv *httptest.Server) (old, heir *Keeper) {
+	t.Helper()
+	clustered := clusteredOn(t.TempDir(), srv, true)
+	old = testKeeper(t, srv, userCreds(), nil, clustered)
+	eventually(t, 5*time.Second, "the login at start", func() bool { return old.Current() != nil })
+	heir = testKeeper(t, srv, userCreds(), nil, clustered)
+	eventually(t, 5*time.Second, "the heir's adoption at start", func() bool { return heir.Current() != nil })
+	if heir.Current().Token != old.Current().Token || heir.Current() == old.Current() {
+		t.Fatal("the heir did not adopt the stored session as a credential of its own")
+	}
+	old.Supersede(heir)
+	return old, heir
+}
+
+// clusteredOn makes a keeper's settings those of a cluster member on file
+// storage in dir.
+func clusteredOn(dir string, srv *httptest.Server, logoutOnStop bool) func(*Settings) {
+	return func(s *Settings) {
+		s.Store = loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil)
+		s.LogoutOnStop = logoutOnStop
 	}
 }
