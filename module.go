@@ -196,7 +196,10 @@ func forEachKeeper(f func(*Keeper)) {
 
 // pooledKeeper lets the usage pool log the session out when the last
 // config using it is unloaded.
-type pooledKeeper struct{ *Keeper }
+type pooledKeeper struct {
+	*Keeper
+	fields identityFields // what made its identity, hashed
+}
 
 // drainLimit bounds how long the release of a keeper whose configuration was
 // unloaded by a reload waits for the requests that still hold its
@@ -280,9 +283,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	} else if cfg.encryptionKey != nil {
 		return errors.New("lpauth: encryption_key is only used with storage (cluster mode)")
 	}
+	fields := identityFieldsOf(cfg, h.StorageRaw)
+	if err := refuseSecondHolder(ctx.GetMetricsRegistry(), src.Identity(), fields); err != nil {
+		return err
+	}
+	settings.CAFile = cfg.client.CAFile
 	key := identityKey(cfg, h.StorageRaw)
 	val, _, err := keepers.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledKeeper{NewKeeper(src, nil, mode)}, nil
+		return pooledKeeper{NewKeeper(src, nil, mode), fields}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("lpauth: %w", err)
@@ -576,6 +584,53 @@ func identityKey(r resolved, storage json.RawMessage) string {
 		key += "|cluster:" + hashOf(string(storage), string(r.encryptionKey))
 	}
 	return key
+}
+
+// identityFields are the fields of an identity other than account and
+// user, each hashed (no secret is kept), in the order an error names the
+// first that differs.
+type identityFields [][2]string
+
+func identityFieldsOf(r resolved, storage json.RawMessage) identityFields {
+	c := r.creds
+	var f identityFields
+	add := func(name, v string) { f = append(f, [2]string{name, hashOf(v)}) }
+	add("password", c.Password)
+	add("app_key", c.AppKey)
+	add("secret", c.Secret)
+	add("access_token", c.AccessToken)
+	add("access_token_secret", c.AccessTokenSecret)
+	add("csds", r.client.CSDS)
+	add("domain", r.client.Domain)
+	add("storage", string(storage))
+	add("encryption_key", string(r.encryptionKey))
+	return f
+}
+
+// refuseSecondHolder fails the load of a config (owner) that would hold
+// two Login Service sessions of one CC user: CC keeps one session per user,
+// so each login would end the other's session.
+func refuseSecondHolder(owner any, id Identity, fields identityFields) error {
+	if id.Mode == AppJWTMode {
+		return nil
+	}
+	var err error
+	keepers.Range(func(_, v any) bool {
+		o := v.(pooledKeeper)
+		if o.Identity().Mode == AppJWTMode || !o.Identity().SameUser(id) || !o.AttachedTo(owner) {
+			return true
+		}
+		for i, f := range fields {
+			if o.fields[i] != f {
+				err = fmt.Errorf("lpauth: two lpauth blocks log in to account %s as user %q but differ in %s: "+
+					"CC keeps one session per user, so each login would end the other's session; give both blocks the same values",
+					id.Account, id.Name, f[0])
+				return false
+			}
+		}
+		return true
+	})
+	return err
 }
 
 // hashOf hashes parts unambiguously (each prefixed by its length).

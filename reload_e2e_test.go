@@ -11,8 +11,15 @@ package lpauth
 // prints.
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -482,6 +489,7 @@ func TestE2EConflictingSettingsInOneConfig(t *testing.T) {
 		t.Errorf("no error line names %s:\n%s", setting, out)
 	}
 	const acct = ccemu.DefaultAccountID
+	caA, caB := writeCAFile(t), writeCAFile(t)
 
 	for _, tc := range []struct {
 		name, config, setting string
@@ -490,6 +498,11 @@ func TestE2EConflictingSettingsInOneConfig(t *testing.T) {
 		{"refresh_interval", twoSites(block(acct, "refresh_interval 5m"), block(acct, "refresh_interval 1m")), "refresh_interval", []string{"5m0s", "1m0s"}},
 		{"login_timeout", oneSite(block(acct, "login_timeout 7s"), block(acct, "login_timeout 13s")), "login_timeout", []string{"7s", "13s"}},
 		{"logout_on_stop", oneSite(block(acct, "logout_on_stop true"), block(acct, "logout_on_stop false")), "logout_on_stop", []string{"true", "false"}},
+		// One client serves the session: a second CA bundle would be ignored.
+		{"ca_file", oneSite(block(acct, "ca_file "+caA), block(acct, "ca_file "+caB)), "ca_file", []string{caA, caB}},
+		// Two identities of one CC user would end each other's sessions.
+		{"one user, two identities", twoSites(block(acct), block(acct, "domain http://"+srv.Listener.Addr().String())), "differ in domain",
+			[]string{acct, ccemu.DefaultUsername, "one session per user"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := validate(t, tc.config)
@@ -537,6 +550,27 @@ func TestE2EConflictingSettingsInOneConfig(t *testing.T) {
 			t.Errorf("%d logins, want 1: the running config keeps its session", n)
 		}
 	})
+}
+
+// writeCAFile writes a self-signed CA certificate in PEM and returns its path.
+func writeCAFile(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lpauth test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // A reload with a new password that fails to load replaces nothing: the

@@ -20,6 +20,9 @@ type Settings struct {
 	// LogoutOnStop releases the credential at Close. Off in cluster mode
 	// by default: the other instances still use it.
 	LogoutOnStop bool
+	// CAFile is the extra CA bundle Client trusts ("" for none); one
+	// Client serves the keeper, so blocks must agree on it.
+	CAFile string
 
 	// The configuration's instances.
 	Client *Client
@@ -200,8 +203,17 @@ func compareSettings(id Identity, a, b Settings) error {
 		return conflict("login_timeout", a.LoginTimeout.String(), b.LoginTimeout.String())
 	case a.LogoutOnStop != b.LogoutOnStop:
 		return conflict("logout_on_stop", strconv.FormatBool(a.LogoutOnStop), strconv.FormatBool(b.LogoutOnStop))
+	case a.CAFile != b.CAFile:
+		return conflict("ca_file", pathOrNone(a.CAFile), pathOrNone(b.CAFile))
 	}
 	return nil
+}
+
+func pathOrNone(p string) string {
+	if p == "" {
+		return "none"
+	}
+	return p
 }
 
 // Keeper is the keeper this Use holds.
