@@ -109,6 +109,9 @@ func testCluster(t *testing.T, storage string, staleLock time.Duration) {
 	if n := emu.Counters().LoginAttempts; n != 2 {
 		t.Fatalf("%d logins in all after an expiry under load on 3 instances, want 2", n)
 	}
+	if n := emu.Counters().SessionsEndedByLogin; n != 0 {
+		t.Fatalf("%d sessions ended by another member's login, want 0 (one session per user)", n)
+	}
 
 	// Kill an instance while it holds the lock during a (slow) login: the
 	// others must get through once the storage declares the lock stale.

@@ -149,6 +149,9 @@ func TestE2EClusterPasswordRotation(t *testing.T) {
 	if c.LoginsRefused != 0 {
 		t.Errorf("CC refused %d logins: the old password was used", c.LoginsRefused)
 	}
+	if c.SessionsEndedByLogin != 0 {
+		t.Errorf("%d sessions ended by another member's login, want 0 (one session per user)", c.SessionsEndedByLogin)
+	}
 }
 
 func writeFile(t *testing.T, path, content string) {

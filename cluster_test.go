@@ -86,6 +86,10 @@ func TestClusterOneLoginOneRelogin(t *testing.T) {
 		}
 	}
 
+	if n := emu.Counters().SessionsEndedByLogin; n != 0 {
+		t.Fatalf("%d sessions ended by another member's login, want 0 (one session per user)", n)
+	}
+
 	// An instance that joins later adopts the stored session.
 	joiner := clusterKeepers(t, srv, storageDirOf(ks[0]), 1, nil, nil)[0]
 	if s, err := joiner.Get(bg()); err != nil || s.Token != ks[0].Current().Token {

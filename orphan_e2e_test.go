@@ -9,6 +9,8 @@ package lpauth
 import (
 	"fmt"
 	"os/exec"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,11 +58,15 @@ func fingerprintVia(t *testing.T, in *clusterInstance) string {
 	return e.BearerFingerprint
 }
 
+// The emulator lets the user hold several sessions here: under CC's rule
+// (one session per user) the solo logins end each other's sessions, and no
+// solo session would be left alive for the logout to matter. That case is
+// TestE2EClusterRedisOutageUnderOneSessionPerUser.
 func TestE2EClusterSoloSessionsLoggedOutAfterRedisOutage(t *testing.T) {
 	redis := &restartableRedis{port: freePort(t)}
 	redis.start(t)
 	t.Cleanup(redis.stop)
-	emu, srv := emulator(t, ccemu.Config{})
+	emu, srv := emulator(t, ccemu.Config{MultipleSessions: true})
 	storage := fmt.Sprintf("storage redis {\n\t\taddress %s\n\t\tkey_prefix lpauth-orphans\n\t}", caddyproc.Addr(redis.port))
 	bin := builtCaddy(t)
 	insts := make([]*clusterInstance, 2)
@@ -106,4 +112,75 @@ func TestE2EClusterSoloSessionsLoggedOutAfterRedisOutage(t *testing.T) {
 	if c := emu.Counters(); !oneSession() || c.LiveSessions != 1 || c.Logouts != 1 || c.Logins != 3 {
 		t.Fatalf("after the outage: %+v; want 1 live session, 1 logout (the solo session not stored), 3 logins", c)
 	}
+}
+
+// Three members share a session through Redis; Redis goes away for 20 s
+// under traffic and CC ends the session. Each member logs in alone, their
+// solo logins end each other's sessions (one session per user), and the
+// short-lived rule bounds the fight: at most 3 logins per member. When Redis
+// is back, every member serves 200 within one refresh_interval plus one
+// login (plus one storage read of a member in the conflict wait), on one
+// session.
+func TestE2EClusterRedisOutageUnderOneSessionPerUser(t *testing.T) {
+	redis := &restartableRedis{port: freePort(t)}
+	redis.start(t)
+	t.Cleanup(redis.stop)
+	emu, srv := emulator(t, ccemu.Config{})
+	const refresh, loginTimeout = time.Second, 5 * time.Second
+	storage := fmt.Sprintf("storage redis {\n\t\taddress %s\n\t\tkey_prefix lpauth-outage\n\t}", caddyproc.Addr(redis.port))
+	insts := launchCluster(t, 3, func(port int) string {
+		return caddyproc.Proxy{Global: storage, Addr: caddyproc.Addr(port), CSDS: srv.URL, Password: "{env.LP_PASSWORD}",
+			Lpauth:   fmt.Sprintf("login_timeout %s\n\t\trefresh_interval %s\n\t\tstorage", loginTimeout, refresh),
+			Upstream: srv.Listener.Addr().String()}.Caddyfile()
+	}, "LP_PASSWORD="+ccemu.DefaultPassword)
+	eventually(t, 10*time.Second, "one shared session", func() bool {
+		f := fingerprintVia(t, insts[0])
+		return f != "" && f == fingerprintVia(t, insts[1]) && f == fingerprintVia(t, insts[2])
+	})
+	logins := func(in *clusterInstance) int { return strings.Count(in.proc.out.String(), `"logged in to CC"`) }
+	before := make([]int, len(insts))
+	for i, in := range insts {
+		before[i] = logins(in)
+	}
+
+	redis.stop()
+	emu.ExpireSessions()
+	steadyGets(t, insts, 2, 20*time.Second)
+	during := make([]int, len(insts))
+	for i, in := range insts {
+		during[i] = logins(in) - before[i]
+		if during[i] > 3 {
+			t.Errorf("instance %d logged in %d times while the storage was down, want at most 3", i+1, during[i])
+		}
+	}
+
+	redis.start(t)
+	back := time.Now()
+	served := make([]time.Duration, len(insts))
+	var wg sync.WaitGroup
+	for i, in := range insts {
+		wg.Go(func() {
+			for time.Since(back) < 30*time.Second {
+				if status, _ := getStatus(t, in.url+dataPath("back")); status == 200 {
+					served[i] = time.Since(back)
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	c := emu.Counters()
+	t.Logf("logins per instance while the storage was down: %v; served 200 again after %v; %d logins, %d ended by a login in all",
+		during, served, c.Logins, c.SessionsEndedByLogin)
+	bound := refresh + loginTimeout + conflictPeekEvery
+	for i, d := range served {
+		if d == 0 || d > bound {
+			t.Errorf("instance %d served 200 %v after the storage came back, want within %v", i+1, d, bound)
+		}
+	}
+	eventually(t, bound, "one shared session after the outage", func() bool {
+		f := fingerprintVia(t, insts[0])
+		return f != "" && f == fingerprintVia(t, insts[1]) && f == fingerprintVia(t, insts[2])
+	})
 }

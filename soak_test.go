@@ -5,8 +5,13 @@ package lpauth
 
 // Soak under faults: steady traffic through the ./xcaddy.sh binary while
 // the emulator, one fault at a time, expires sessions, fails logins with 500
-// and 429, delays logins and fails refreshes. 60 s by default (as in CI);
+// and 429, delays logins and fails refreshes. 150 s by default (as in CI);
 // LPAUTH_SOAK=10m for the long run (bench/soak.sh).
+//
+// Its purpose is leaks and corruption under faults, not the rule for
+// sessions that keep ending (one session per user): it ends sessions at
+// most twice in a row, then leaves the session alone for longer than
+// ShortLivedWindow, and fails if lpauth ever entered the conflict wait.
 
 import (
 	"bufio"
@@ -35,7 +40,7 @@ type soakRecord struct {
 }
 
 func TestE2ESoak(t *testing.T) {
-	duration := 60 * time.Second
+	duration := 150 * time.Second
 	if v := os.Getenv("LPAUTH_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -126,10 +131,31 @@ func TestE2ESoak(t *testing.T) {
 		t.Errorf("soak: %s did not happen within %s", what, limit)
 		return false
 	}
+	// A session ended twice in a row is next left alone this long from its
+	// login, so that no three short-lived sessions come in a row.
+	const rest = ShortLivedWindow + 5*time.Second
+	endedInARow, lastLogin := 0, time.Now()
 	for time.Now().Before(deadline) {
 		logins := emu.Counters().Logins
-		relogged := func() bool { return emu.Counters().Logins > logins }
-		switch fault := rng.IntN(5); fault {
+		relogged := func() bool {
+			if emu.Counters().Logins > logins {
+				lastLogin = time.Now()
+				return true
+			}
+			return false
+		}
+		fault := rng.IntN(5)
+		if endedInARow == 2 {
+			if time.Since(lastLogin) < rest {
+				fault = 4 // the only fault that leaves the session alive
+			} else {
+				endedInARow = 0
+			}
+		}
+		if fault != 4 {
+			endedInARow++
+		}
+		switch fault {
 		case 0:
 			faultLog = append(faultLog, "expire")
 			emu.ExpireSessions()
@@ -162,6 +188,9 @@ func TestE2ESoak(t *testing.T) {
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
 	}
 	close(stop)
+	if out := p.out.String(); strings.Contains(out, conflictWaitPhrase) {
+		t.Errorf("soak: lpauth entered the conflict wait (%q in its log)", conflictWaitPhrase)
+	}
 	traffic.Wait()
 	client.CloseIdleConnections()
 	time.Sleep(2 * time.Second)

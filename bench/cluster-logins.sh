@@ -3,6 +3,13 @@
 # (shared file_system storage) off and on: a start under load, then a
 # server-side expiry under load. Everything runs on 127.0.0.1.
 #
+# With cluster mode off the emulator lets the user hold several sessions
+# (multiple-sessions): the column shows the logins N independent instances
+# make, which is what cluster mode saves. Under CC's rule (one session per
+# user) those instances would end each other's sessions, and lpauth's
+# conflict wait, not this count, would bound their logins. With cluster
+# mode on the rule stays on: the members never end each other's sessions.
+#
 #   bench/cluster-logins.sh [path/to/caddy]     (default: ./caddy, built by ./xcaddy.sh if missing)
 #
 # Environment: COUNTS (default "1 3 5"), PER_INSTANCE concurrent requests per
@@ -24,6 +31,9 @@ control="http://127.0.0.1:$emu_port/_ccemu"
 run() {
 	local mode=$1 n=$2 ports=() i
 	curl -fsS -X POST "$control/reset" >/dev/null
+	local several=false
+	if [ "$mode" = off ]; then several=true; fi
+	curl -fsS -X POST "$control/multiple-sessions?allowed=$several" >/dev/null
 	curl -fsS -X POST "$control/delay-logins?count=1&delay=300ms" >/dev/null
 	local storage=""
 	if [ "$mode" = on ]; then storage="storage"; fi
@@ -60,6 +70,11 @@ EOC
 	load
 	local total
 	total=$(logins)
+	if [ "$mode" = on ]; then
+		local ended
+		ended=$(curl -fsS "$control/counters" | python3 -c 'import json,sys; print(json.load(sys.stdin)["sessions_ended_by_login"])')
+		[ "$ended" = 0 ] || echo "cluster on: $ended sessions ended by another member's login" >&2
+	fi
 	for p in "${run_pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 	echo "$startup $((total - startup))"
 }

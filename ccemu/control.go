@@ -188,21 +188,17 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 		}
 	case "set-password":
 		out, err = e.controlSetPassword(w, r)
-	case "multiple-sessions":
-		var on bool
-		if on, err = strconv.ParseBool(q.Get("allowed")); err != nil {
-			err = badParam("allowed", "want true or false")
-		} else {
-			e.SetMultipleSessions(on)
-			out = map[string]bool{"allowed": on}
+	case "multiple-sessions", "require-bare-token":
+		param, set := "allowed", e.SetMultipleSessions
+		if name == "require-bare-token" {
+			param, set = "required", e.RequireBareToken
 		}
-	case "require-bare-token":
 		var on bool
-		if on, err = strconv.ParseBool(q.Get("required")); err != nil {
-			err = badParam("required", "want true or false")
+		if on, err = strconv.ParseBool(q.Get(param)); err != nil {
+			err = badParam(param, "want true or false")
 		} else {
-			e.RequireBareToken(on)
-			out = map[string]bool{"required": on}
+			set(on)
+			out = map[string]bool{param: on}
 		}
 	}
 	if err != nil {

@@ -4,6 +4,7 @@
 package caddyccemu
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -148,5 +149,47 @@ func TestSentinelSettings(t *testing.T) {
 	}
 	if err := (&Handler{TokenRate: -1}).Provision(caddy.Context{}); err == nil {
 		t.Error("negative token_rate accepted")
+	}
+}
+
+// multiple_sessions reaches the emulator, and a reload without it puts
+// CC's rule back.
+func TestMultipleSessionsSetting(t *testing.T) {
+	login := func(h *Handler) string {
+		rec := httptest.NewRecorder()
+		body := strings.NewReader(`{"username":"demo-agent","password":"demo-password"}`)
+		_ = h.ServeHTTP(rec, httptest.NewRequest("POST", "/api/account/ms-test/login?v=1.3", body), nil)
+		var r struct{ Bearer string }
+		if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &r) != nil {
+			t.Fatalf("login: %d %s", rec.Code, rec.Body)
+		}
+		return r.Bearer
+	}
+	alive := func(h *Handler, bearer string) bool {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/api/account/ms-test/x", nil)
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		_ = h.ServeHTTP(rec, req, nil)
+		return rec.Code == 200
+	}
+	several := &Handler{AccountID: "ms-test", MultipleSessions: true}
+	if err := several.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	first := login(several)
+	login(several)
+	if !alive(several, first) {
+		t.Fatal("multiple_sessions: the first session ended at the second login")
+	}
+	one := &Handler{AccountID: "ms-test"}
+	if err := one.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	_ = several.Cleanup()
+	t.Cleanup(func() { _ = one.Cleanup() })
+	second := login(one)
+	login(one)
+	if alive(one, second) {
+		t.Fatal("without multiple_sessions a second login left the first session alive")
 	}
 }

@@ -79,8 +79,13 @@ type Result struct {
 	Logins   int64 // successful logins CC saw after the first one
 	Logouts  int64
 	Refused  int64 // logins CC refused (a wrong, old password)
-	// Unauthorized counts the data calls CC answered 401: a session
-	// logged out (or ended at CC) while requests still held it.
+	// EndedByLogin counts the sessions CC ended because their user logged
+	// in again (one session per user): each new identity's login ends the
+	// old identity's session.
+	EndedByLogin int64
+	// Unauthorized counts the data calls CC answered 401: requests that
+	// still held a session that ended (at the new identity's login, at the
+	// password change, or by a logout), each retried once by lpauth.
 	Unauthorized int64
 	SteadyP99    time.Duration
 	// Worst is the worst latency of a request that overlapped a rotation
@@ -175,14 +180,12 @@ func Run(o Options) (Result, error) {
 	}
 	traffic.Stop()
 
-	// Each old session is logged out once its requests have finished.
-	// Sessions CC ended at the password change cannot be logged out.
-	if !o.EndSessions {
-		_ = waitFor(40*time.Second, func() bool { return emu.Counters().Logouts-base.Logouts >= int64(o.Rotations) })
-	}
+	// CC keeps one session per user: each new identity's login at its
+	// start ended the old identity's session, so no logout is awaited.
 	end := emu.Counters()
 	res.Logins = end.Logins - base.Logins
 	res.Logouts = end.Logouts - base.Logouts
+	res.EndedByLogin = end.SessionsEndedByLogin - base.SessionsEndedByLogin
 	res.Refused = end.LoginsRefused - base.LoginsRefused
 	res.Unauthorized = end.UnauthorizedDataCalls - base.UnauthorizedDataCalls
 	traffic.Report(&res, windows)
