@@ -4,6 +4,7 @@
 package lpauth
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -236,6 +237,9 @@ func (p pooledKeeper) Destruct() error {
 // session-wide settings and instances apply once this config starts.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if bytes.Equal(bytes.TrimSpace(h.StorageRaw), []byte("null")) {
+		h.StorageRaw = nil // JSON null is absent, as for every field: no cluster mode
+	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("lpauth: metrics: %w", err)
 	}

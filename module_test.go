@@ -108,6 +108,13 @@ func testProxy(srv *httptest.Server, extra, handlers, global string) caddyproc.P
 // are the point of CI.
 func loadCaddy(t *testing.T, config string) *caddytest.Tester {
 	t.Helper()
+	return loadCaddyAs(t, config, "caddyfile")
+}
+
+// loadCaddyAs is loadCaddy for a config in the given adapter's format
+// ("json" for Caddy's own).
+func loadCaddyAs(t *testing.T, config, adapter string) *caddytest.Tester {
+	t.Helper()
 	if testing.Short() {
 		t.Fatal("the integration tests do not run with -short")
 	}
@@ -122,7 +129,7 @@ func loadCaddy(t *testing.T, config string) *caddytest.Tester {
 			t.Error("caddytest did not load the config (skipped or failed)")
 		}
 	}()
-	tester.InitServer(config, "caddyfile")
+	tester.InitServer(config, adapter)
 	loaded = !t.Failed()
 	return tester
 }
@@ -738,8 +745,7 @@ func TestProxySiteLevelCoversNestedHandles(t *testing.T) {
 
 func TestProxyJSONConfig(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
-	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
-	tester.InitServer(fmt.Sprintf(`{
+	loadCaddyAs(t, fmt.Sprintf(`{
 		"admin": {"listen": %q},
 		"apps": {"http": {"servers": {"proxy": {
 			"listen": [%q],
@@ -757,6 +763,32 @@ func TestProxyJSONConfig(t *testing.T) {
 	}
 	if n := emu.Counters().Logins; n != 1 {
 		t.Fatalf("%d logins", n)
+	}
+}
+
+// JSON null means absent, for every field: "storage": null is no cluster
+// mode, so stopping logs the session out as a single instance does.
+func TestProxyJSONNullStorageIsAbsent(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddyAs(t, fmt.Sprintf(`{
+		"admin": {"listen": %q},
+		"apps": {"http": {"servers": {"proxy": {
+			"listen": [%q],
+			"automatic_https": {"disable": true},
+			"routes": [{"handle": [
+				{"handler": "lpauth", "account_id": "12345678", "username": "demo-agent",
+				 "password": "{env.%s}", "csds": %q, "storage": null, "logout_on_stop": null,
+				 "encryption_key": null, "refresh_interval": null},
+				{"handler": "reverse_proxy", "upstreams": [{"dial": %q}]}
+			]}]
+		}}}}
+	}`, adminAddr, proxyAddr, testPasswordEnv, srv.URL, strings.TrimPrefix(srv.URL, "http://")), "json")
+	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	unloadCaddy(t)
+	if c := emu.Counters(); c.Logins != 1 || c.Logouts != 1 {
+		t.Fatalf("%+v: want 1 login and the logout at stop of a single instance", c)
 	}
 }
 
