@@ -178,7 +178,9 @@ func (a *AppJWTSource) RenewAfter(cred *Credential, _ time.Duration) time.Durati
 }
 
 // Release does nothing: Sentinel has no revocation.
-func (a *AppJWTSource) Release(context.Context, *Client, *Credential) error { return nil }
+func (a *AppJWTSource) Release(context.Context, *Client, *Credential) error {
+	return ErrNothingToRelease
+}
 
 // tokenURL is Sentinel's token endpoint under base. v1 carries v and
 // grant_type in the query, as the docs show; x/oauth2 also puts grant_type

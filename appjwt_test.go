@@ -201,8 +201,8 @@ func TestAppJWTObtainV2(t *testing.T) {
 	if id := src.Identity(); id != (Identity{Account: testAppAccount, Mode: "app_jwt", Name: testAppClient}) {
 		t.Errorf("identity %+v", id)
 	}
-	if err := src.Release(bg(), stubClient(t, s), cred); err != nil {
-		t.Errorf("release: %v", err)
+	if err := src.Release(bg(), stubClient(t, s), cred); !errors.Is(err, ErrNothingToRelease) {
+		t.Errorf("release: %v, want ErrNothingToRelease", err)
 	}
 	if s.tokens.Load() != 1 {
 		t.Errorf("release made a request")

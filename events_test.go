@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -394,6 +396,47 @@ func TestEventsAppJWTLoginAtStart(t *testing.T) {
 		t.Errorf("host %v, want the emulator's Sentinel", e.data["host"])
 	}
 	noSecretIn(t, append(emu.IssuedSecrets(), ccemu.DefaultClientSecret)...)
+}
+
+// An operator's relogin of an AppJWT identity fetches a new token and says
+// nothing of a logout: Sentinel has no revocation, so none happened (no
+// lpauth.logout, no "logged out" line, no logouts_total).
+func TestEventsAppJWTReloginReportsNoLogout(t *testing.T) {
+	startRecording(t)
+	emu, srv := emulator(t, ccemu.Config{})
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	global := fmt.Sprintf("skip_install_trust\n\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n\t%s", logFile, eventsGlobal())
+	loadCaddy(t, strings.Replace(appJWTSite(srv, ""), "skip_install_trust", global, 1))
+	awaitEvents(t, 1) // the fetch at start
+	logoutsKey := `caddy_lpauth_logouts_total{account_id="` + ccemu.DefaultAccountID + `",result="ok"}`
+	logouts := scrape(t)[logoutsKey]
+	resp, err := http.Post("http://"+adminAddr+"/lpauth/sessions/relogin?account_id="+ccemu.DefaultAccountID, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || emu.Counters().TokenRequestsOK != 2 {
+		t.Fatalf("relogin: %d %s; %d tokens", resp.StatusCode, body, emu.Counters().TokenRequestsOK)
+	}
+	evs := awaitEvents(t, 2)
+	// Let a release that would run in the background report itself.
+	time.Sleep(200 * time.Millisecond)
+	for _, e := range lpauthEvents("all") {
+		if e.name == CaddyEventLogout {
+			t.Errorf("an AppJWT relogin emitted %s %v", e.name, e.data)
+		}
+	}
+	if evs[1].name != CaddyEventLogin {
+		t.Errorf("second event %s, want lpauth.login", evs[1].name)
+	}
+	logs, _ := os.ReadFile(logFile)
+	if strings.Contains(string(logs), "logged out of CC") {
+		t.Error(`an AppJWT relogin logged "logged out of CC"`)
+	}
+	if n := scrape(t)[logoutsKey]; n != logouts {
+		t.Errorf("an AppJWT relogin counted a logout: %v, was %v", n, logouts)
+	}
 }
 
 // A cluster storage that fails: lpauth.store_failed with the reason, then

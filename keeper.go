@@ -408,6 +408,9 @@ func (k *Keeper) release(s *Settings, c *Credential) error {
 	defer cancel()
 	start := k.clock.Now()
 	err := k.src.Release(ctx, s.Client, c)
+	if errors.Is(err, ErrNothingToRelease) {
+		return nil // nothing was sent: nothing to report
+	}
 	ev := k.event(EventLogout, c)
 	ev.Duration = k.clock.Now().Sub(start)
 	if err != nil {

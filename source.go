@@ -45,7 +45,9 @@ type Source interface {
 	// renewal is due, given the configured refresh interval.
 	RenewAfter(cred *Credential, refreshInterval time.Duration) time.Duration
 
-	// Release ends cred on the server's side, where that exists.
+	// Release ends cred on the server's side. A source with nothing to
+	// end (no revocation exists) returns ErrNothingToRelease, so that
+	// nobody reports a logout that did not happen.
 	Release(ctx context.Context, c *Client, cred *Credential) error
 
 	// Encode and Decode turn the source's part of a credential into bytes
@@ -54,6 +56,10 @@ type Source interface {
 	Encode(cred *Credential) ([]byte, error)
 	Decode(data []byte) (*Credential, error)
 }
+
+// ErrNothingToRelease is what Release returns for a credential the issuer
+// cannot end (an AppJWT: Sentinel has no revocation).
+var ErrNothingToRelease = errors.New("nothing to release")
 
 // ErrCredentialGone is wrapped by a Source's Check or Renew error when the
 // credential no longer works (a Login Service refresh answered 401).
