@@ -20,10 +20,13 @@ func init() {
 
 // AdminAPI adds lpauth's routes to Caddy's admin endpoint:
 //
-//	GET  /lpauth/sessions                    one entry per live session; no secret
+//	GET  /lpauth/sessions                    one entry per identity, including
+//	                                         replaced ones still finishing
+//	                                         requests; no secret
 //	POST /lpauth/sessions/relogin[?account_id=<id>]
 //	                                         log in again now, through the same
-//	                                         single login path as requests
+//	                                         single login path as requests; only
+//	                                         identities not replaced by a reload
 type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -42,11 +45,28 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 	}
 }
 
-// liveKeepers returns the keepers, optionally of one account, in a stable
-// order.
+// listedKeepers returns the keepers, optionally of one account, in a
+// stable order: those of the running configs, then those a reload let go
+// that are still finishing requests.
+func listedKeepers(account string) []*Keeper {
+	return append(sortedKeepers(account, forEachKeeper), sortedKeepers(account, forEachDraining)...)
+}
+
+// liveKeepers returns the keepers a relogin may act on: those of the
+// running configs that no newer identity of their user has replaced.
 func liveKeepers(account string) []*Keeper {
+	var live []*Keeper
+	for _, k := range sortedKeepers(account, forEachKeeper) {
+		if k.successor() == nil {
+			live = append(live, k)
+		}
+	}
+	return live
+}
+
+func sortedKeepers(account string, each func(func(*Keeper))) []*Keeper {
 	var ks []*Keeper
-	forEachKeeper(func(k *Keeper) {
+	each(func(k *Keeper) {
 		if account == "" || k.Identity().Account == account {
 			ks = append(ks, k)
 		}
@@ -66,7 +86,7 @@ func (a *AdminAPI) sessions(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed; use GET", r.Method)}
 	}
 	out := []Status{}
-	for _, k := range liveKeepers(r.URL.Query().Get("account_id")) {
+	for _, k := range listedKeepers(r.URL.Query().Get("account_id")) {
 		out = append(out, k.Status())
 	}
 	return writeAdminJSON(w, out)
@@ -86,7 +106,7 @@ func (a *AdminAPI) relogin(w http.ResponseWriter, r *http.Request) error {
 	account := r.URL.Query().Get("account_id")
 	ks := liveKeepers(account)
 	if len(ks) == 0 {
-		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no lpauth session for account %q", account)}
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no live lpauth identity for account %q (replaced ones finishing their requests are not logged in again)", account)}
 	}
 	results := make([]ReloginResult, len(ks))
 	var wg sync.WaitGroup

@@ -225,11 +225,26 @@ func (p pooledKeeper) Destruct() error {
 		return nil
 	}
 	releasing.Add(1)
+	draining.Store(p.Keeper, struct{}{})
 	go func() {
 		defer releasing.Done()
+		defer draining.Delete(p.Keeper)
 		_ = p.CloseAfterRequests(drainLimit, exitStarted)
 	}()
 	return nil
+}
+
+// draining holds the keepers a reload let go while requests still held
+// their credential, until their release is done: out of the pool, but
+// still serving those requests, so the admin API lists them.
+var draining sync.Map // *Keeper -> struct{}
+
+// forEachDraining calls f for every keeper in draining.
+func forEachDraining(f func(*Keeper)) {
+	draining.Range(func(k, _ any) bool {
+		f(k.(*Keeper))
+		return true
+	})
 }
 
 // Provision expands placeholders, checks the configuration and joins (or

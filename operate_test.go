@@ -212,3 +212,63 @@ func TestPlaceholders(t *testing.T) {
 		t.Fatalf("session age after 1.1s: %q", r.header.Get("X-Age"))
 	}
 }
+
+// A reload that replaces an identity (a rotated password) while a request
+// still holds the old session: /lpauth/sessions lists the old identity,
+// "replaced" with its request in flight, until it is released; a relogin
+// acts on the live identity only.
+func TestAdminListsReplacedIdentityUntilReleased(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "", ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d", r.status)
+	}
+	slow := make(chan int)
+	go func() { slow <- send(t, "GET", dataPath("slow")+"?delay=3s", nil).status }()
+	eventually(t, 5*time.Second, "the slow request to hold the session", func() bool {
+		st := adminSessions(t)
+		return len(st) == 1 && st[0].InFlight == 1
+	})
+
+	const rotated = "rotated-admin-pw"
+	if err := emu.SetPassword(ccemu.DefaultUsername, rotated, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LPAUTH_TEST_ROTATED", rotated)
+	loadCaddy(t, strings.Replace(caddyConfig(srv, "", ""), "{env."+testPasswordEnv+"}", "{env.LPAUTH_TEST_ROTATED}", 1))
+	eventually(t, 5*time.Second, "the new identity's login", func() bool { return emu.Counters().Logins == 2 })
+	st := adminSessions(t)
+	if len(st) != 2 || st[0].Replaced || !st[1].Replaced || st[1].InFlight != 1 {
+		t.Fatalf("sessions during the old identity's request: %+v; want the new one, then the old one replaced with 1 in flight", st)
+	}
+
+	resp, err := http.Post("http://"+adminAddr+"/lpauth/sessions/relogin", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var results []ReloginResult
+	if err := json.NewDecoder(resp.Body).Decode(&results); err != nil || len(results) != 1 || results[0].Replaced {
+		t.Fatalf("relogin answered %v %+v; want the live identity only", err, results)
+	}
+	resp.Body.Close()
+
+	if status := <-slow; status != 200 {
+		t.Fatalf("the request that held the old session: %d", status)
+	}
+	eventually(t, 5*time.Second, "the old identity to be released", func() bool { return len(adminSessions(t)) == 1 })
+}
+
+// adminSessions reads GET /lpauth/sessions.
+func adminSessions(t *testing.T) []Status {
+	t.Helper()
+	resp, err := http.Get("http://" + adminAddr + "/lpauth/sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st []Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
