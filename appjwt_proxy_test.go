@@ -10,10 +10,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,4 +267,37 @@ func TestAppJWTOperability(t *testing.T) {
 		s.NextRefresh.Before(now.Add(7*time.Minute)) || s.NextRefresh.After(now.Add(8*time.Minute)) {
 		t.Fatalf("status %+v: want app_jwt, expiry in 10m and renewal at 80%% (8m)", s)
 	}
+}
+
+// Reloads that change an identity (sentinel_api v1, v2, v1, …) leave no
+// connections to CC behind: a keeper let go closes its client's idle ones,
+// instead of leaving them to Go's 90 s idle timeout.
+func TestReloadsThatChangeIdentityLeaveNoConnections(t *testing.T) {
+	emu := ccemu.New(ccemu.Config{})
+	var open atomic.Int64
+	srv := httptest.NewUnstartedServer(emu)
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { dropDomainAnswers(srv.URL) })
+	const reloads = 20
+	for i := range reloads {
+		api := "v1"
+		if i%2 == 1 {
+			api = "v2"
+		}
+		loadCaddy(t, appJWTSite(srv, "sentinel_api "+api))
+		eventually(t, 5*time.Second, "the token fetch at start", func() bool { return emu.Counters().TokenRequestsOK == int64(i+1) })
+	}
+	// The running identity may keep one connection (two while its Domain
+	// API lookup and token fetch overlap).
+	eventually(t, 5*time.Second, "the let-go identities' connections to close", func() bool { return open.Load() <= 2 })
+	t.Logf("%d connections to CC open after %d reloads that changed the identity", open.Load(), reloads)
 }

@@ -322,10 +322,32 @@ func (k *Keeper) CloseAfterRequests(wait time.Duration, stop <-chan struct{}) er
 	k.cancel()
 	c := k.cur.Swap(nil)
 	s := k.settings()
+	// Nothing of this keeper talks to CC any more: its pooled connections
+	// would otherwise stay open until Go's idle timeout.
+	defer k.closeClients()
 	if c == nil || !s.LogoutOnStop || k.heirHolds(c) {
 		return nil
 	}
 	return k.mode.release(k, s, c)
+}
+
+// closeClients closes the idle connections of every CC client the keeper
+// still holds: the attached configurations' and the last that applied.
+func (k *Keeper) closeClients() {
+	k.mu.Lock()
+	clients := make([]*Client, 0, len(k.uses)+1)
+	for _, u := range k.uses {
+		clients = append(clients, u.s.Client)
+	}
+	if k.fallback != nil {
+		clients = append(clients, k.fallback.Client)
+	}
+	k.mu.Unlock()
+	for _, c := range clients {
+		if c != nil {
+			c.CloseIdleConnections()
+		}
+	}
 }
 
 // heirHolds says whether the keeper that replaced this one serves c's
