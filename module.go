@@ -5,6 +5,7 @@ package lpauth
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -152,6 +153,9 @@ type Handler struct {
 	inner      *innerChains               // which later handlers bring their own credential
 	poolKey    string
 	logger     *zap.Logger
+	// configuredHost is where the identity goes first, as configured
+	// (domain, else csds), to tell identities apart in readiness.
+	configuredHost string
 }
 
 // IdentityVar is the Caddy request variable under which lpauth leaves a
@@ -320,6 +324,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.identity = &RequestIdentity{AccountID: cfg.creds.AccountID, keeper: h.keeper}
+	h.configuredHost = cmp.Or(cfg.client.Domain, cfg.client.CSDS, DefaultCSDS)
 	return nil
 }
 

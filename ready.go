@@ -42,13 +42,16 @@ func init() {
 // identity in route order, and never a secret:
 //
 //	{"ready": false, "identities": [
-//	  {"account_id": "123", "mode": "user", "name": "bot", "state": "ready", "consecutive_failures": 0},
-//	  {"account_id": "123", "mode": "app_jwt", "name": "my-client", "state": "backing_off",
+//	  {"account_id": "123", "mode": "user", "name": "bot", "host": "https://api.liveperson.net",
+//	   "state": "ready", "consecutive_failures": 0},
+//	  {"account_id": "123", "mode": "app_jwt", "name": "my-client", "host": "https://api.liveperson.net",
+//	   "state": "backing_off",
 //	   "consecutive_failures": 2, "backoff_until": "2026-01-01T10:00:00Z"}
 //	]}
 //
 // mode is user, application or app_jwt; name is the user name, or the
-// client id; state is ready, logging_in (no credential yet, and not backing
+// client id; host is where the identity goes first, as configured (domain,
+// else csds), which tells apart identities that differ only in host; state is ready, logging_in (no credential yet, and not backing
 // off), backing_off (the last login failed; the keeper waits until
 // backoff_until before it tries again) or conflict (sessions of this user
 // keep ending soon after login: CC keeps one session per user and another
@@ -77,6 +80,7 @@ type readyIdentity struct {
 	AccountID           string    `json:"account_id"`
 	Mode                string    `json:"mode"`
 	Name                string    `json:"name"`
+	Host                string    `json:"host"` // as configured: domain, else csds
 	State               string    `json:"state"`
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	BackoffUntil        time.Time `json:"backoff_until,omitzero"`
@@ -116,6 +120,7 @@ func (rd *Ready) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		}
 		seen = append(seen, k)
 		id := readyIdentityOf(k)
+		id.Host = h.configuredHost
 		report.Ready = report.Ready && id.State == StateReady
 		report.Identities = append(report.Identities, id)
 	}

@@ -201,6 +201,23 @@ func TestReadyInHandleBlock(t *testing.T) {
 	}
 }
 
+// Two AppJWT identities with the same client id and different Sentinel
+// hosts are told apart by the host each is configured with.
+func TestReadyTellsIdentitiesApartByHost(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	block := func(path, more string) string {
+		return fmt.Sprintf("\thandle %s {\n\t\tlpauth {\n\t\t\taccount_id %s\n\t\t\tclient_id %s\n\t\t\tclient_secret {env.%s}\n\t\t\tcsds %s\n\t\t\t%s\n\t\t}\n\t\treverse_proxy %s\n\t}\n",
+			path, ccemu.DefaultAccountID, ccemu.DefaultClientID, testClientSecretEnv, srv.URL, more, hostport(srv))
+	}
+	other := "http://localhost:" + srv.URL[strings.LastIndexByte(srv.URL, ':')+1:]
+	t.Setenv(testClientSecretEnv, testClientSecret())
+	loadCaddy(t, bareSite("\thandle /healthz {\n\t\tlpauth_ready\n\t}\n"+block("/a/*", "")+block("/b/*", "domain "+other)))
+	_, rep := probe(t, "/healthz")
+	if len(rep.Identities) != 2 || rep.Identities[0].Host != srv.URL || rep.Identities[1].Host != other {
+		t.Fatalf("identities %+v, want the hosts %s and %s", rep.Identities, srv.URL, other)
+	}
+}
+
 // A server without lpauth: 200 and no identity.
 func TestReadyWithoutLpauth(t *testing.T) {
 	loadCaddy(t, bareSite("\tlpauth_ready\n"))
