@@ -176,3 +176,60 @@ func TestRequestConnectionTokensLeft(t *testing.T) {
 		}
 	}
 }
+
+// A client's Authorization trailer never goes upstream, announced or sent,
+// whether lpauth buffered the body for a retry or streamed it; other
+// trailers pass.
+func TestRequestAuthorizationTrailerIsDropped(t *testing.T) {
+	type seen struct {
+		announced, sent []string // trailer names announced, and those with a value after the body
+		auth            string
+	}
+	var mu sync.Mutex
+	var got []seen
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var s seen
+		for k := range r.Trailer {
+			s.announced = append(s.announced, k)
+		}
+		io.Copy(io.Discard, r.Body)
+		for k, v := range r.Trailer {
+			if len(v) > 0 {
+				s.sent = append(s.sent, k)
+			}
+		}
+		s.auth = r.Trailer.Get("Authorization")
+		mu.Lock()
+		got = append(got, s)
+		mu.Unlock()
+	}))
+	t.Cleanup(up.Close)
+	_, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, testSite(srv, "retry_body_limit 1KiB", reverseProxyTo(up), ""))
+	for _, tc := range []struct {
+		name string
+		size int
+	}{{"buffered for a retry", 100}, {"streamed", 4096}} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := strings.Repeat("x", tc.size)
+			req, err := http.NewRequest(http.MethodPost, proxyURL+dataPath("trailer"), io.NopCloser(strings.NewReader(body)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = -1 // chunked, so trailers can follow
+			req.Trailer = http.Header{"Authorization": {"Bearer client-trailer-token"}, "X-Checksum": {"abc"}}
+			if r := do(t, req); r.status != 200 {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			mu.Lock()
+			s := got[len(got)-1]
+			mu.Unlock()
+			if slices.Contains(s.announced, "Authorization") || slices.Contains(s.sent, "Authorization") || s.auth != "" {
+				t.Errorf("upstream got the client's Authorization trailer: announced %v, sent %v", s.announced, s.sent)
+			}
+			if !slices.Contains(s.sent, "X-Checksum") {
+				t.Errorf("the other trailer did not pass: announced %v, sent %v", s.announced, s.sent)
+			}
+		})
+	}
+}

@@ -54,6 +54,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.unavailable(w, err)
 		}
 	}
+	dropAuthorizationTrailer(r)
 	body, replayable, err := h.bufferBody(r)
 	if err != nil {
 		return err
@@ -456,6 +457,33 @@ func (h *Handler) bufferBody(r *http.Request) ([]byte, bool, error) {
 type readCloser struct {
 	io.Reader
 	io.Closer
+}
+
+// dropAuthorizationTrailer keeps a client's Authorization trailer from
+// going upstream, as its Authorization header never does: the name leaves
+// the announced trailers now (reverse_proxy copies them before the body is
+// read), and the value, which net/http adds to the same map only when the
+// body reaches EOF, leaves it then. A trailer that was not announced never
+// reaches this map, nor the proxy.
+func dropAuthorizationTrailer(r *http.Request) {
+	if _, ok := r.Trailer["Authorization"]; !ok || r.Body == nil {
+		return
+	}
+	delete(r.Trailer, "Authorization")
+	r.Body = &trailerScrubber{ReadCloser: r.Body, trailer: r.Trailer}
+}
+
+type trailerScrubber struct {
+	io.ReadCloser
+	trailer http.Header
+}
+
+func (b *trailerScrubber) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		delete(b.trailer, "Authorization")
+	}
+	return n, err
 }
 
 // unavailable answers 503 with Retry-After, as an error handle_errors can
