@@ -66,7 +66,12 @@ func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 		k.adopting(s, sh.cred)
 		return sh.cred, true, nil // no lock needed just to read
 	}
-	if err := k.lockShared(s); err != nil {
+	sh, err := k.lockOrAdopt(s)
+	if sh != nil {
+		k.adopting(s, sh.cred)
+		return sh.cred, true, nil // stored by the lock's holder while we waited for it
+	}
+	if err != nil {
 		if errors.Is(err, ErrClosed) {
 			return nil, false, err
 		}
@@ -99,7 +104,7 @@ func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 // credential is gone (the caller obtains again, which takes the lock once
 // more, so one instance obtains and the others adopt).
 func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) error {
-	if err := k.lockShared(s); err != nil {
+	if err := k.lockShared(k.ctx, s); err != nil {
 		if !errors.Is(err, ErrClosed) {
 			k.storeFailed(s, "lock", err)
 		}
@@ -194,21 +199,64 @@ func (clusterMode) release(k *Keeper, s *Settings, c *Credential) error {
 // abandon keeps c: it is stored for the other instances.
 func (clusterMode) abandon(*Keeper, *Settings, *Credential) {}
 
-// lockShared takes the cluster's lock. No holder keeps it longer than a
+// watchEvery is how often an instance waiting for the cluster's lock reads
+// the stored credential, so that it adopts the one the lock's holder
+// stores as soon as it is there, instead of when its own Lock returns
+// (storages poll their locks about once a second). At most 40 reads a
+// second per instance, and only while it waits for the lock.
+const watchEvery = 25 * time.Millisecond
+
+// lockOrAdopt takes the cluster's lock, or, should another instance store
+// a credential this keeper may adopt while it waits, returns that one
+// without the lock (a lock acquired after all is released at once, in the
+// background, through the same storage instance).
+func (k *Keeper) lockOrAdopt(s *Settings) (*sharedCred, error) {
+	ctx, cancel := context.WithCancel(k.ctx)
+	locked := make(chan error, 1)
+	go func() { locked <- k.lockShared(ctx, s) }()
+	tick := time.NewTicker(watchEvery)
+	defer tick.Stop()
+	watch := tick.C
+	for {
+		select {
+		case err := <-locked:
+			cancel()
+			return nil, err
+		case <-watch:
+			sh, err := k.loadSharedQuietly(s)
+			if err != nil {
+				watch = nil // the storage fails: its Lock will say so, once
+				continue
+			}
+			if sh == nil || !k.adoptable(sh.cred) {
+				continue
+			}
+			cancel()
+			go func() {
+				if <-locked == nil {
+					k.unlockShared(s)
+				}
+			}()
+			return sh, nil
+		}
+	}
+}
+
+// lockShared takes the cluster's lock, unless ctx ends first. No holder keeps it longer than a
 // login timeout plus a grace: one held longer was left by an instance that
 // died, which file_system storage does not always notice (a former holder's
 // freshness updater can keep a dead holder's lock file fresh). Such a lock is
 // broken, once; the jitter keeps waiting instances from breaking it together.
-func (k *Keeper) lockShared(s *Settings) error {
+func (k *Keeper) lockShared(parent context.Context, s *Settings) error {
 	for attempt := 0; ; attempt++ {
 		bound := s.LoginTimeout + lockGrace + rand.N(lockGrace)
-		ctx, cancel := context.WithTimeout(k.ctx, bound)
+		ctx, cancel := context.WithTimeout(parent, bound)
 		err := s.Store.Lock(ctx)
 		cancel()
 		switch {
 		case err == nil:
 			return nil
-		case k.ctx.Err() != nil:
+		case parent.Err() != nil:
 			return ErrClosed
 		case !errors.Is(err, context.DeadlineExceeded) || attempt > 0:
 			return err
@@ -227,13 +275,19 @@ func (k *Keeper) unlockShared(s *Settings) {
 }
 
 func (k *Keeper) loadShared(s *Settings) *sharedCred {
-	ctx, cancel := context.WithTimeout(k.ctx, storeTimeout)
-	defer cancel()
-	data, err := s.Store.Load(ctx)
+	sh, err := k.loadSharedQuietly(s)
 	if err != nil && k.ctx.Err() == nil {
 		k.storeFailed(s, "load", err)
 	}
-	return k.decodeShared(data, err)
+	return sh
+}
+
+// loadSharedQuietly is loadShared without reporting a failure.
+func (k *Keeper) loadSharedQuietly(s *Settings) (*sharedCred, error) {
+	ctx, cancel := context.WithTimeout(k.ctx, storeTimeout)
+	defer cancel()
+	data, err := s.Store.Load(ctx)
+	return k.decodeShared(data, err), err
 }
 
 // decodeShared reads a stored record; anything unreadable is absent.
