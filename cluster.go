@@ -66,7 +66,7 @@ func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 		k.adopting(s, sh.cred)
 		return sh.cred, true, nil // no lock needed just to read
 	}
-	sh, err := k.lockOrAdopt(s)
+	sh, err := k.lockOrAdopt(s, func(sh *sharedCred) bool { return k.adoptable(sh.cred) })
 	if sh != nil {
 		k.adopting(s, sh.cred)
 		return sh.cred, true, nil // stored by the lock's holder while we waited for it
@@ -104,7 +104,15 @@ func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 // credential is gone (the caller obtains again, which takes the lock once
 // more, so one instance obtains and the others adopt).
 func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) error {
-	if err := k.lockShared(k.ctx, s); err != nil {
+	replaces := func(sh *sharedCred) bool {
+		return sh.cred.Token != c.Token && k.adoptable(sh.cred) && !k.soloOutlives(c, sh)
+	}
+	sh, err := k.lockOrAdopt(s, replaces)
+	if sh != nil {
+		k.adoptInPlaceOf(s, c, sh.cred)
+		return nil
+	}
+	if err != nil {
 		if !errors.Is(err, ErrClosed) {
 			k.storeFailed(s, "lock", err)
 		}
@@ -115,19 +123,13 @@ func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) error {
 		return err
 	}
 	defer k.unlockShared(s)
-	sh := k.loadShared(s)
+	sh = k.loadShared(s)
 	switch {
-	case k.isSolo(c) && (sh == nil || !later(sh.cred.Obtained, sh.lastRenewal).After(c.Obtained)):
-		// Obtained while the storage failed, and nothing stored since: if
-		// it is alive it is the user's one session (CC keeps one per
-		// user), and the stored one, from before, is dead. It is renewed
-		// and stored below, not replaced. (A session stored or renewed
-		// since outlived this one's login: that one is adopted.)
-	case sh != nil && sh.cred.Token != c.Token && k.adoptable(sh.cred):
-		if k.cur.CompareAndSwap(c, sh.cred) {
-			k.emit(s, k.event(EventAdopted, sh.cred))
-			k.adopting(s, sh.cred)
-		}
+	case sh == nil && k.isSolo(c), sh != nil && k.soloOutlives(c, sh):
+		// Obtained while the storage failed, and nothing stored since: it
+		// is renewed and stored below, not replaced.
+	case sh != nil && replaces(sh):
+		k.adoptInPlaceOf(s, c, sh.cred)
 		return nil
 	case sh != nil && sh.cred.Token == c.Token && c.Expires.IsZero() && k.clock.Now().Sub(sh.lastRenewal) < s.RefreshInterval*3/4:
 		// Kept alive in place (a session refresh), and by another
@@ -141,6 +143,24 @@ func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) error {
 		k.takeSolo(c) // stored: the cluster's now
 	}
 	return err
+}
+
+// soloOutlives says whether c, obtained while the storage failed, is to be
+// kept over the stored sh: nothing was stored or renewed since c's login.
+// If c is alive it is then the user's one session (CC keeps one per user),
+// and the stored one, from before, is dead. (A session stored or renewed
+// since outlived c's login: that one is adopted.)
+func (k *Keeper) soloOutlives(c *Credential, sh *sharedCred) bool {
+	return k.isSolo(c) && !later(sh.cred.Obtained, sh.lastRenewal).After(c.Obtained)
+}
+
+// adoptInPlaceOf makes stored, read from the storage, the credential in
+// place of c.
+func (k *Keeper) adoptInPlaceOf(s *Settings, c, stored *Credential) {
+	if k.cur.CompareAndSwap(c, stored) {
+		k.emit(s, k.event(EventAdopted, stored))
+		k.adopting(s, stored)
+	}
 }
 
 // storedSince reads the stored credential, without the lock, for a keeper
@@ -207,10 +227,10 @@ func (clusterMode) abandon(*Keeper, *Settings, *Credential) {}
 const watchEvery = 25 * time.Millisecond
 
 // lockOrAdopt takes the cluster's lock, or, should another instance store
-// a credential this keeper may adopt while it waits, returns that one
-// without the lock (a lock acquired after all is released at once, in the
+// a credential that adopt accepts while it waits, returns that one without
+// the lock (a lock acquired after all is released at once, in the
 // background, through the same storage instance).
-func (k *Keeper) lockOrAdopt(s *Settings) (*sharedCred, error) {
+func (k *Keeper) lockOrAdopt(s *Settings, adopt func(*sharedCred) bool) (*sharedCred, error) {
 	ctx, cancel := context.WithCancel(k.ctx)
 	locked := make(chan error, 1)
 	go func() { locked <- k.lockShared(ctx, s) }()
@@ -228,7 +248,7 @@ func (k *Keeper) lockOrAdopt(s *Settings) (*sharedCred, error) {
 				watch = nil // the storage fails: its Lock will say so, once
 				continue
 			}
-			if sh == nil || !k.adoptable(sh.cred) {
+			if sh == nil || !adopt(sh) {
 				continue
 			}
 			cancel()

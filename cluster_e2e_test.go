@@ -249,3 +249,34 @@ func timedBurst(t *testing.T, insts []*clusterInstance, per int) time.Duration {
 	wg.Wait()
 	return slowest
 }
+
+// The same for AppJWTs: Sentinel revokes the cluster's token, one instance
+// fetches a new one (held 1.2 s by Sentinel here), and the other instances
+// adopt it as soon as it is stored: 60 concurrent requests all succeed with
+// one fetch, the slowest within the fetch's own time plus 500 ms.
+func TestE2EAppJWTClusterAdoptsRefetchedTokenAtOnce(t *testing.T) {
+	// A token older than its window (half its 12 s lifetime) is taken as
+	// revoked on a 401; its renewal, at 80 %, comes after the burst.
+	const lifetime, window = 12 * time.Second, 6 * time.Second
+	emu, srv := emulator(t, ccemu.Config{TokenLifetime: lifetime})
+	storage := fmt.Sprintf("storage file_system {\n\t\troot %s\n\t}", t.TempDir())
+	builtCaddy(t)
+	insts := launchCluster(t, 3, func(port int) string { return appJWTClusterCaddyfile(port, storage, srv) },
+		"LP_CLIENT_SECRET="+ccemu.DefaultClientSecret)
+	eventually(t, 5*time.Second, "the cluster's token", func() bool { return emu.Counters().TokenRequestsOK == 1 })
+	fetched := time.Now()
+	burst(t, insts, 2)
+	time.Sleep(time.Until(fetched.Add(window + 500*time.Millisecond))) // the token's age is the point
+	const fetchTime = 1200 * time.Millisecond
+	emu.DelayNextTokens(1, fetchTime)
+	emu.RevokeTokens()
+	slowest := timedBurst(t, insts, 20)
+	n := emu.Counters().TokenRequests - 1
+	t.Logf("the slowest of 60 requests after a revocation took %s (the fetch %s); %d fetch(es)", slowest.Round(time.Millisecond), fetchTime, n)
+	if n != 1 {
+		t.Errorf("%d token fetches after the revocation, want 1 for the cluster", n)
+	}
+	if bound := fetchTime + 500*time.Millisecond; slowest > bound {
+		t.Errorf("the slowest request took %s, want at most %s", slowest, bound)
+	}
+}
