@@ -44,6 +44,7 @@ type storageStore struct {
 	key     string // storage key of the blob
 	lock    string // lock name
 	aad     []byte // binds a blob to its identity
+	account string // for the metrics
 
 	givenKey []byte // from encryption_key; nil = derive from secret
 	secret   []byte // the identity's own secret, for the KDF
@@ -70,6 +71,7 @@ func newStorageStore(storage certmagic.Storage, account, publicID string, secret
 		key:      key,
 		lock:     "lpauth_" + id,
 		aad:      []byte(key),
+		account:  account,
 		givenKey: givenKey,
 		secret:   secret,
 	}
@@ -128,6 +130,7 @@ func (s *storageStore) Delete(ctx context.Context) error {
 }
 
 func (s *storageStore) Load(ctx context.Context) ([]byte, error) {
+	metricStorageReads.WithLabelValues(s.account).Inc()
 	raw, err := s.storage.Load(ctx, s.key)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

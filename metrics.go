@@ -45,6 +45,10 @@ var (
 		Help: "Login Service sessions CC ended less than 60 s after their login: CC keeps one session per user, " +
 			"so another client is probably logged in as the same user.",
 	}, []string{"account_id"})
+	metricStorageReads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "lpauth", Name: "cluster_storage_reads_total",
+		Help: "Reads of the cluster's stored credential (cluster mode): at start, on a 401, and every 25 ms while waiting for the storage lock.",
+	}, []string{"account_id"})
 	metricUnavailable = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "lpauth", Name: "unavailable_total",
 		Help: "Requests answered 503 because no session could be had.",
@@ -62,7 +66,7 @@ var (
 
 var collectors = []prometheus.Collector{
 	metricLogins, metricRefreshes, metricLogouts, metricUpstream401, metricRetries,
-	metricUnavailable, metricLoginDuration, metricSessionAge, metricShortLived,
+	metricUnavailable, metricLoginDuration, metricSessionAge, metricShortLived, metricStorageReads,
 }
 
 // registerMetrics adds the collectors to a config's registry. A registry
