@@ -253,16 +253,9 @@ func (p *reachProbe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyht
 	if place == nil {
 		return fmt.Errorf("the probe is not in its server's routes")
 	}
-	lpauthOrReady := func(mh caddyhttp.MiddlewareHandler) bool {
-		switch mh.(type) {
-		case *Handler, *Ready:
-			return true
-		}
-		return false
-	}
 	blind := r.WithContext(context.WithValue(r.Context(), routeGroupsKey, nil))
-	w.Header().Set("Lpauth-Test-Reaches", strconv.FormatBool(place.reaches(r, lpauthOrReady)))
-	w.Header().Set("Lpauth-Test-Reaches-Blind", strconv.FormatBool(place.reaches(blind, lpauthOrReady)))
+	w.Header().Set("Lpauth-Test-Reaches", strconv.FormatBool(place.reaches(r, bringsOwnCredential)))
+	w.Header().Set("Lpauth-Test-Reaches-Blind", strconv.FormatBool(place.reaches(blind, bringsOwnCredential)))
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
