@@ -150,7 +150,7 @@ type Handler struct {
 	identity   *RequestIdentity
 	authPrefix string                     // the auth_scheme word and a space, or "" for the bare token
 	authCache  *atomic.Pointer[authValue] // nil for Bearer: the credential's own value serves
-	inner      *innerChains               // which later handlers bring their own credential
+	inner      *innerPlace                // which later handlers bring their own credential
 	poolKey    string
 	logger     *zap.Logger
 	// configuredHost is where the identity goes first, as configured
@@ -290,7 +290,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		settings.LogoutOnStop = false // nothing to release
 		public, secret = []string{cfg.jwt.AccountID, "app_jwt", cfg.jwt.ClientID, cfg.jwt.API}, cfg.jwt.ClientSecret
 	}
-	h.inner = new(innerChains)
+	h.inner = new(innerPlace)
 	h.authPrefix = cfg.authScheme
 	if h.authPrefix != "Bearer " {
 		h.authCache = new(atomic.Pointer[authValue])

@@ -17,68 +17,35 @@ import (
 // told after the fact (nestedRan); the first must be known before, from the
 // server's routes.
 
-// innerChains are, for one handler in one server instance, the matcher
-// chains of the handlers after it that serve a request without its
-// credential: another lpauth (which sets its own) or lpauth_ready (which
-// needs none).
-type innerChains = perServer[[][]caddyhttp.MatcherSets]
+// innerPlace is, for one handler in one server instance, where it sits in
+// the server's routes, from which reaches tells what certainly runs after.
+type innerPlace = perServer[*handlerPlace]
 
-// innerWillServe says whether, for r, a handler after h will set the
-// credential itself (or answer without one), so h need not wait for its
+// innerWillServe says whether, for r, a handler after h will certainly set
+// the credential itself (or answer without one), so h need not wait for its
 // own. Asked only when h has no credential: the fast path never walks.
-// When in doubt (a rewrite between the two changed what the matchers see),
-// the answer is no and h waits, as it would alone.
+// When in doubt (a rewrite between the two changed what the matchers see,
+// or a handler in between might answer or forward the request), the answer
+// is no and h waits, as it would alone: a request never leaves for the
+// proxy without a credential.
 func (h *Handler) innerWillServe(r *http.Request) bool {
 	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	if srv == nil {
 		return false
 	}
-	chains := h.inner.get(srv, func(srv *caddyhttp.Server) [][]caddyhttp.MatcherSets { return h.chainsAfter(srv.Routes) })
-	for _, chain := range chains {
-		if allMatch(chain, r) {
-			return true
-		}
+	place := h.inner.get(srv, func(srv *caddyhttp.Server) *handlerPlace { return placeOf(srv, h) })
+	return place.reaches(r, bringsOwnCredential)
+}
+
+// bringsOwnCredential says whether mh serves a request without the
+// credential of an lpauth before it: another lpauth sets its own, and
+// lpauth_ready needs none.
+func bringsOwnCredential(mh caddyhttp.MiddlewareHandler) bool {
+	switch mh.(type) {
+	case *Handler, *Ready:
+		return true
 	}
 	return false
-}
-
-// chainsAfter lists the matcher chains of the lpauth and lpauth_ready
-// handlers that come after h in routes.
-func (h *Handler) chainsAfter(routes caddyhttp.RouteList) [][]caddyhttp.MatcherSets {
-	var chains [][]caddyhttp.MatcherSets
-	after := false
-	walkRoutes(routes, func(chain []caddyhttp.MatcherSets, mh caddyhttp.MiddlewareHandler) bool {
-		switch other := mh.(type) {
-		case *Handler:
-			if other == h {
-				after = true
-				return true
-			}
-		case *Ready:
-		default:
-			return true
-		}
-		if after {
-			chains = append(chains, chain)
-		}
-		return true
-	})
-	return chains
-}
-
-// allMatch says whether r matches every route of a chain (a route without
-// matchers matches everything).
-func allMatch(chain []caddyhttp.MatcherSets, r *http.Request) bool {
-	for _, sets := range chain {
-		if len(sets) == 0 {
-			continue
-		}
-		ok, err := sets.AnyMatchWithError(r)
-		if err != nil || !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // nestedRan says whether another lpauth handler ran for r after h (each

@@ -4,11 +4,14 @@
 package lpauth
 
 import (
+	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
 // nestedSite is a site-level lpauth with the demo user, and a handle block
@@ -67,5 +70,89 @@ func TestNestedOuterIgnoresInnerCredential401(t *testing.T) {
 	}
 	if c.TokenRequests > 2 {
 		t.Fatalf("%d token requests for 10 always-401 answers, want at most one new one per window", c.TokenRequests)
+	}
+}
+
+// readmeLayout is example.Caddyfile's proxy site: lpauth_ready at site
+// level, an AppJWT identity in handle_path /proactive/*, the user session
+// in handle_path /msghist/* and in a catch-all handle after them, each
+// proxying to upstream.
+func readmeLayout(csds *httptest.Server, upstream string) string {
+	user := caddyproc.Proxy{CSDS: csds.URL, Password: "{env." + testPasswordEnv + "}", Lpauth: "login_timeout 1s"}.LpauthBlock("\t\t")
+	app := caddyproc.Proxy{CSDS: csds.URL, ClientSecret: testClientSecret(), Lpauth: "login_timeout 1s"}.LpauthBlock("\t\t")
+	proxy := "\t\treverse_proxy " + upstream + "\n"
+	return bareSite("\tlpauth_ready /healthz\n" +
+		"\thandle_path /proactive/* {\n" + app + proxy + "\t}\n" +
+		"\thandle_path /msghist/* {\n" + user + proxy + "\t}\n" +
+		"\thandle {\n" + user + proxy + "\t}\n")
+}
+
+// In the README's layout, an identity without a credential (Sentinel down;
+// the user's login in flight) sends nothing upstream, whatever identity
+// the handle block after its own holds: its requests get the 503 with
+// Retry-After, also where the upstream would answer 200 to anything, and
+// the other identity's paths keep working.
+func TestNestedReadmeLayoutNothingUpstreamWithoutCredential(t *testing.T) {
+	for _, upstream := range []string{"emulator", "answers 200 to anything"} {
+		for _, c := range []struct {
+			name     string
+			down     func(*ccemu.Emulator)
+			failing  []string // paths of the identity without a credential
+			working  string   // a path of the other identity
+			workKind string
+		}{{
+			name:     "Sentinel down",
+			down:     func(emu *ccemu.Emulator) { emu.FailNextTokens(1000, 503, 0) },
+			failing:  []string{"/proactive" + dataPath("campaigns")},
+			working:  dataPath("hello"),
+			workKind: "session",
+		}, {
+			name:     "user login in flight",
+			down:     func(emu *ccemu.Emulator) { emu.DelayNextLogins(1000, 30*time.Second) },
+			failing:  []string{"/msghist" + dataPath("conversations"), dataPath("hello")},
+			working:  "/proactive" + dataPath("campaigns"),
+			workKind: "app_jwt",
+		}} {
+			t.Run(upstream+"/"+c.name, func(t *testing.T) {
+				emu, csds := emulator(t, ccemu.Config{})
+				var serve http.Handler = emu
+				if upstream != "emulator" {
+					serve = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+				}
+				up := newRecordingUpstream(t, serve)
+				c.down(emu)
+				loadCaddy(t, readmeLayout(csds, hostport(up.Server)))
+				for i := range 3 {
+					for _, path := range c.failing {
+						r := send(t, "GET", path, nil, "Authorization", "Basic bm90OnVzZWQ=")
+						if n, err := strconv.Atoi(r.header.Get("Retry-After")); r.status != 503 || err != nil || n < 1 {
+							t.Errorf("GET %s (%d): %d with Retry-After %q, want 503 with Retry-After", path, i, r.status, r.header.Get("Retry-After"))
+						}
+					}
+					r := send(t, "GET", c.working, nil)
+					if r.status != 200 {
+						t.Fatalf("GET %s, the other identity's path: %d %s", c.working, r.status, r.body)
+					}
+					if upstream == "emulator" {
+						if e := r.echo(t); e.CredentialKind != c.workKind {
+							t.Fatalf("GET %s: upstream got %+v, want the %s credential", c.working, e, c.workKind)
+						}
+					}
+				}
+				got := up.received()
+				without := 0
+				for _, h := range got {
+					if h.Get("Authorization") == "" {
+						without++
+					}
+				}
+				if without != 0 {
+					t.Errorf("%d of %d requests reached the upstream without Authorization", without, len(got))
+				}
+				if len(got) == 0 {
+					t.Error("no request reached the upstream: the test proves nothing")
+				}
+			})
+		}
 	}
 }

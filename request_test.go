@@ -19,22 +19,23 @@ import (
 	"github.com/lpauth/caddy-lpauth/ccemu"
 )
 
-// recordingUpstream serves the emulator's data API and keeps the headers of
-// every request it received, as reverse_proxy sent them.
+// recordingUpstream serves the emulator's data API (or any handler) and
+// keeps the headers of every request it received, as reverse_proxy sent
+// them.
 type recordingUpstream struct {
 	*httptest.Server
 	mu  sync.Mutex
 	got []http.Header
 }
 
-func newRecordingUpstream(t *testing.T, emu *ccemu.Emulator) *recordingUpstream {
+func newRecordingUpstream(t *testing.T, serve http.Handler) *recordingUpstream {
 	t.Helper()
 	u := &recordingUpstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.got = append(u.got, r.Header.Clone())
 		u.mu.Unlock()
-		emu.ServeHTTP(w, r)
+		serve.ServeHTTP(w, r)
 	}))
 	t.Cleanup(u.Close)
 	return u

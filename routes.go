@@ -4,9 +4,12 @@
 package lpauth
 
 import (
+	"maps"
+	"net/http"
 	"slices"
 	"sync/atomic"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -102,4 +105,257 @@ func (c *perServer[T]) get(srv *caddyhttp.Server, build func(*caddyhttp.Server) 
 	sv := &serverValue[T]{srv: srv, v: build(srv)}
 	c.last.Store(sv)
 	return sv.v
+}
+
+// What certainly runs after a handler, for one request. Caddy dispatches a
+// route list in order: a route whose group an earlier route took is
+// skipped unseen (the Caddyfile's sibling handle and handle_path blocks
+// are one group), one whose matchers do not match is skipped, a matching
+// one takes its group and runs its handlers, and after a matched terminal
+// route nothing runs. Each handler decides whether to call the next one;
+// only a few are known always to do so. reaches replays that from one
+// handler on, and answers yes only where no other outcome is possible.
+
+// maxUnsure bounds the routes whose matching a walk cannot tell (after a
+// rewrite) and so follows both ways; beyond it the answer is no.
+const maxUnsure = 16
+
+// handlerPlace is where a handler sits in a server's routes.
+type handlerPlace struct {
+	// path holds one cursor per level, the outermost route list first and
+	// the handler's own last, each just past the handler (or subroute) of
+	// that level.
+	path []routeCursor
+	// earlier are the groups of the routes dispatched before the handler:
+	// taken when a request does not say which of them matched.
+	earlier []string
+}
+
+// routeCursor is a position in a route list.
+type routeCursor struct {
+	routes  caddyhttp.RouteList
+	route   int // the route in routes
+	handler int // the route's next handler; -1: its matchers are yet to be tried
+}
+
+// placeOf finds h in srv's routes, else its error routes (handle_errors),
+// else its named routes (invoke), comparing handlers by identity (h is a
+// pointer). nil: h is not there. Past the end of an error list or a named
+// route the walk knows nothing, and says no.
+func placeOf(srv *caddyhttp.Server, h caddyhttp.MiddlewareHandler) *handlerPlace {
+	if srv == nil {
+		return nil
+	}
+	lists := []caddyhttp.RouteList{srv.Routes}
+	if srv.Errors != nil {
+		lists = append(lists, srv.Errors.Routes)
+	}
+	for _, name := range slices.Sorted(maps.Keys(srv.NamedRoutes)) {
+		if rt := srv.NamedRoutes[name]; rt != nil {
+			lists = append(lists, caddyhttp.RouteList{*rt})
+		}
+	}
+	for _, routes := range lists {
+		p := new(handlerPlace)
+		if p.find(routes, h) {
+			slices.Reverse(p.path)
+			return p
+		}
+	}
+	return nil
+}
+
+// find looks for h under routes depth first, as a request meets handlers,
+// recording the groups met on the way; the path comes out innermost first.
+func (p *handlerPlace) find(routes caddyhttp.RouteList, h caddyhttp.MiddlewareHandler) bool {
+	for i, rt := range routes {
+		if rt.Group != "" {
+			p.earlier = append(p.earlier, rt.Group)
+		}
+		for j, mh := range rt.Handlers {
+			found := mh == h // different dynamic types compare unequal, never panic
+			if sr, ok := mh.(*caddyhttp.Subroute); ok && !found {
+				found = p.find(sr.Routes, h) || (sr.Errors != nil && p.find(sr.Errors.Routes, h))
+			}
+			if found {
+				p.path = append(p.path, routeCursor{routes: routes, route: i, handler: j + 1})
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// reaches says whether, for r, Caddy certainly runs a handler that target
+// accepts after the one at p, before any handler that might answer the
+// request, forward it, or not call the next one. Asked on the slow path
+// only: it tries matchers and allocates.
+func (p *handlerPlace) reaches(r *http.Request, target func(caddyhttp.MiddlewareHandler) bool) bool {
+	if p == nil || len(p.path) == 0 {
+		return false
+	}
+	taken := map[string]struct{}{}
+	if groups, ok := r.Context().Value(routeGroupsKey).(map[string]struct{}); ok {
+		maps.Copy(taken, groups) // the groups Caddy itself will check
+	} else {
+		for _, g := range p.earlier {
+			taken[g] = struct{}{}
+		}
+	}
+	for _, c := range p.path {
+		if g := c.routes[c.route].Group; g != "" {
+			taken[g] = struct{}{}
+		}
+	}
+	w := &routeWalk{r: r, target: target, unsure: maxUnsure}
+	return w.run(walkState{stack: slices.Clone(p.path), taken: taken})
+}
+
+// routeWalk is one reaches question.
+type routeWalk struct {
+	r      *http.Request
+	target func(caddyhttp.MiddlewareHandler) bool
+	unsure int // routes of unknown matching still allowed
+}
+
+// walkState is what dispatch has done so far on one way through the routes.
+type walkState struct {
+	stack   []routeCursor       // innermost last
+	taken   map[string]struct{} // route groups already satisfied
+	changed bool                // a handler changed the URI or method
+}
+
+func (s walkState) clone() walkState {
+	return walkState{stack: slices.Clone(s.stack), taken: maps.Clone(s.taken), changed: s.changed}
+}
+
+// run dispatches from s until the answer is known.
+func (w *routeWalk) run(s walkState) bool {
+	for len(s.stack) > 0 {
+		c := &s.stack[len(s.stack)-1]
+		if c.route >= len(c.routes) {
+			// The list is done: its subroute calls the handler after it.
+			s.stack = s.stack[:len(s.stack)-1]
+			continue
+		}
+		rt := &c.routes[c.route]
+		if c.handler < 0 {
+			switch w.match(rt, s) {
+			case routeSkipped:
+				c.route++
+				continue
+			case routeFails:
+				return false
+			case routeUnsure:
+				if w.unsure == 0 {
+					return false
+				}
+				w.unsure--
+				skip := s.clone()
+				skip.stack[len(skip.stack)-1].route++
+				if !w.run(skip) {
+					return false
+				}
+				// and on, as if it matched
+			}
+			if rt.Group != "" {
+				s.taken[rt.Group] = struct{}{}
+			}
+			c.handler = 0
+			continue
+		}
+		if c.handler < len(rt.Handlers) {
+			mh := rt.Handlers[c.handler]
+			c.handler++
+			if w.target(mh) {
+				return true
+			}
+			switch handlerKindOf(mh) {
+			case handlerEnters:
+				// Error routes run only on an error: they never count.
+				s.stack = append(s.stack, routeCursor{routes: mh.(*caddyhttp.Subroute).Routes, handler: -1})
+			case handlerChanges:
+				s.changed = true
+			case handlerPasses:
+			default:
+				return false
+			}
+			continue
+		}
+		if rt.Terminal {
+			return false
+		}
+		c.route++
+		c.handler = -1
+	}
+	return false // past the server's last route Caddy runs nothing
+}
+
+type routeMatch int
+
+const (
+	routeMatches routeMatch = iota
+	routeSkipped            // group taken, or the matchers say no
+	routeUnsure             // matchers after a rewrite: either may happen
+	routeFails              // a matcher error: Caddy ends the request with it
+)
+
+// match tells what dispatch does with rt.
+func (w *routeWalk) match(rt *caddyhttp.Route, s walkState) routeMatch {
+	if _, ok := s.taken[rt.Group]; ok && rt.Group != "" {
+		return routeSkipped
+	}
+	if len(rt.MatcherSets) == 0 {
+		return routeMatches
+	}
+	if s.changed {
+		return routeUnsure // the matchers would see another URI than r's
+	}
+	ok, err := rt.MatcherSets.AnyMatchWithError(w.r)
+	switch {
+	case err != nil:
+		return routeFails
+	case !ok:
+		return routeSkipped
+	}
+	return routeMatches
+}
+
+type handlerKind int
+
+const (
+	handlerEnds    handlerKind = iota // may answer, forward, or not call the next one
+	handlerPasses                     // always calls the next one, URI and method unchanged
+	handlerChanges                    // always calls the next one, after changing URI or method
+	handlerEnters                     // a subroute: its routes, then the next one
+)
+
+// handlerKinds are the handler modules known always to call the next
+// handler. encode and friends sit between a site-level handler and the
+// site's handle blocks in Caddy's default directive order.
+var handlerKinds = map[string]handlerKind{
+	"http.handlers.subroute":     handlerEnters,
+	"http.handlers.headers":      handlerPasses,
+	"http.handlers.vars":         handlerPasses,
+	"http.handlers.map":          handlerPasses,
+	"http.handlers.encode":       handlerPasses,
+	"http.handlers.push":         handlerPasses,
+	"http.handlers.templates":    handlerPasses,
+	"http.handlers.intercept":    handlerPasses,
+	"http.handlers.tracing":      handlerPasses,
+	"http.handlers.log_append":   handlerPasses,
+	"http.handlers.request_body": handlerPasses,
+	"http.handlers.rewrite":      handlerChanges, // also the Caddyfile's uri, method and handle_path's strip
+}
+
+// handlerKindOf classifies mh by its module ID; an unknown one ends.
+func handlerKindOf(mh caddyhttp.MiddlewareHandler) handlerKind {
+	if _, ok := mh.(*caddyhttp.Subroute); ok {
+		return handlerEnters
+	}
+	m, ok := mh.(caddy.Module)
+	if !ok {
+		return handlerEnds
+	}
+	return handlerKinds[string(m.CaddyModule().ID)]
 }

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -29,6 +31,15 @@ func init() {
 		return serverGrab{}, nil
 	})
 	httpcaddyfile.RegisterDirectiveOrder("lpauth_test_grab", httpcaddyfile.Before, "basic_auth")
+
+	caddy.RegisterModule(new(reachProbe))
+	httpcaddyfile.RegisterHandlerDirective("lpauth_test_probe", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		h.Next()
+		return new(reachProbe), nil
+	})
+	// Where lpauth goes (its own order is registered after forward_auth
+	// too, so this one comes before it and before lpauth_ready).
+	httpcaddyfile.RegisterDirectiveOrder("lpauth_test_probe", httpcaddyfile.After, "forward_auth")
 }
 
 // grabbedServer is the server of the last request serverGrab answered.
@@ -220,5 +231,181 @@ func TestLpauthHandlersOf(t *testing.T) {
 	}
 	if lpauthHandlersOf(nil) != nil {
 		t.Error("a nil server has lpauth handlers")
+	}
+}
+
+// reachProbe is a test handler that stands where an lpauth handler would
+// and answers 204, saying in headers whether, for this very request (as
+// Caddy dispatched it, route groups included), the walk from it certainly
+// reaches another lpauth or lpauth_ready; and what it says when the request
+// does not tell which route groups are taken.
+type reachProbe struct {
+	_ byte // not zero-sized: each instance has an address of its own
+}
+
+func (*reachProbe) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.lpauth_test_probe", New: func() caddy.Module { return new(reachProbe) }}
+}
+
+func (p *reachProbe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	place := placeOf(srv, p)
+	if place == nil {
+		return fmt.Errorf("the probe is not in its server's routes")
+	}
+	blind := r.WithContext(context.WithValue(r.Context(), routeGroupsKey, nil))
+	w.Header().Set("Lpauth-Test-Reaches", strconv.FormatBool(place.reaches(r, bringsOwnCredential)))
+	w.Header().Set("Lpauth-Test-Reaches-Blind", strconv.FormatBool(place.reaches(blind, bringsOwnCredential)))
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// What certainly runs after a handler, asked by a probe in its place in
+// configs a real Caddy adapted from Caddyfiles: "yes" means another lpauth
+// (or lpauth_ready) runs for that request whatever happens, with nothing
+// before it that might answer or forward the request.
+func TestReachesAfterHandler(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	user := caddyproc.Proxy{CSDS: srv.URL, Password: "{env." + testPasswordEnv + "}"}.LpauthBlock
+	app := caddyproc.Proxy{CSDS: srv.URL, ClientSecret: testClientSecret()}.LpauthBlock
+	proxy := "reverse_proxy " + hostport(srv) + "\n"
+	// block is a Caddyfile block: head, then lines one level deeper.
+	block := func(indent, head string, lines ...string) string {
+		var b strings.Builder
+		b.WriteString(indent + head + " {\n")
+		for _, l := range lines {
+			if !strings.HasPrefix(l, indent+"\t") {
+				l = indent + "\t" + l
+			}
+			b.WriteString(l)
+		}
+		b.WriteString(indent + "}\n")
+		return b.String()
+	}
+	type probe struct {
+		path        string
+		want, blind bool // blind: without the request's route groups
+	}
+	same := func(path string, want bool) probe { return probe{path, want, want} }
+	for _, c := range []struct {
+		name   string
+		body   string // the site's directives
+		more   string // other sites on the same server
+		probes []probe
+	}{{
+		name: "README layout: a proxy after it in its handle_path block",
+		body: block("\t", "handle_path /proactive/*", "lpauth_test_probe\n", proxy) +
+			block("\t", "handle", user("\t\t"), proxy),
+		probes: []probe{same("/proactive/x", false)},
+	}, {
+		name: "sibling handle blocks, this one first: the catch-all is of its group",
+		body: block("\t", "handle /proactive/*", "lpauth_test_probe\n") +
+			block("\t", "handle", user("\t\t"), proxy),
+		probes: []probe{same("/proactive/x", false)},
+	}, {
+		name: "sibling handle blocks, the catch-all written first",
+		body: block("\t", "handle", user("\t\t"), proxy) +
+			block("\t", "handle /proactive/*", "lpauth_test_probe\n"),
+		probes: []probe{same("/proactive/x", false)},
+	}, {
+		name: "route blocks have no group",
+		body: block("\t", "route /proactive/*", "lpauth_test_probe\n") +
+			block("\t", "route", user("\t\t"), proxy),
+		probes: []probe{same("/proactive/x", true)},
+	}, {
+		name: "a later route whose matcher does not match",
+		body: block("\t", "route /p/*", "lpauth_test_probe\n") +
+			block("\t", "route /q/*", user("\t\t"), proxy) +
+			block("\t", "route", proxy),
+		probes: []probe{same("/p/x", false)},
+	}, {
+		name: "site level, handle blocks with an lpauth or lpauth_ready of their own",
+		body: "\tlpauth_test_probe\n" +
+			block("\t", "handle /proactive/*", app("\t\t"), proxy) +
+			block("\t", "handle /healthz", "lpauth_ready\n") +
+			block("\t", "handle", proxy),
+		probes: []probe{same("/proactive/x", true), same("/healthz", true), same("/other", false)},
+	}, {
+		name: "site level, nested handle blocks",
+		body: "\tlpauth_test_probe\n" +
+			block("\t", "handle /a/*",
+				block("\t\t", "handle /a/b/*", app("\t\t\t"), "\t\t\t"+proxy),
+				block("\t\t", "handle", "\t\t\trespond 404\n")) +
+			block("\t", "handle", proxy),
+		probes: []probe{same("/a/b/x", true), same("/a/c", false), same("/z", false)},
+	}, {
+		name: "site level, handle_path: a matcher after its rewrite is unsure",
+		body: "\tlpauth_test_probe\n" +
+			block("\t", "handle_path /p/*", app("\t\t"), proxy) +
+			block("\t", "handle_path /q/*",
+				block("\t\t", "handle /r/*", app("\t\t\t"), "\t\t\t"+proxy),
+				block("\t\t", "handle", "\t\t\t"+proxy)) +
+			block("\t", "handle_path /s/*",
+				block("\t\t", "handle /r/*", app("\t\t\t"), "\t\t\t"+proxy),
+				block("\t\t", "handle", app("\t\t\t"), "\t\t\t"+proxy)) +
+			block("\t", "handle_path /t/*",
+				block("\t\t", "handle /t/*", app("\t\t\t"), "\t\t\t"+proxy),
+				block("\t\t", "handle", "\t\t\t"+proxy)) +
+			block("\t", "handle_path /v/*",
+				block("\t\t", "handle /w/*", "\t\t\t"+proxy),
+				block("\t\t", "handle", app("\t\t\t"), "\t\t\t"+proxy)),
+		probes: []probe{
+			same("/p/x", true),    // no matcher after the rewrite
+			same("/q/r/x", false), // the proxy if /r/* does not match
+			same("/s/r/x", true),  // an lpauth either way
+			same("/t/x", false),   // /t/* matched the URI before the rewrite, not after
+			same("/v/w/x", false), // /w/* matches after the rewrite: the proxy
+		},
+	}, {
+		name: "a respond in between",
+		body: "\tlpauth_test_probe\n" +
+			block("\t", "route", "respond /stop 403\n", app("\t\t"), proxy),
+		probes: []probe{same("/stop", false), same("/go", true)},
+	}, {
+		name: "encode and request_header pass the request on",
+		body: "\tlpauth_test_probe\n\tencode gzip\n\trequest_header X-Test yes\n" +
+			block("\t", "handle /p/*", app("\t\t"), proxy),
+		probes: []probe{same("/p/x", true), same("/q", false)},
+	}, {
+		name: "uri and method change the request: matchers after them are unsure",
+		body: block("\t", "route /u/*", "lpauth_test_probe\n", "uri strip_prefix /u\n",
+			block("\t\t", "handle /x/*", app("\t\t\t"))) +
+			block("\t", "route /m/*", "lpauth_test_probe\n", "method POST\n", app("\t\t")),
+		probes: []probe{same("/u/x/y", false), same("/m/x", true)},
+	}, {
+		name:   "nothing after a terminal route: the next site",
+		body:   "\tlpauth_test_probe\n",
+		more:   block("", fmt.Sprintf("http://:%d", httpPort), user("\t"), proxy),
+		probes: []probe{same("/x", false)},
+	}, {
+		name:   "handle_errors never counts",
+		body:   "\tlpauth_test_probe\n" + block("\t", "handle_errors", app("\t\t"), "respond 502\n"),
+		probes: []probe{same("/x", false)},
+	}, {
+		name: "a group an earlier route did not take",
+		body: block("\t", "route",
+			block("\t\t", "handle /x/*", "\t\t\trespond 403\n"),
+			"lpauth_test_probe\n",
+			block("\t\t", "handle", app("\t\t\t"), "\t\t\t"+proxy)),
+		// Without the request's groups, the earlier handle block's group
+		// counts as taken.
+		probes: []probe{{"/y", true, false}},
+	}} {
+		t.Run(c.name, func(t *testing.T) {
+			loadCaddy(t, bareSite(c.body)+c.more)
+			for _, p := range c.probes {
+				r := send(t, "GET", p.path, nil)
+				got := r.header.Get("Lpauth-Test-Reaches")
+				if r.status != http.StatusNoContent || got == "" {
+					t.Fatalf("GET %s did not reach the probe: %d %s", p.path, r.status, r.body)
+				}
+				if got != strconv.FormatBool(p.want) {
+					t.Errorf("GET %s: reaches %s, want %v", p.path, got, p.want)
+				}
+				if blind := r.header.Get("Lpauth-Test-Reaches-Blind"); blind != strconv.FormatBool(p.blind) {
+					t.Errorf("GET %s, the route groups unknown: reaches %s, want %v", p.path, blind, p.blind)
+				}
+			}
+		})
 	}
 }
