@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 )
 
@@ -230,9 +229,9 @@ func TestAppJWTConfigErrors(t *testing.T) {
 		{"sentinel_api v3", "sentinel_api must be v1 or v2"},
 		{"auth_scheme Bear:er", "auth_scheme must be a word"},
 	} {
-		caddytest.AssertLoadError(t, strings.Replace(base, "\t\tcsds ", "\t\t"+tc.extra+"\n\t\tcsds ", 1), "caddyfile", tc.want)
+		assertLoadError(t, strings.Replace(base, "\t\tcsds ", "\t\t"+tc.extra+"\n\t\tcsds ", 1), "caddyfile", tc.want)
 	}
-	caddytest.AssertLoadError(t, strings.Replace(base, "\t\tclient_secret {env."+testClientSecretEnv+"}\n", "", 1), "caddyfile", "client_secret is required with client_id")
+	assertLoadError(t, strings.Replace(base, "\t\tclient_secret {env."+testClientSecretEnv+"}\n", "", 1), "caddyfile", "client_secret is required with client_id")
 }
 
 // The admin API and the metrics show the AppJWT identity, its expiry and

@@ -134,6 +134,45 @@ func loadCaddyAs(t *testing.T, config, adapter string) *caddytest.Tester {
 	return tester
 }
 
+// assertLoadError loads a config that must fail and checks that the error
+// names want. Unlike caddytest.AssertLoadError it survives the admin
+// endpoint restarting around a load (seen as an EOF on a kept-alive
+// connection): it uses a fresh connection each time and tries again.
+func assertLoadError(t *testing.T, config, adapter, want string) {
+	t.Helper()
+	if os.Getenv(testPasswordEnv) == "" {
+		os.Setenv(testPasswordEnv, ccemu.DefaultPassword)
+	}
+	for attempt := 1; ; attempt++ {
+		req, err := http.NewRequest(http.MethodPost, "http://"+adminAddr+"/load", strings.NewReader(config))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "text/"+adapter)
+		if adapter == "json" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		req.Close = true
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			if attempt == 3 {
+				t.Fatalf("loading a config that must fail: %v", err)
+			}
+			unloadCaddy(t) // starts the in-process Caddy if it is not running
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 == 2 {
+			t.Fatalf("a config that must fail with %q loaded", want)
+		}
+		if !strings.Contains(string(body), want) {
+			t.Errorf("expected error %q but got %q", want, body)
+		}
+		return
+	}
+}
+
 // unloadCaddy replaces the config with one without lpauth, which is what
 // stopping Caddy does to the module.
 func unloadCaddy(t *testing.T) {
@@ -915,18 +954,18 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		default:
 			cfg = strings.Replace(cfg, "\t\tcsds ", "\t\t"+tc.change+"\n\t\tcsds ", 1)
 		}
-		caddytest.AssertLoadError(t, cfg, "caddyfile", tc.want)
+		assertLoadError(t, cfg, "caddyfile", tc.want)
 	}
-	caddytest.AssertLoadError(t, strings.Replace(base, "{env."+testPasswordEnv+"}", "{env.LPAUTH_TEST_EMPTY}", 1),
+	assertLoadError(t, strings.Replace(base, "{env."+testPasswordEnv+"}", "{env.LPAUTH_TEST_EMPTY}", 1),
 		"caddyfile", "password: {env.LPAUTH_TEST_EMPTY} is unset or empty")
-	caddytest.AssertLoadError(t, strings.Replace(base, "account_id 12345678\n", "", 1), "caddyfile", "account_id is required")
+	assertLoadError(t, strings.Replace(base, "account_id 12345678\n", "", 1), "caddyfile", "account_id is required")
 	// A secret file that is missing or empty names the field and the file.
 	empty := filepath.Join(t.TempDir(), "empty")
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, path := range []string{empty, "/nonexistent/lp_password"} {
-		caddytest.AssertLoadError(t, strings.Replace(base, "{env."+testPasswordEnv+"}", "{file."+path+"}", 1),
+		assertLoadError(t, strings.Replace(base, "{env."+testPasswordEnv+"}", "{file."+path+"}", 1),
 			"caddyfile", "password: {file."+path+"}: the file is missing, unreadable or empty")
 	}
 }

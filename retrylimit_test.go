@@ -23,12 +23,12 @@ func TestRetryBodyLimitBounds(t *testing.T) {
 	}
 	const want = "retry_body_limit: want a size such as 1MiB, between 1B and 64MiB"
 	for _, v := range []string{"-1", "0", "64MiB1", "65MiB", "1TiB", "1.5TiB", "lots", "0.5B"} {
-		caddytest.AssertLoadError(t, withLimit(v), "caddyfile", want)
+		assertLoadError(t, withLimit(v), "caddyfile", want)
 	}
 	if max := strconv.Itoa(maxRetryBodyLimit); max != "67108864" {
 		t.Fatalf("ceiling %s, the README says 64MiB", max)
 	}
-	caddytest.AssertLoadError(t, withLimit("67108865"), "caddyfile", want)
+	assertLoadError(t, withLimit("67108865"), "caddyfile", want)
 
 	jsonConfig := func(limit string) string {
 		return fmt.Sprintf(`{
@@ -45,7 +45,7 @@ func TestRetryBodyLimitBounds(t *testing.T) {
 		}`, adminAddr, proxyAddr, ccemu.DefaultPassword, srv.URL, limit, hostport(srv))
 	}
 	for _, v := range []string{"-1", "67108865", "1099511627776"} {
-		caddytest.AssertLoadError(t, jsonConfig(v), "json",
+		assertLoadError(t, jsonConfig(v), "json",
 			"lpauth: retry_body_limit must be between 1 and 67108864 bytes (64MiB), got "+v)
 	}
 	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})

@@ -23,7 +23,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -625,6 +624,6 @@ func TestUpstreamConfigErrorsNameTheField(t *testing.T) {
 		"refresh soon":                   "lpdomain: refresh:",
 		"csds http://api.liveperson.net": "plain http is allowed only for loopback",
 	} {
-		caddytest.AssertLoadError(t, domainCaddyConfig(srv, route("/svc1", "msgHist", block), ""), "caddyfile", want)
+		assertLoadError(t, domainCaddyConfig(srv, route("/svc1", "msgHist", block), ""), "caddyfile", want)
 	}
 }
