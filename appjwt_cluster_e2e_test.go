@@ -29,7 +29,7 @@ const (
 	// clusterTokenSwitch bounds how long after a renewal the instances may
 	// still send the old token: the ones that did not renew wait for the
 	// storage lock and adopt the stored token as soon as it is there (they
-	// read the storage every 25 ms meanwhile); the bound leaves room for a
+	// read the storage every 5-20 ms meanwhile); the bound leaves room for a
 	// loaded machine.
 	clusterTokenSwitch = 2 * time.Second
 )

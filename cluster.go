@@ -219,12 +219,17 @@ func (clusterMode) release(k *Keeper, s *Settings, c *Credential) error {
 // abandon keeps c: it is stored for the other instances.
 func (clusterMode) abandon(*Keeper, *Settings, *Credential) {}
 
-// watchEvery is how often an instance waiting for the cluster's lock reads
-// the stored credential, so that it adopts the one the lock's holder
-// stores as soon as it is there, instead of when its own Lock returns
-// (storages poll their locks about once a second). At most 40 reads a
-// second per instance, and only while it waits for the lock.
-const watchEvery = 25 * time.Millisecond
+// While an instance waits for the cluster's lock it reads the stored
+// credential, so that it adopts the one the lock's holder stores as soon as
+// it is there, instead of when its own Lock returns (storages poll their
+// locks about once a second): first watchFirst after it began to wait (a
+// quick login is often stored by then), the gap doubling to watchEvery. At
+// most 50 reads a second per instance once settled, and only while it
+// waits for the lock.
+const (
+	watchFirst = 5 * time.Millisecond
+	watchEvery = 20 * time.Millisecond
+)
 
 // lockOrAdopt takes the cluster's lock, or, should another instance store
 // a credential that adopt accepts while it waits, returns that one without
@@ -234,9 +239,10 @@ func (k *Keeper) lockOrAdopt(s *Settings, adopt func(*sharedCred) bool) (*shared
 	ctx, cancel := context.WithCancel(k.ctx)
 	locked := make(chan error, 1)
 	go func() { locked <- k.lockShared(ctx, s) }()
-	tick := time.NewTicker(watchEvery)
-	defer tick.Stop()
-	watch := tick.C
+	gap := watchFirst
+	timer := time.NewTimer(gap)
+	defer timer.Stop()
+	watch := timer.C
 	for {
 		select {
 		case err := <-locked:
@@ -249,6 +255,8 @@ func (k *Keeper) lockOrAdopt(s *Settings, adopt func(*sharedCred) bool) (*shared
 				continue
 			}
 			if sh == nil || !adopt(sh) {
+				gap = min(2*gap, watchEvery)
+				timer.Reset(gap)
 				continue
 			}
 			cancel()

@@ -47,7 +47,7 @@ var (
 	}, []string{"account_id"})
 	metricStorageReads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "lpauth", Name: "cluster_storage_reads_total",
-		Help: "Reads of the cluster's stored credential (cluster mode): at start, on a 401, and every 25 ms while waiting for the storage lock.",
+		Help: "Reads of the cluster's stored credential (cluster mode): at start, on a 401, and every 5-20 ms while waiting for the storage lock.",
 	}, []string{"account_id"})
 	metricUnavailable = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "lpauth", Name: "unavailable_total",
