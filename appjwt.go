@@ -404,22 +404,21 @@ func secondsDuration(s float64) time.Duration {
 func (a *AppJWTSource) tokenError(err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil {
-		code := a.scrub(cleanText(re.ErrorCode, 64), re.Body)
+		secrets := a.secretsIn(re.Body)
+		code := scrubbed(re.ErrorCode, 64, secrets...)
 		if re.Response.StatusCode/100 == 2 {
 			// An OAuth error in a 2xx answer: a broken reply, not a
 			// refusal the config class should wait out.
 			return fmt.Errorf("token: invalid reply: OAuth error %q in an HTTP %d answer", code, re.Response.StatusCode)
 		}
-		e := parseAPIError("token", re.Response, re.Body)
+		e := parseAPIError("token", re.Response, re.Body, secrets...)
 		if re.ErrorCode != "" {
-			e.Message = re.ErrorCode
+			msg := re.ErrorCode
 			if re.ErrorDescription != "" {
-				e.Message += ": " + re.ErrorDescription
+				msg += ": " + re.ErrorDescription
 			}
-			e.Message = cleanText(e.Message, 200)
+			e.Message = scrubbed(msg, maxErrorText, secrets...)
 		}
-		e.Message = a.scrub(e.Message, re.Body)
-		e.ResponseStatus = a.scrub(e.ResponseStatus, re.Body)
 		return e
 	}
 	var urlErr *url.Error
@@ -437,33 +436,24 @@ func (a *AppJWTSource) tokenError(err error) error {
 	return fmt.Errorf("token: invalid reply: %w", err)
 }
 
-// scrub removes the client secret, and any access_token the body carries
-// (as JSON or as a form), from text taken from an answer (a server may echo the request). The
-// replacement is not ASCII, so it cannot complete a header-safe value.
-func (a *AppJWTSource) scrub(text string, body []byte) string {
-	secrets := []string{a.cfg.ClientSecret, url.QueryEscape(a.cfg.ClientSecret)}
+// secretsIn is what a token answer's text must not show: the client
+// secret (a server may echo the request) and any access_token the body
+// carries, as JSON or as a form.
+func (a *AppJWTSource) secretsIn(body []byte) []string {
+	secrets := []string{a.cfg.ClientSecret}
 	var reply struct {
 		AccessToken json.RawMessage `json:"access_token"`
 	}
 	if json.Unmarshal(body, &reply) == nil {
 		var s string
 		if json.Unmarshal(reply.AccessToken, &s) == nil {
-			secrets = append(secrets, s, cleanText(s, len(s)))
+			secrets = append(secrets, s)
 		} else if len(reply.AccessToken) > 0 {
 			secrets = append(secrets, string(reply.AccessToken))
 		}
 	}
-	// A form-encoded or plain-text body is kept as the message as it is.
 	form, _ := url.ParseQuery(string(body))
-	for _, s := range form["access_token"] {
-		secrets = append(secrets, s, url.QueryEscape(s), cleanText(s, len(s)))
-	}
-	for _, s := range secrets {
-		if s != "" {
-			text = strings.ReplaceAll(text, s, "…")
-		}
-	}
-	return text
+	return append(secrets, form["access_token"]...)
 }
 
 // storedAppJWT is an AppJWT as the cluster stores it.

@@ -140,8 +140,8 @@ func (e *APIError) Error() string {
 // parseAPIError reads CC's error envelope and its real-world variants:
 // {"error":{"time","message","internalCode","responseStatus"}} (time as
 // text or ISO, responseStatus optional), {"error":"plain text"}, or a body
-// that is not JSON at all.
-func parseAPIError(op string, resp *http.Response, body []byte) *APIError {
+// that is not JSON at all. Its text is scrubbed of secrets (see scrub.go).
+func parseAPIError(op string, resp *http.Response, body []byte, secrets ...string) *APIError {
 	e := &APIError{Op: op, StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	var env struct {
 		Error json.RawMessage `json:"error"`
@@ -166,11 +166,15 @@ func parseAPIError(op string, resp *http.Response, body []byte) *APIError {
 	} else if len(body) > 0 && !bytes.ContainsAny(body, "{}<") {
 		e.Message = string(body)
 	}
-	// CC's text ends up in log lines: no control characters, bounded.
-	e.Message = cleanText(e.Message, 200)
-	e.ResponseStatus = cleanText(e.ResponseStatus, 64)
+	// CC's text ends up in log lines: no secret, no control characters,
+	// bounded.
+	e.Message = scrubbed(e.Message, maxErrorText, secrets...)
+	e.ResponseStatus = scrubbed(e.ResponseStatus, 64, secrets...)
 	return e
 }
+
+// maxErrorText bounds the text of an APIError, in runes.
+const maxErrorText = 200
 
 // looseString reads a JSON string, or keeps a number or literal as text;
 // "" for anything else.
@@ -368,7 +372,8 @@ func (c *Client) Login(ctx context.Context, cr Credentials) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("login: %w", err)
 	}
-	body, resp, err := c.do(ctx, "login", http.MethodPost, c.accountURL(base, cr.AccountID, "login")+"?v="+loginVersion, payload, "")
+	body, resp, err := c.do(ctx, "login", http.MethodPost, c.accountURL(base, cr.AccountID, "login")+"?v="+loginVersion, payload, "",
+		cr.Password, cr.Secret, cr.AccessToken, cr.AccessTokenSecret)
 	if err != nil {
 		var apiErr *APIError
 		if !errors.As(err, &apiErr) {
@@ -451,7 +456,8 @@ func (c *Client) sessionCall(ctx context.Context, op, account string, s *Session
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	_, _, err = c.do(ctx, op, http.MethodPost, c.accountURL(s.BaseURL, account, op)+"?v="+loginVersion, payload, s.SessionID)
+	_, _, err = c.do(ctx, op, http.MethodPost, c.accountURL(s.BaseURL, account, op)+"?v="+loginVersion, payload, s.SessionID,
+		s.SessionID, s.CSRF, s.Bearer)
 	return err
 }
 
@@ -460,9 +466,10 @@ func (c *Client) accountURL(base, account, method string) string {
 }
 
 // do sends one request and returns the body of a 2xx answer, or an
-// *APIError. Transport errors are wrapped with op; the URL they name holds
-// no secret.
-func (c *Client) do(ctx context.Context, op, method, target string, payload []byte, sessionID string) ([]byte, *http.Response, error) {
+// *APIError whose text is scrubbed of secrets, the values the request
+// carried that an answer might quote. Transport errors are wrapped with op;
+// the URL they name holds no secret.
+func (c *Client) do(ctx context.Context, op, method, target string, payload []byte, sessionID string, secrets ...string) ([]byte, *http.Response, error) {
 	var body io.Reader
 	if payload != nil {
 		body = bytes.NewReader(payload)
@@ -495,7 +502,7 @@ func (c *Client) do(ctx context.Context, op, method, target string, payload []by
 		return nil, nil, fmt.Errorf("%s: reading reply: %w", op, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, nil, parseAPIError(op, resp, data)
+		return nil, nil, parseAPIError(op, resp, data, secrets...)
 	}
 	return data, resp, nil
 }
