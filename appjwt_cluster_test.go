@@ -22,7 +22,7 @@ func TestClusterAppJWTOneFetchAtStartAndPerRenewal(t *testing.T) {
 	cfg := AppJWTConfig{AccountID: ccemu.DefaultAccountID, ClientID: ccemu.DefaultClientID, ClientSecret: ccemu.DefaultClientSecret, Now: clock.Now}
 	ks := make([]*Keeper, 3)
 	for i := range ks {
-		ks[i] = NewKeeper(NewAppJWTSource(cfg), clock, Clustered)
+		ks[i] = NewKeeper(NewAppJWTSource(cfg), clock, true)
 		store := clusterStore(&certmagic.FileStorage{Path: dir}, cfg.AccountID, []string{cfg.AccountID, "app_jwt", cfg.ClientID, "v2", srv.URL, ""}, cfg.ClientSecret, nil)
 		use, err := ks[i].Attach("test", Settings{Client: testClient(t, srv), RefreshInterval: DefaultRefreshInterval, LoginTimeout: 5 * time.Second, Store: store}, nil)
 		if err != nil {

@@ -618,7 +618,7 @@ func TestAppJWTKeeper(t *testing.T) {
 	s.setReply(func(w http.ResponseWriter, r *http.Request) {
 		jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100})(w, r)
 	})
-	k := NewKeeper(src, clock, Local)
+	k := NewKeeper(src, clock, false)
 	use, err := k.Attach("test", Settings{Client: stubClient(t, s), RefreshInterval: 5 * time.Minute, LoginTimeout: 5 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -56,12 +56,28 @@ const lockGrace = 2 * time.Second
 // storeTimeout bounds one storage read or write.
 const storeTimeout = 5 * time.Second
 
-// clusterMode: the credential is the cluster's.
-type clusterMode struct{}
+// clusterState is what a clustered keeper keeps of the cluster.
+type clusterState struct {
+	// solo was obtained while the storage failed: known to no other
+	// instance.
+	solo *Credential
+}
 
-// obtain gets the cluster's credential: the stored one if it is usable,
-// else a new one obtained under the lock and stored for the others.
-func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
+// This file is the one place where a cluster differs from a single
+// instance: where a credential comes from, how a renewal is shared, and
+// what happens to it at the end. Whether a keeper is clustered is fixed
+// when it is made, from its storage setting. Each call gets the settings
+// snapshot its whole operation uses.
+
+// obtainCredential gets a credential: this process's own, or the
+// cluster's: the stored one if it is usable, else a new one obtained under
+// the lock and stored for the others (adopted reports one another instance
+// obtained).
+func (k *Keeper) obtainCredential(s *Settings) (c *Credential, adopted bool, err error) {
+	if !k.clustered {
+		c, err := k.sourceObtain(s)
+		return c, false, err
+	}
 	if sh := k.loadShared(s); sh != nil && k.adoptable(sh.cred) {
 		k.adopting(s, sh.cred)
 		return sh.cred, true, nil // no lock needed just to read
@@ -87,7 +103,7 @@ func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 		k.adopting(s, sh.cred)
 		return sh.cred, true, nil // another instance obtained it while we waited
 	}
-	c, err := k.sourceObtain(s)
+	c, err = k.sourceObtain(s)
 	if err != nil {
 		return nil, false, err
 	}
@@ -98,12 +114,18 @@ func (clusterMode) obtain(k *Keeper, s *Settings) (*Credential, bool, error) {
 	return c, false, nil
 }
 
-// renew renews for the whole cluster, at most once per interval: under the
-// lock, a credential another instance renewed recently is left alone, and
-// one another instance replaced is adopted. It reports whether the
-// credential is gone (the caller obtains again, which takes the lock once
-// more, so one instance obtains and the others adopt).
-func (clusterMode) renew(k *Keeper, s *Settings, c *Credential) error {
+// renewCredential keeps c alive: an error that wraps ErrCredentialGone
+// means c is gone, any other that the renewal failed and c is still in
+// use. A cluster renews at most once per interval: under the lock, a
+// credential another instance renewed recently is left alone, and one
+// another instance replaced is adopted. When c is gone the caller obtains
+// again, which takes the lock once more, so one instance obtains and the
+// others adopt.
+func (k *Keeper) renewCredential(s *Settings, c *Credential) error {
+	if !k.clustered {
+		_, err := k.sourceRenew(s, c)
+		return err
+	}
 	replaces := func(sh *sharedCred) bool {
 		return sh.cred.Token != c.Token && k.adoptable(sh.cred) && !k.soloOutlives(c, sh)
 	}
@@ -163,9 +185,14 @@ func (k *Keeper) adoptInPlaceOf(s *Settings, c, stored *Credential) {
 	}
 }
 
-// storedSince reads the stored credential, without the lock, for a keeper
-// that may adopt only one obtained or renewed after since.
-func (clusterMode) storedSince(k *Keeper, s *Settings, since time.Time) *Credential {
+// storedSince returns the credential stored for the cluster that was
+// obtained or renewed after since (so not one of those that ended then),
+// or nil: read without the lock, for a keeper that may adopt only such a
+// one.
+func (k *Keeper) storedSince(s *Settings, since time.Time) *Credential {
+	if !k.clustered {
+		return nil
+	}
 	sh := k.loadShared(s)
 	if sh == nil || !k.adoptable(sh.cred) || !later(sh.cred.Obtained, sh.lastRenewal).After(since) {
 		return nil
@@ -183,7 +210,10 @@ func later(a, b time.Time) time.Time {
 // adoptNewer replaces failed with the stored credential if another
 // instance has already replaced it. One storage read serves every 401
 // meanwhile.
-func (clusterMode) adoptNewer(k *Keeper, s *Settings, failed *Credential) *Credential {
+func (k *Keeper) adoptNewer(s *Settings, failed *Credential) *Credential {
+	if !k.clustered {
+		return nil
+	}
 	v, _, _ := k.flight.Do("shared-load", func() (any, error) { return k.loadShared(s), nil })
 	sh, _ := v.(*sharedCred)
 	if sh == nil || sh.cred.Token == failed.Token || !k.adoptable(sh.cred) {
@@ -201,9 +231,12 @@ func (clusterMode) adoptNewer(k *Keeper, s *Settings, failed *Credential) *Crede
 	return k.cur.Load()
 }
 
-// release ends the credential and removes it from the storage, so that no
-// instance adopts it.
-func (clusterMode) release(k *Keeper, s *Settings, c *Credential) error {
+// releaseCredential ends c when the keeper closes; a cluster's is removed
+// from the storage too, so that no instance adopts it.
+func (k *Keeper) releaseCredential(s *Settings, c *Credential) error {
+	if !k.clustered {
+		return k.release(s, c)
+	}
 	err := k.release(s, c)
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
@@ -216,8 +249,14 @@ func (clusterMode) release(k *Keeper, s *Settings, c *Credential) error {
 	return err
 }
 
-// abandon keeps c: it is stored for the other instances.
-func (clusterMode) abandon(*Keeper, *Settings, *Credential) {}
+// abandon disposes of c, obtained by this process but not to be used (the
+// keeper closed while obtaining it): released, unless it is stored for the
+// other instances of a cluster.
+func (k *Keeper) abandon(s *Settings, c *Credential) {
+	if !k.clustered {
+		_ = k.release(s, c)
+	}
+}
 
 // While an instance waits for the cluster's lock it reads the stored
 // credential, so that it adopts the one the lock's holder stores as soon as
@@ -360,7 +399,7 @@ func (k *Keeper) saveShared(s *Settings, c *Credential, lastRenewal time.Time) b
 // obtainedAlone notes that c, about to be used, is in no storage.
 func (k *Keeper) obtainedAlone(c *Credential) {
 	k.mu.Lock()
-	k.solo = c
+	k.cluster.solo = c
 	k.mu.Unlock()
 }
 
@@ -368,7 +407,7 @@ func (k *Keeper) obtainedAlone(c *Credential) {
 func (k *Keeper) isSolo(c *Credential) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.solo != nil && k.solo.Token == c.Token
+	return k.cluster.solo != nil && k.cluster.solo.Token == c.Token
 }
 
 // takeSolo forgets c as obtained alone (it is stored now, or gone, or
@@ -380,10 +419,10 @@ func (k *Keeper) takeSolo(c *Credential) bool {
 }
 
 func (k *Keeper) takeSoloLocked(c *Credential) bool {
-	if k.solo == nil || k.solo.Token != c.Token {
+	if k.cluster.solo == nil || k.cluster.solo.Token != c.Token {
 		return false
 	}
-	k.solo = nil
+	k.cluster.solo = nil
 	return true
 }
 
@@ -393,8 +432,8 @@ func (k *Keeper) takeSoloLocked(c *Credential) bool {
 // of the operation that adopts.
 func (k *Keeper) adopting(s *Settings, stored *Credential) {
 	k.mu.Lock()
-	solo := k.solo
-	k.solo = nil
+	solo := k.cluster.solo
+	k.cluster.solo = nil
 	k.mu.Unlock()
 	if solo != nil && solo.Token != stored.Token {
 		go func() { _ = k.release(s, solo) }()
@@ -414,9 +453,3 @@ type storeError struct {
 
 func (e *storeError) Error() string { return "shared storage " + e.op + ": " + e.err.Error() }
 func (e *storeError) Unwrap() error { return e.err }
-
-// Interface guards
-var (
-	_ mode = localMode{}
-	_ mode = clusterMode{}
-)

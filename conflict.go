@@ -83,18 +83,18 @@ func (k *Keeper) sessionDiedLocked(c *Credential, err error, ev *Event) {
 	}
 	delay := max(retryDelay(nil, failConfig, cf.shortLived-conflictAfter+1), ShortLivedWindow)
 	cf.waiting = true
-	k.nextAttempt = now.Add(delay)
-	k.lastErr = &conflictError{shortLived: cf.shortLived, cause: err}
-	if k.stopRetry != nil {
-		k.stopRetry()
+	k.retry.next = now.Add(delay)
+	k.retry.lastErr = &conflictError{shortLived: cf.shortLived, cause: err}
+	if k.retry.stop != nil {
+		k.retry.stop()
 	}
-	k.stopRetry = k.clock.AfterFunc(delay, k.retryObtain)
-	ev.NextAttempt = k.nextAttempt
+	k.retry.stop = k.clock.AfterFunc(delay, k.retryObtain)
+	ev.NextAttempt = k.retry.next
 }
 
 // inConflictLocked says whether the keeper is waiting out a conflict now.
 func (k *Keeper) inConflictLocked() bool {
-	return k.conflict.waiting && k.nextAttempt.After(k.clock.Now())
+	return k.conflict.waiting && k.retry.next.After(k.clock.Now())
 }
 
 // peekDuringConflict is the cluster's way out of the wait: the wait blocks
@@ -111,7 +111,7 @@ func (k *Keeper) peekDuringConflict() *Credential {
 	since := k.conflict.lastLoss
 	k.mu.Unlock()
 	s := k.settings()
-	c := k.mode.storedSince(k, s, since)
+	c := k.storedSince(s, since)
 	if c == nil {
 		return nil
 	}
@@ -121,10 +121,10 @@ func (k *Keeper) peekDuringConflict() *Credential {
 		return k.cur.Load()
 	}
 	k.conflict.waiting = false
-	k.failures, k.failClass, k.nextAttempt, k.lastErr = 0, 0, time.Time{}, nil
-	if k.stopRetry != nil {
-		k.stopRetry()
-		k.stopRetry = nil
+	k.retry.failures, k.retry.class, k.retry.next, k.retry.lastErr = 0, 0, time.Time{}, nil
+	if k.retry.stop != nil {
+		k.retry.stop()
+		k.retry.stop = nil
 	}
 	k.cur.Store(c)
 	k.scheduleRenewalLocked(c, s.RefreshInterval)

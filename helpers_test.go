@@ -64,11 +64,7 @@ func testSettings(t testing.TB, srv *httptest.Server) Settings {
 // settings s (clustered if s has a Store), closed when the test ends.
 func startedKeeper(t testing.TB, src Source, clock Clock, s Settings) *Keeper {
 	t.Helper()
-	m := Local
-	if s.Store != nil {
-		m = Clustered
-	}
-	k := NewKeeper(src, clock, m)
+	k := NewKeeper(src, clock, s.Store != nil)
 	use, err := k.Attach("test", s, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -53,38 +53,34 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 // obtains a new one when the old one is gone, backs off after failures as
 // CC's retry policy asks, and releases it on Close. How a credential is
 // obtained, checked, renewed and released is its Source's business; whether
-// the credential is this process's own or the cluster's is its mode's,
-// fixed when the keeper is made. The settings it works with are those of
+// the credential is this process's own or the cluster's is fixed when the
+// keeper is made (cluster.go is where that makes a difference). The settings it works with are those of
 // the configuration that applies (see Attach).
 type Keeper struct {
-	src    Source
-	id     Identity
-	clock  Clock
-	mode   mode
-	cur    atomic.Pointer[Credential]
-	flight singleflight.Group
+	src       Source
+	id        Identity
+	clock     Clock
+	clustered bool // shares its credential through a storage (cluster.go)
+	cur       atomic.Pointer[Credential]
+	flight    singleflight.Group
 
 	ctx    context.Context // ends at Close; obtains and renewals run on it
 	cancel context.CancelFunc
 
 	applied atomic.Pointer[Use] // whose settings apply, while its config lives
 
-	mu          sync.Mutex
-	uses        []*Use    // the configurations attached, oldest first
-	fallback    *Settings // the last that applied, once none is live
-	lastSeq     uint64
-	closed      bool
-	obtained    bool // an obtain has succeeded before
-	failures    int  // consecutive failed obtains of failClass
-	failClass   failureClass
-	nextAttempt time.Time
-	lastErr     error
-	stopRetry   func() bool
-	checked     checkResult // the last check made for a 401
-	dead        deadTokens  // the credentials last found gone: never adopt them again
-	conflict    conflict    // short-lived sessions: another holder of the user
-	solo        *Credential // cluster mode: obtained while the storage failed, known to no other instance
-	renewal     renewalSchedule
+	mu       sync.Mutex
+	uses     []*Use    // the configurations attached, oldest first
+	fallback *Settings // the last that applied, once none is live
+	lastSeq  uint64
+	closed   bool
+	obtained bool        // an obtain has succeeded before
+	retry    retryState  // after failed obtains
+	checked  checkResult // the last check made for a 401
+	dead     deadTokens  // the credentials last found gone: never adopt them again
+	conflict conflict    // short-lived sessions: another holder of the user
+	cluster  clusterState
+	renewal  renewalSchedule
 
 	// heir is the keeper of the same CC user whose configuration replaced
 	// this one's (a rotated password or secret): once set, this keeper
@@ -94,26 +90,15 @@ type Keeper struct {
 	inflight atomic.Int64 // requests holding this keeper's credential
 }
 
-// Mode says whether a keeper's credential is its own or shared by a cluster.
-type Mode int
-
-// The modes.
-const (
-	Local     Mode = iota // this process's own credential
-	Clustered             // one credential for every instance sharing a storage
-)
-
 // NewKeeper returns a keeper of src's credential. It does no network I/O:
-// the first Get obtains. A nil clock means the real one. A Clustered keeper
-// needs every configuration attached to it to carry a Store.
-func NewKeeper(src Source, clock Clock, m Mode) *Keeper {
+// the first Get obtains. A nil clock means the real one. A clustered keeper
+// (one credential for every instance sharing a storage) needs every
+// configuration attached to it to carry a Store, a local one none.
+func NewKeeper(src Source, clock Clock, clustered bool) *Keeper {
 	if clock == nil {
 		clock = realClock{}
 	}
-	k := &Keeper{src: src, id: src.Identity(), clock: clock, mode: localMode{}}
-	if m == Clustered {
-		k.mode = clusterMode{}
-	}
+	k := &Keeper{src: src, id: src.Identity(), clock: clock, clustered: clustered}
 	k.ctx, k.cancel = context.WithCancel(context.Background())
 	return k
 }
@@ -186,7 +171,7 @@ func (k *Keeper) Unauthorized(ctx context.Context, failed *Credential) Outcome {
 		return Outcome{Verdict: RetryLate, Credential: cur}
 	}
 	if cur != nil {
-		if c := k.mode.adoptNewer(k, k.settings(), failed); c != nil {
+		if c := k.adoptNewer(k.settings(), failed); c != nil {
 			return Outcome{Verdict: RetryLate, Credential: c}
 		}
 		switch err := k.check(failed); {
@@ -221,7 +206,7 @@ func (k *Keeper) Relogin(ctx context.Context) (*Credential, error) {
 		k.takeSoloLocked(old) // released below, not again when another is adopted
 	}
 	if !k.closed {
-		k.nextAttempt = time.Time{}
+		k.retry.next = time.Time{}
 	}
 	k.mu.Unlock()
 	if old != nil {
@@ -277,22 +262,22 @@ func (k *Keeper) Status() Status {
 	if st.LoggedIn {
 		st.NextRefresh = k.renewal.next
 	}
-	st.ConsecutiveFailures = k.failures
+	st.ConsecutiveFailures = k.retry.failures
 	switch {
 	case st.LoggedIn:
 		st.State = StateReady
 	case k.inConflictLocked():
 		st.State = StateConflict
-	case k.nextAttempt.After(k.clock.Now()):
+	case k.retry.next.After(k.clock.Now()):
 		st.State = StateBackingOff
 	default:
 		st.State = StateLoggingIn
 	}
-	if k.nextAttempt.After(k.clock.Now()) {
-		st.BackoffUntil = k.nextAttempt
+	if k.retry.next.After(k.clock.Now()) {
+		st.BackoffUntil = k.retry.next
 	}
-	if k.lastErr != nil {
-		st.LastError = k.lastErr.Error()
+	if k.retry.lastErr != nil {
+		st.LastError = k.retry.lastErr.Error()
 	}
 	return st
 }
@@ -328,7 +313,7 @@ func (k *Keeper) CloseAfterRequests(wait time.Duration, stop <-chan struct{}) er
 	if c == nil || !s.LogoutOnStop || k.heirHolds(c) {
 		return nil
 	}
-	return k.mode.release(k, s, c)
+	return k.releaseCredential(s, c)
 }
 
 // closeClients closes the idle connections of every CC client the keeper
@@ -475,8 +460,8 @@ func (k *Keeper) unavailableNow() error {
 	if k.closed {
 		return &UnavailableError{RetryAfter: time.Second, Err: ErrClosed}
 	}
-	if wait := k.nextAttempt.Sub(k.clock.Now()); wait > 0 {
-		return &UnavailableError{RetryAfter: wait, Err: k.lastErr}
+	if wait := k.retry.next.Sub(k.clock.Now()); wait > 0 {
+		return &UnavailableError{RetryAfter: wait, Err: k.retry.lastErr}
 	}
 	return nil
 }
@@ -508,7 +493,7 @@ func (k *Keeper) obtain() (any, error) {
 	}
 	s := k.settings()
 	start := k.clock.Now()
-	c, adopted, err := k.mode.obtain(k, s)
+	c, adopted, err := k.obtainCredential(s)
 	took := k.clock.Now().Sub(start)
 
 	k.mu.Lock()
@@ -522,11 +507,11 @@ func (k *Keeper) obtain() (any, error) {
 	if k.closed {
 		k.mu.Unlock()
 		if !adopted {
-			k.mode.abandon(k, s, c)
+			k.abandon(s, c)
 		}
 		return nil, ErrClosed
 	}
-	k.failures, k.failClass, k.nextAttempt, k.lastErr = 0, 0, time.Time{}, nil
+	k.retry.failures, k.retry.class, k.retry.next, k.retry.lastErr = 0, 0, time.Time{}, nil
 	k.conflict.waiting = false
 	if !adopted {
 		c.Obtained = k.clock.Now()
@@ -563,23 +548,23 @@ func (k *Keeper) sourceObtain(s *Settings) (*Credential, error) {
 // for it.
 func (k *Keeper) failedObtainLocked(err error) Event {
 	class := classify(err)
-	if class != k.failClass {
-		k.failures = 0
+	if class != k.retry.class {
+		k.retry.failures = 0
 	}
-	k.failClass = class
-	k.failures++
+	k.retry.class = class
+	k.retry.failures++
 	k.conflict.waiting = false // a login was tried: what holds it back now is its failure
-	delay := retryDelay(err, class, k.failures)
-	k.nextAttempt = k.clock.Now().Add(delay)
-	k.lastErr = err
+	delay := retryDelay(err, class, k.retry.failures)
+	k.retry.next = k.clock.Now().Add(delay)
+	k.retry.lastErr = err
 	if !k.closed {
-		if k.stopRetry != nil {
-			k.stopRetry()
+		if k.retry.stop != nil {
+			k.retry.stop()
 		}
-		k.stopRetry = k.clock.AfterFunc(delay, k.retryObtain)
+		k.retry.stop = k.clock.AfterFunc(delay, k.retryObtain)
 	}
 	ev := k.event(EventLoginFailed, nil)
-	ev.Err, ev.Failures, ev.NextAttempt = err, k.failures, k.nextAttempt
+	ev.Err, ev.Failures, ev.NextAttempt = err, k.retry.failures, k.retry.next
 	return ev
 }
 
@@ -719,8 +704,7 @@ func (d *deadTokens) has(token string) bool {
 }
 
 func (k *Keeper) event(kind EventKind, c *Credential) Event {
-	_, clustered := k.mode.(clusterMode)
-	ev := Event{Kind: kind, Account: k.id.Account, Mode: k.id.Mode, Username: k.id.Name, Clustered: clustered}
+	ev := Event{Kind: kind, Account: k.id.Account, Mode: k.id.Mode, Username: k.id.Name, Clustered: k.clustered}
 	if c != nil {
 		ev.Host, ev.Lifetime = c.Issuer, c.Lifetime
 	}

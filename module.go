@@ -295,14 +295,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.authPrefix != "Bearer " {
 		h.authCache = new(atomic.Pointer[authValue])
 	}
-	mode := Local
 	if h.StorageRaw != nil {
 		storage, err := h.loadStorage(ctx)
 		if err != nil {
 			return err
 		}
 		settings.Store = clusterStore(storage, cfg.creds.AccountID, append(public, cfg.client.CSDS, cfg.client.Domain), secret, cfg.encryptionKey)
-		mode = Clustered
 	} else if cfg.encryptionKey != nil {
 		return errors.New("lpauth: encryption_key is only used with storage (cluster mode)")
 	}
@@ -313,7 +311,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	settings.CAFile = cfg.client.CAFile
 	key := identityKey(cfg, h.StorageRaw)
 	val, _, err := keepers.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledKeeper{NewKeeper(src, nil, mode), fields}, nil
+		return pooledKeeper{NewKeeper(src, nil, h.StorageRaw != nil), fields}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("lpauth: %w", err)

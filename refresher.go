@@ -28,6 +28,16 @@ func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
 	return time.AfterFunc(d, f).Stop
 }
 
+// retryState is what a keeper knows of its failed obtains, and when it may
+// try again.
+type retryState struct {
+	failures int // consecutive failed obtains of class
+	class    failureClass
+	next     time.Time // no obtain before
+	lastErr  error
+	stop     func() bool // cancels the planned retry
+}
+
 // renewalSchedule is the keeper's renewal timer and what Status shows of it.
 type renewalSchedule struct {
 	stop       func() bool
@@ -57,7 +67,7 @@ func (k *Keeper) renewTick() {
 		return
 	}
 	s := k.settings()
-	err := k.mode.renew(k, s, c)
+	err := k.renewCredential(s, c)
 	if errors.Is(err, ErrCredentialGone) {
 		k.retryObtain()
 		return
@@ -96,12 +106,12 @@ func (k *Keeper) scheduleLocked(d, every time.Duration) {
 }
 
 func (k *Keeper) stopTimersLocked() {
-	for _, stop := range []func() bool{k.stopRetry, k.renewal.stop} {
+	for _, stop := range []func() bool{k.retry.stop, k.renewal.stop} {
 		if stop != nil {
 			stop()
 		}
 	}
-	k.stopRetry, k.renewal.stop = nil, nil
+	k.retry.stop, k.renewal.stop = nil, nil
 	k.renewal.next = time.Time{}
 }
 

@@ -45,7 +45,7 @@ func TestKeeperOneLoginForManyCallers(t *testing.T) {
 func TestKeeperNoLoginBeforeStart(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	k := NewKeeper(NewLoginSource(userCreds()), nil, Local)
+	k := NewKeeper(NewLoginSource(userCreds()), nil, false)
 	t.Cleanup(func() { _ = k.Close() })
 	if _, err := k.Attach("test", testSettings(t, srv), nil); err != nil {
 		t.Fatal(err)

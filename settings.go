@@ -56,7 +56,7 @@ type Use struct {
 // Several handlers of one configuration share one Use; if they disagree
 // on a session-wide value, Attach fails with a *SettingsConflict.
 func (k *Keeper) Attach(owner any, s Settings, done <-chan struct{}) (*Use, error) {
-	if _, clustered := k.mode.(clusterMode); clustered != (s.Store != nil) {
+	if k.clustered != (s.Store != nil) {
 		return nil, errors.New("lpauth: a clustered keeper needs a store, a local one none")
 	}
 	k.mu.Lock()

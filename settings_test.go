@@ -22,7 +22,7 @@ func TestKeeperSettingsApplyFromStart(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	clock := newFakeClock()
-	k := NewKeeper(NewLoginSource(userCreds()), clock, Local)
+	k := NewKeeper(NewLoginSource(userCreds()), clock, false)
 	t.Cleanup(func() { _ = k.Close() })
 	var eventsA, eventsB atomic.Int32
 	settings := func(every time.Duration, events *atomic.Int32) Settings {
@@ -98,7 +98,7 @@ func TestKeeperStorageOfEndedConfigIsNotUsed(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	dir := t.TempDir()
-	k := NewKeeper(NewLoginSource(userCreds()), nil, Clustered)
+	k := NewKeeper(NewLoginSource(userCreds()), nil, true)
 	t.Cleanup(func() { _ = k.Close() })
 	store := func(closed *atomic.Bool, calls *atomic.Int32) SharedStore {
 		return &guardedStore{SharedStore: loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil), closed: closed, calls: calls}
@@ -185,7 +185,7 @@ func (g *guardedStore) Unlock(ctx context.Context) error {
 func TestKeeperConflictingSettingsInOneConfig(t *testing.T) {
 	t.Parallel()
 	_, srv := emulator(t, ccemu.Config{})
-	k := NewKeeper(NewLoginSource(userCreds()), nil, Local)
+	k := NewKeeper(NewLoginSource(userCreds()), nil, false)
 	t.Cleanup(func() { _ = k.Close() })
 	base := Settings{Client: testClient(t, srv), RefreshInterval: 5 * time.Minute, LoginTimeout: 10 * time.Second}
 	if _, err := k.Attach("cfg", base, nil); err != nil {
