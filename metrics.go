@@ -18,7 +18,7 @@ import (
 var (
 	metricLogins = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "lpauth", Name: "logins_total",
-		Help: "Login attempts to CC's Login Service, by result.",
+		Help: "Login attempts to CC's Login Service and AppJWT fetches from Sentinel, by result.",
 	}, []string{"account_id", "result"})
 	metricRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "lpauth", Name: "refreshes_total",
@@ -55,7 +55,7 @@ var (
 	}, []string{"account_id"})
 	metricLoginDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "lpauth", Name: "login_duration_seconds",
-		Help:    "Duration of login round trips (Domain API lookup included), successful or not.",
+		Help:    "Duration of login round trips and AppJWT fetches (Domain API lookup included), successful or not.",
 		Buckets: []float64{.025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"account_id"})
 	metricSessionAge = &sessionAgeCollector{desc: prometheus.NewDesc(
@@ -86,20 +86,18 @@ func registerMetrics(reg *prometheus.Registry) error {
 	return nil
 }
 
-// recordEvent counts what a keeper reports.
-func recordEvent(ev Event) {
-	switch ev.Kind {
-	case EventLogin, EventLoginFailed:
-		metricLogins.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
-		metricLoginDuration.WithLabelValues(ev.Account).Observe(ev.Duration.Seconds())
-	case EventRefresh, EventRefreshFailed, EventSessionLost:
-		metricRefreshes.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
-		if ev.ShortLived {
-			metricShortLived.WithLabelValues(ev.Account).Inc()
-		}
-	case EventLogout, EventLogoutFailed:
-		metricLogouts.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
-	}
+// The counts of eventTable's kinds.
+func countLogin(ev Event) {
+	metricLogins.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
+	metricLoginDuration.WithLabelValues(ev.Account).Observe(ev.Duration.Seconds())
+}
+
+func countRefresh(ev Event) {
+	metricRefreshes.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
+}
+
+func countLogout(ev Event) {
+	metricLogouts.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
 }
 
 // resultOf names the outcome of a CC call for a metric label.

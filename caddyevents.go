@@ -5,8 +5,6 @@ package lpauth
 
 import (
 	"context"
-	"errors"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
@@ -59,7 +57,8 @@ const (
 //	                     reason: the error text
 //
 // Refreshes, failed refreshes and failed logouts emit nothing (the session
-// did not change state), and nothing is emitted per request.
+// did not change state), and nothing is emitted per request. Which kind
+// emits what is eventTable's (observer.go).
 //
 // Events are emitted synchronously, in the order the keeper reports them:
 // Caddy's event handlers are expected to be quick (exec runs its command in
@@ -80,11 +79,17 @@ type eventEmitter struct {
 const EventOriginID = "http.handlers.lpauth.events"
 
 // eventOrigin stands for the handler as the origin of its events; it has
-// no configuration. The handler's own provisioning context cannot serve:
-// Caddy shares the lineage of module contexts between siblings, so by the
-// time the handler emits, the handler provisioned after it in the same
-// route (a reverse_proxy) may have taken its place as the context's module.
-// A context of its own, loaded once, keeps its lineage.
+// no configuration, and it is not an HTTP handler, though its ID sits
+// among them (so `caddy list-modules` shows it there, and a route naming
+// `lpauth.events` fails to load it as one). It sits there because Caddy
+// delivers an event only up its origin's own module ID, and
+// `{event.module}` is that ID: under http.handlers.lpauth, a subscription
+// to the handler's modules receives lpauth's events. The handler's own
+// provisioning context cannot serve as the origin: Caddy shares the
+// lineage of module contexts between siblings, so by the time the handler
+// emits, the handler provisioned after it in the same route (a
+// reverse_proxy) may have taken its place as the context's module. A
+// context of its own, loaded once, keeps its lineage.
 type eventOrigin struct{ ctx caddy.Context }
 
 // CaddyModule returns the Caddy module information.
@@ -125,41 +130,12 @@ func newEventEmitter(ctx caddy.Context) *eventEmitter {
 	return &eventEmitter{app: events, ctx: mod.(*eventOrigin).ctx}
 }
 
-// emit publishes ev if it is a change of state.
-func (e *eventEmitter) emit(ev Event) {
-	if e == nil {
+// emit publishes ev if its kind is a change of state (spec, its entry in
+// eventTable, names the Caddy event). Every event carries the identity;
+// spec adds the kind's own data.
+func (e *eventEmitter) emit(spec eventSpec, ev Event) {
+	if e == nil || spec.caddyEvent == "" || !e.app.ShouldEmit(spec.caddyEvent) {
 		return
-	}
-	name, data := caddyEvent(ev)
-	if name == "" || !e.app.ShouldEmit(name) {
-		return
-	}
-	ctx := e.ctx
-	// A replacer of its own: caddyevents adds the event's placeholders to
-	// the context's one, which must not be shared between events.
-	ctx.Context = context.WithValue(ctx.Context, caddy.ReplacerCtxKey, caddy.NewReplacer())
-	e.app.Emit(ctx, name, data)
-}
-
-// caddyEvent maps a keeper event to a Caddy event name and its data; the
-// name is "" for what is not a change of state.
-func caddyEvent(ev Event) (string, map[string]any) {
-	var name string
-	switch ev.Kind {
-	case EventLogin:
-		name = CaddyEventLogin
-	case EventLoginFailed:
-		name = CaddyEventLoginFailed
-	case EventSessionLost:
-		name = CaddyEventSessionLost
-	case EventLogout:
-		name = CaddyEventLogout
-	case EventAdopted:
-		name = CaddyEventAdopted
-	case EventStoreFailed:
-		name = CaddyEventStoreFailed
-	default:
-		return "", nil
 	}
 	data := map[string]any{
 		"account_id": ev.Account,
@@ -167,40 +143,14 @@ func caddyEvent(ev Event) (string, map[string]any) {
 		"username":   ev.Username,
 		"host":       ev.Host,
 	}
-	switch ev.Kind {
-	case EventLogin:
-		data["replaced"] = ev.Relogin
-	case EventLoginFailed:
-		status := 0
-		var apiErr *APIError
-		if errors.As(ev.Err, &apiErr) {
-			status = apiErr.StatusCode
-		}
-		data["status"] = status
-		data["consecutive_failures"] = ev.Failures
-		// A string, not a time.Time: placeholders would show Go's
-		// String() form, monotonic clock reading included.
-		data["next_attempt"] = ev.NextAttempt.UTC().Format(time.RFC3339)
-		data["reason"] = errText(ev.Err)
-	case EventSessionLost:
-		data["lived_seconds"] = ev.Lived.Seconds()
-		data["short_lived"] = ev.ShortLived
-		if !ev.NextAttempt.IsZero() {
-			data["next_attempt"] = ev.NextAttempt.UTC().Format(time.RFC3339)
-		}
-	case EventStoreFailed:
-		data["reason"] = errText(ev.Err)
+	if spec.data != nil {
+		spec.data(ev, data)
 	}
-	return name, data
-}
-
-// errText is an error's text, which holds no secret: the same text the
-// log lines carry.
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
+	ctx := e.ctx
+	// A replacer of its own: caddyevents adds the event's placeholders to
+	// the context's one, which must not be shared between events.
+	ctx.Context = context.WithValue(ctx.Context, caddy.ReplacerCtxKey, caddy.NewReplacer())
+	e.app.Emit(ctx, spec.caddyEvent, data)
 }
 
 // Interface guard
