@@ -259,6 +259,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if bytes.Equal(bytes.TrimSpace(h.StorageRaw), []byte("null")) {
 		h.StorageRaw = nil // JSON null is absent, as for every field: no cluster mode
 	}
+	// Loading the storage module empties StorageRaw: the identity keeps
+	// the config as it was given.
+	storageRaw := h.StorageRaw
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("lpauth: metrics: %w", err)
 	}
@@ -304,14 +307,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	} else if cfg.encryptionKey != nil {
 		return errors.New("lpauth: encryption_key is only used with storage (cluster mode)")
 	}
-	fields := identityFieldsOf(cfg, h.StorageRaw)
+	fields := identityFieldsOf(cfg, storageRaw)
 	if err := refuseSecondHolder(ctx.GetMetricsRegistry(), src.Identity(), fields); err != nil {
 		return err
 	}
 	settings.CAFile = cfg.client.CAFile
-	key := identityKey(cfg, h.StorageRaw)
+	key := identityKey(cfg, storageRaw)
 	val, _, err := keepers.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledKeeper{NewKeeper(src, nil, h.StorageRaw != nil), fields}, nil
+		return pooledKeeper{NewKeeper(src, nil, storageRaw != nil), fields}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("lpauth: %w", err)

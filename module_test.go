@@ -969,3 +969,33 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 			"caddyfile", "password: {file."+path+"}: the file is missing, unreadable or empty")
 	}
 }
+
+// Turning cluster mode on by a reload, with a storage module of its own:
+// the identity takes in the storage config as given (loading the module
+// empties the field it came in), so the reload makes a clustered identity
+// rather than failing on the running local one.
+func TestReloadIntoClusterModeWithStorageModule(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, caddyConfig(srv, "", ""))
+	if r := send(t, "GET", dataPath("local"), nil); r.status != 200 {
+		t.Fatalf("local: %d", r.status)
+	}
+	dir := t.TempDir()
+	loadCaddy(t, caddyConfig(srv, "storage file_system {\n\t\t\troot "+dir+"\n\t\t}", ""))
+	if r := send(t, "GET", dataPath("clustered"), nil); r.status != 200 {
+		t.Fatalf("clustered: %d", r.status)
+	}
+	eventually(t, 5*time.Second, "the session stored for the cluster", func() bool {
+		found := false
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && strings.HasSuffix(p, ".json") && strings.Contains(p, "lpauth") {
+				found = true
+			}
+			return nil
+		})
+		return found
+	})
+	if n := emu.Counters().Logins; n != 2 {
+		t.Errorf("%d logins, want 2: the clustered identity is a new one", n)
+	}
+}
