@@ -18,21 +18,30 @@ import (
 // cleans up any module: so a failed reload, provisioned and then cancelled,
 // changes nothing, and a storage instance is let go before it is closed.
 func attachConfig(ctx caddy.Context, k *Keeper, s Settings) error {
-	// One loaded config shares its metrics registry across all its
-	// modules; its context differs per server.
-	use, err := k.Attach(ctx.GetMetricsRegistry(), s, ctx.Done())
+	events, err := configOf(ctx)
+	if err != nil {
+		return err
+	}
+	use, err := k.Attach(events, s, ctx.Done())
 	if err != nil {
 		return err
 	}
 	context.AfterFunc(ctx, use.Detach)
-	app, err := ctx.App("events")
-	if err != nil {
-		return fmt.Errorf("lpauth: events app: %w", err)
-	}
-	if err := app.(*caddyevents.App).On("started", startOnEvent{use}); err != nil {
+	if err := events.On("started", startOnEvent{use}); err != nil {
 		return fmt.Errorf("lpauth: events app: %w", err)
 	}
 	return nil
+}
+
+// configOf returns what tells one loaded config from another: its events
+// app, one instance shared by all its modules (their contexts differ per
+// server), the one whose "started" says the config runs.
+func configOf(ctx caddy.Context) (*caddyevents.App, error) {
+	app, err := ctx.App("events")
+	if err != nil {
+		return nil, fmt.Errorf("lpauth: events app: %w", err)
+	}
+	return app.(*caddyevents.App), nil
 }
 
 // startOnEvent starts a Use when its config's "started" event arrives.

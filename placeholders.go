@@ -6,10 +6,16 @@ package lpauth
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 )
+
+// The placeholders of both kinds: the config values expanded at load time
+// ({env.*}, {file.*}), and those lpauth sets on each request
+// ({http.lpauth.*}).
 
 // expandField expands the global placeholders ({env.*}, {file.*}, ...) of
 // one config value at load time; an empty value stays empty. An unknown or
@@ -38,4 +44,26 @@ func expandField(repl *caddy.Replacer, field, value string, secret bool) (string
 		}
 	}
 	return out, fmt.Errorf("%s: %w", field, err)
+}
+
+// setCredentialPlaceholders sets the placeholders that describe the
+// credential.
+func setCredentialPlaceholders(repl *caddy.Replacer, c *Credential) {
+	if repl != nil && c != nil {
+		repl.Set("http.lpauth.domain", (*issuerHost)(c))
+		repl.Set("http.lpauth.session_age", (*credentialAge)(c))
+	}
+}
+
+// issuerHost and credentialAge render the placeholders when they are used:
+// pointers box into an interface without allocating, strings do not.
+type issuerHost Credential
+
+func (h *issuerHost) String() string { return h.issuerHost }
+
+// credentialAge is the credential's age in whole seconds.
+type credentialAge Credential
+
+func (a *credentialAge) String() string {
+	return strconv.FormatInt(int64(time.Since(a.Obtained)/time.Second), 10)
 }
