@@ -17,12 +17,18 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
+// Both directives, and their order, in one place. Caddy orders a plugin's
+// directive only relative to a standard one, inserting it right after
+// that one: so lpauth goes in first and lpauth_ready second, which puts
+// lpauth_ready between forward_auth and lpauth. A basic_auth or
+// forward_auth guard runs before either, a site-level lpauth covers the
+// handle and route blocks below it, and it never runs before the probe.
+// TestReadyOrderedBeforeLpauth checks the result.
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("lpauth", parseCaddyfile)
-	// Right after forward_auth: a basic_auth or forward_auth guard runs
-	// first, and a site-level lpauth covers the handle and route blocks
-	// below it.
 	httpcaddyfile.RegisterDirectiveOrder("lpauth", httpcaddyfile.After, "forward_auth")
+	httpcaddyfile.RegisterHandlerDirective("lpauth_ready", parseReadyCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("lpauth_ready", httpcaddyfile.After, "forward_auth")
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

@@ -18,17 +18,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(Ready{})
-	httpcaddyfile.RegisterHandlerDirective("lpauth_ready", parseReadyCaddyfile)
-	// Caddy orders a plugin's directive only relative to a standard one.
-	// lpauth sits right after forward_auth, registered in caddyfile.go,
-	// whose init runs before this file's (the go command hands a package's
-	// files to the compiler in name order); this one, inserted right after
-	// forward_auth as well, lands between forward_auth and lpauth. So a
-	// basic_auth or forward_auth guard still runs first, and a site-level
-	// lpauth never runs before the probe. TestReadyOrderedBeforeLpauth
-	// checks the result.
-	httpcaddyfile.RegisterDirectiveOrder("lpauth_ready", httpcaddyfile.After, "forward_auth")
+	caddy.RegisterModule(Ready{}) // its directive: caddyfile.go
 }
 
 // Ready answers a readiness probe for lpauth: 200 OK when every identity
