@@ -111,7 +111,7 @@ func TestAppJWTRenewedBeforeExpiry(t *testing.T) {
 				mu.Lock()
 				slowest = max(slowest, r.took)
 				mu.Unlock()
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond) // steady traffic across the renewals: real time must pass
 			}
 		})
 	}
@@ -143,7 +143,7 @@ func TestAppJWTFailedRenewalServesUntilExpiry(t *testing.T) {
 		if r := send(t, "GET", dataPath("still"), nil); r.status != 200 {
 			t.Fatalf("status %d %s after the renewal failed, before the token expired", r.status, time.Since(obtained).Round(time.Millisecond))
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // requests spread until the token's real end
 	}
 	if n := emu.Counters().TokenRequestsServerError; n < 1 {
 		t.Fatalf("%d failed renewals before the end: the test saw no failing renewal", n)
@@ -160,7 +160,7 @@ func TestAppJWTFailedRenewalServesUntilExpiry(t *testing.T) {
 // All tokens revoked: one fetch for a burst of 401s, every body intact.
 func TestAppJWTRevokedOneFetchForABurst(t *testing.T) {
 	emu := appJWTProxy(t, 8*time.Second) // window 4s, renewal at 6.4s
-	time.Sleep(4200 * time.Millisecond)  // older than the window: a 401 means gone
+	time.Sleep(4200 * time.Millisecond)  // the token must age past its window in real time: then a 401 means gone
 	emu.RevokeTokens()
 	before := emu.Counters().TokenRequests
 	var wg sync.WaitGroup

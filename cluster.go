@@ -436,7 +436,7 @@ func (k *Keeper) adopting(s *Settings, stored *Credential) {
 	k.cluster.solo = nil
 	k.mu.Unlock()
 	if solo != nil && solo.Token != stored.Token {
-		go func() { _ = k.release(s, solo) }()
+		k.releaseInBackground(s, solo)
 	}
 }
 

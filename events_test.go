@@ -186,7 +186,6 @@ func awaitEvents(t *testing.T, n int) []recordedEvent {
 		}
 	}()
 	eventually(t, 10*time.Second, fmt.Sprintf("%d lpauth events", n), func() bool { return len(lpauthEvents("named")) >= n })
-	time.Sleep(200 * time.Millisecond)
 	evs := lpauthEvents("named")
 	if len(evs) != n {
 		t.Fatalf("events %v, want %d", namesOf(evs), n)
@@ -321,15 +320,17 @@ func TestEventsLogoutAtStop(t *testing.T) {
 
 func TestEventsNoneForRequestsOrRefreshes(t *testing.T) {
 	emu, _, _ := loggedInRecording(t, "refresh_interval 1s")
-	for i := range 50 {
+	i := 0
+	// Requests until two refreshes have come and gone.
+	eventually(t, 5*time.Second, "two refreshes among requests", func() bool {
+		i++
 		if r := send(t, "GET", dataPath(fmt.Sprintf("r%d", i)), nil); r.status != 200 {
 			t.Fatalf("request %d: %d", i, r.status)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	eventually(t, 5*time.Second, "a refresh", func() bool { return emu.Counters().Refreshes >= 1 })
+		return emu.Counters().Refreshes >= 2
+	})
 	if evs := lpauthEvents("all"); len(evs) != 1 {
-		t.Fatalf("after 50 requests and %d refreshes, lpauth emitted %v; want only the login", emu.Counters().Refreshes, namesOf(evs))
+		t.Fatalf("after %d requests and %d refreshes, lpauth emitted %v; want only the login", i, emu.Counters().Refreshes, namesOf(evs))
 	}
 }
 
@@ -420,8 +421,7 @@ func TestEventsAppJWTReloginReportsNoLogout(t *testing.T) {
 		t.Fatalf("relogin: %d %s; %d tokens", resp.StatusCode, body, emu.Counters().TokenRequestsOK)
 	}
 	evs := awaitEvents(t, 2)
-	// Let a release that would run in the background report itself.
-	time.Sleep(200 * time.Millisecond)
+	forEachKeeper(func(k *Keeper) { k.releases.Wait() }) // a release would run in the background
 	for _, e := range lpauthEvents("all") {
 		if e.name == CaddyEventLogout {
 			t.Errorf("an AppJWT relogin emitted %s %v", e.name, e.data)

@@ -113,7 +113,7 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 		if time.Now().After(deadline) {
 			t.Fatalf("not within %s: %s", within, what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // the poll's interval: real time passes between looks
 	}
 }
 

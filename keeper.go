@@ -88,6 +88,13 @@ type Keeper struct {
 	// credential.
 	heir     atomic.Pointer[Keeper]
 	inflight atomic.Int64 // requests holding this keeper's credential
+
+	releases sync.WaitGroup // releases running in the background
+
+	// obtainHook, when set (by tests), is told, in the caller's goroutine,
+	// of every obtain about to start in the background (nil) or refused
+	// (why: replaced, backing off, closed).
+	obtainHook func(refused error)
 }
 
 // NewKeeper returns a keeper of src's credential. It does no network I/O:
@@ -214,7 +221,7 @@ func (k *Keeper) Relogin(ctx context.Context) (*Credential, error) {
 	}
 	c, err := k.awaitObtain(ctx)
 	if err == nil && old != nil && !sameToken(c, old) {
-		go func() { _ = k.release(k.settings(), old) }()
+		k.releaseInBackground(k.settings(), old)
 	}
 	return c, err
 }
@@ -409,6 +416,15 @@ func (k *Keeper) successor() *Keeper {
 // serves now.
 var errReplaced = errors.New("lpauth: this identity was replaced by a newer configuration")
 
+// releaseInBackground releases c without making the caller wait for it.
+func (k *Keeper) releaseInBackground(s *Settings, c *Credential) {
+	k.releases.Add(1)
+	go func() {
+		defer k.releases.Done()
+		_ = k.release(s, c)
+	}()
+}
+
 // release ends c through the source and reports it.
 func (k *Keeper) release(s *Settings, c *Credential) error {
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
@@ -570,6 +586,21 @@ func (k *Keeper) failedObtainLocked(err error) Event {
 
 func (k *Keeper) retryObtain() {
 	if k.cur.Load() == nil {
+		k.startObtain()
+	}
+}
+
+// startObtain starts the single obtain in the background (or joins the one
+// in flight), unless none may start now.
+func (k *Keeper) startObtain() {
+	refused := k.unavailableNow()
+	if k.successor() != nil {
+		refused = errReplaced
+	}
+	if k.obtainHook != nil {
+		k.obtainHook(refused)
+	}
+	if refused == nil {
 		k.flight.DoChan("obtain", k.obtain)
 	}
 }

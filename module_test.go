@@ -400,14 +400,16 @@ func TestProxyChunkedBodyReplayedAfterExpiry(t *testing.T) {
 
 func TestProxyLate401RetriesWithoutLogin(t *testing.T) {
 	emu := loggedInProxy(t)
+	emu.HoldNextDataCalls(1)
 	slow := make(chan result)
-	go func() { slow <- send(t, "GET", dataPath("slow?delay=800ms"), nil) }()
-	time.Sleep(200 * time.Millisecond) // the slow request holds the old token
+	go func() { slow <- send(t, "GET", dataPath("slow"), nil) }()
+	eventually(t, 5*time.Second, "the slow request upstream, with the old token", func() bool { return emu.Counters().HeldDataCalls == 1 })
 	emu.ExpireSessions()
 	if r := send(t, "GET", dataPath("fast"), nil); r.status != 200 {
 		t.Fatalf("request after expiry: %d", r.status)
 	}
 	before := emu.Counters()
+	emu.ReleaseDataCalls()
 	if r := <-slow; r.status != 200 {
 		t.Fatalf("late 401 was not retried with the current token: %d %s", r.status, r.body)
 	}
@@ -488,7 +490,7 @@ func TestProxyWrongPasswordFast503s(t *testing.T) {
 		if n > 1 && r.took > time.Second {
 			t.Fatalf("a 503 during backoff took %s", r.took)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // requests spread over the 8 s the backoff is measured on
 	}
 	if a := emu.Counters().LoginAttempts; a < 1 || a > 3 {
 		t.Fatalf("%d login attempts in 8s with a wrong password, want 1 to 3", a)
@@ -690,7 +692,7 @@ func TestProxyHugeDeclaredLengthIsNotPreallocated(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 67108864\r\n\r\nonly this", dataPath("x"), proxyAddr)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the server must be reading the body when the client goes: nothing to wait on but time
 	conn.Close()
 	if r := send(t, "GET", dataPath("y"), nil); r.status != 200 {
 		t.Fatalf("after a request that declared 500 GiB: %d", r.status)

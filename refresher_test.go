@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,11 +48,12 @@ func TestKeeperNoLoginBeforeStart(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	k := NewKeeper(NewLoginSource(userCreds()), nil, false)
 	t.Cleanup(func() { _ = k.Close() })
+	var started atomic.Int32
+	k.obtainHook = func(error) { started.Add(1) } // told before an obtain starts, in Attach's goroutine
 	if _, err := k.Attach("test", testSettings(t, srv), nil); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
-	if k.Current() != nil || emu.Counters().LoginAttempts != 0 || emu.Counters().DomainLookups != 0 {
+	if started.Load() != 0 || k.Current() != nil || emu.Counters().LoginAttempts != 0 || emu.Counters().DomainLookups != 0 {
 		t.Fatal("the keeper contacted CC before its configuration started")
 	}
 }

@@ -4,8 +4,11 @@
 package lpauth
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,13 +27,14 @@ func TestKeeperObtainsAtStart(t *testing.T) {
 		t.Fatalf("%d logins at start, want 1", n)
 	}
 	// A second start of the same keeper (another config) adds nothing.
+	var started atomic.Int32
+	k.obtainHook = func(error) { started.Add(1) } // told before an obtain starts, in Start's goroutine
 	use, err := k.Attach("another", testSettings(t, srv), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	use.Start()
-	time.Sleep(100 * time.Millisecond)
-	if n := emu.Counters().LoginAttempts; n != 1 {
+	if n := emu.Counters().LoginAttempts; n != 1 || started.Load() != 0 {
 		t.Fatalf("%d login attempts after a second start of a logged-in keeper, want 1", n)
 	}
 }
@@ -82,8 +86,12 @@ func TestKeeperReplacedDropsItsRetry(t *testing.T) {
 	heir := testKeeper(t, srv, userCreds(), clock, nil)
 	eventually(t, 5*time.Second, "the heir's login at start", func() bool { return heir.Current() != nil })
 	old.Supersede(heir)
-	clock.Advance(10 * time.Minute)
-	time.Sleep(100 * time.Millisecond)
+	var refused atomic.Value
+	old.obtainHook = func(err error) { refused.Store(fmt.Sprint(err)) }
+	clock.Advance(10 * time.Minute) // the retry falls due, in this goroutine
+	if got := refused.Load(); got != errReplaced.Error() {
+		t.Fatalf("the retry that fell due: %v, want it refused as replaced", got)
+	}
 	if n := emu.Counters().LoginAttempts; n != 2 {
 		t.Fatalf("%d login attempts, want 2 (the failed one and the heir's)", n)
 	}
@@ -94,17 +102,21 @@ func TestKeeperReplacedDropsItsRetry(t *testing.T) {
 func TestKeeperReleaseWaitsForRequests(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	k := testKeeper(t, srv, userCreds(), nil, nil)
+	var loggedOut atomic.Int64 // when the logout ended, in Unix nanoseconds
+	k := testKeeper(t, srv, userCreds(), nil, func(s *Settings) {
+		s.Observer = func(ev Event) {
+			if ev.Kind == EventLogout {
+				loggedOut.Store(time.Now().UnixNano())
+			}
+		}
+	})
 	if _, err := k.Get(bg()); err != nil {
 		t.Fatal(err)
 	}
 	k.BeginRequest()
 	closed := make(chan struct{})
 	go func() { _ = k.CloseAfterRequests(10*time.Second, nil); close(closed) }()
-	time.Sleep(300 * time.Millisecond)
-	if n := emu.Counters().Logouts; n != 0 {
-		t.Fatalf("logged out with a request in flight (%d logouts)", n)
-	}
+	eventually(t, 5*time.Second, "the release to begin", func() bool { return errors.Is(k.unavailableNow(), ErrClosed) })
 	start := time.Now()
 	k.EndRequest()
 	<-closed
@@ -113,6 +125,9 @@ func TestKeeperReleaseWaitsForRequests(t *testing.T) {
 	}
 	if n := emu.Counters().Logouts; n != 1 {
 		t.Fatalf("%d logouts, want 1", n)
+	}
+	if at := loggedOut.Load(); at < start.UnixNano() {
+		t.Fatalf("logged out %s before the request in flight ended", time.Duration(start.UnixNano()-at))
 	}
 
 	// A request that never ends holds the release no longer than the bound.
@@ -214,7 +229,7 @@ func TestKeeperReplacedReloginKeepsTheHeirsSession(t *testing.T) {
 	if err != nil || c.Token != heir.Current().Token {
 		t.Fatalf("relogin of a replaced keeper: %v, want the heir's session", err)
 	}
-	time.Sleep(200 * time.Millisecond) // a release would run in the background
+	old.releases.Wait() // a release would run in the background
 	if n := emu.Counters(); n.Logouts != 0 || n.Logins != 1 {
 		t.Fatalf("%d logouts, %d logins: the relogin ended the heir's session", n.Logouts, n.Logins)
 	}

@@ -99,8 +99,8 @@ func (u *Use) Start() {
 // obtainInBackground starts the single obtain unless there is a credential
 // or the keeper is backing off (its retry is planned) or closed.
 func (k *Keeper) obtainInBackground() {
-	if k.cur.Load() == nil && k.unavailableNow() == nil {
-		k.flight.DoChan("obtain", k.obtain)
+	if k.cur.Load() == nil {
+		k.startObtain()
 	}
 }
 

@@ -100,7 +100,7 @@ func TestKeeperFailedCheckRefreshCallsIn5s(t *testing.T) {
 			for time.Now().Before(stop) {
 				k.Unauthorized(bg(), s1)
 				answers[i]++
-				time.Sleep(time.Millisecond)
+				time.Sleep(time.Millisecond) // callers spread over the 5 s the checks are counted in
 			}
 		})
 	}

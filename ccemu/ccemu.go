@@ -117,6 +117,7 @@
 // # Knobs
 //
 // FailNextLogins, DelayNextLogins, FailNextRefreshes, FailNextDomainLookups,
+// HoldNextDataCalls, ReleaseDataCalls,
 // ExpireSessions, SetPassword, SetSessionTTL, SetLoginRate, SetServiceHost,
 // SetMultipleSessions,
 // FailNextTokens, DelayNextTokens, SetTokenRate, SetTokenLifetime,
@@ -271,6 +272,9 @@ type Counters struct {
 	UnauthorizedDataCalls int64 `json:"unauthorized_data_calls"` // data API calls answered 401
 	AppJWTDataCalls       int64 `json:"app_jwt_data_calls"`      // the DataCalls made with an AppJWT
 	LiveSessions          int   `json:"live_sessions"`
+	// HeldDataCalls is how many data API calls HoldNextDataCalls holds
+	// now, before their credential is checked.
+	HeldDataCalls int `json:"held_data_calls"`
 	// SessionsEndedByLogin counts live sessions ended because their user
 	// logged in again (one session per user).
 	SessionsEndedByLogin int64 `json:"sessions_ended_by_login"`
@@ -318,6 +322,7 @@ type Emulator struct {
 	failRefresh injection
 	failDomain  injection
 	svcHosts    map[string]string // SetServiceHost overrides
+	hold        holds             // HoldNextDataCalls
 	counters    Counters
 	attempts    []time.Time
 	secrets     []string
@@ -436,6 +441,61 @@ func (l *rateLimit) allow(now time.Time) bool {
 }
 
 // delays is a delay knob: the next left calls wait d.
+// holds keeps data API calls waiting until released.
+type holds struct {
+	left    int           // calls still to hold
+	held    int           // calls held now
+	release chan struct{} // closed to let them go
+}
+
+// HoldNextDataCalls holds the next n data API calls before their
+// credential is checked, until ReleaseDataCalls (or the client goes away):
+// a test knows a request is upstream, with the credential it carries, once
+// Counters().HeldDataCalls says so, and decides when CC answers it.
+func (e *Emulator) HoldNextDataCalls(n int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.hold.left = max(n, 0)
+	if e.hold.release == nil {
+		e.hold.release = make(chan struct{})
+	}
+}
+
+// ReleaseDataCalls lets every held data API call go on and holds no more.
+func (e *Emulator) ReleaseDataCalls() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.hold.left = 0
+	if e.hold.release != nil {
+		close(e.hold.release)
+		e.hold.release = nil
+	}
+}
+
+// holdData waits while the call is to be held; false if the client left.
+func (e *Emulator) holdData(ctx context.Context) bool {
+	e.mu.Lock()
+	if e.hold.left <= 0 || e.hold.release == nil {
+		e.mu.Unlock()
+		return true
+	}
+	e.hold.left--
+	e.hold.held++
+	release := e.hold.release
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.hold.held--
+		e.mu.Unlock()
+	}()
+	select {
+	case <-release:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 type delays struct {
 	left int
 	d    time.Duration
@@ -590,6 +650,10 @@ func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.failLogins, e.delayLogins, e.failRefresh, e.failDomain = injection{}, delays{}, injection{}, injection{}
+	if e.hold.release != nil {
+		close(e.hold.release) // a held call goes on
+	}
+	e.hold = holds{}
 	e.counters = Counters{}
 	e.attempts = nil
 	e.loginRate.log = nil
@@ -605,6 +669,7 @@ func (e *Emulator) Counters() Counters {
 	c := e.counters
 	now := e.now()
 	c.LiveSessions = e.liveLocked(now)
+	c.HeldDataCalls = e.hold.held
 	c.LiveTokens = e.liveTokensLocked(now)
 	return c
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -921,5 +922,35 @@ func TestIssuedSecrets(t *testing.T) {
 	got = New(Config{}).IssuedSecrets()
 	if !slices.Contains(got, DefaultPassword) || !slices.Contains(got, DefaultAppSecret) {
 		t.Errorf("defaults missing: %v", got)
+	}
+}
+
+// HoldNextDataCalls holds a data call before its credential is checked, so
+// a session ended meanwhile is what it meets; ReleaseDataCalls lets it go.
+// Both work over HTTP too.
+func TestHoldDataCalls(t *testing.T) {
+	t.Parallel()
+	e, srv := newServer(t, Config{})
+	s := mustLogin(t, srv, userBody())
+	ctl := httptest.NewServer(e.ControlHandler("/_ccemu"))
+	t.Cleanup(ctl.Close)
+	if r := post(t, ctl.URL+"/_ccemu/hold-data?count=1", "", nil); r.status != 200 {
+		t.Fatalf("hold-data: %d %s", r.status, r.body)
+	}
+	held := make(chan reply, 1)
+	go func() { held <- s.data(t, srv, "/held") }()
+	for e.Counters().HeldDataCalls != 1 {
+		runtime.Gosched()
+	}
+	if r := s.data(t, srv, "/not-held"); r.status != 200 {
+		t.Fatalf("a second call was held too: %d", r.status)
+	}
+	e.ExpireSessions()
+	if r := post(t, ctl.URL+"/_ccemu/release-data", "", nil); r.status != 200 {
+		t.Fatalf("release-data: %d %s", r.status, r.body)
+	}
+	envelope(t, <-held, 401, codeBearer, "UNAUTHORIZED")
+	if n := e.Counters().HeldDataCalls; n != 0 {
+		t.Errorf("%d calls still held", n)
 	}
 }

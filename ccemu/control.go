@@ -31,6 +31,8 @@ import (
 //	POST {prefix}/revoke-tokens                              {"revoked":N}
 //	POST {prefix}/require-bare-token?required=true           true or false
 //	POST {prefix}/multiple-sessions?allowed=true             true or false: several live sessions per user
+//	POST {prefix}/hold-data?count=1                          hold the next data API calls (see held_data_calls)
+//	POST {prefix}/release-data                               let every held data API call go on
 //	POST {prefix}/set-password?user=demo-agent&end_sessions=true   {"user":...,"ended_sessions":N}
 //	     with the new password in a form body, password=... (never in the URL)
 //	POST {prefix}/reset
@@ -74,7 +76,7 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 	switch name {
 	case "counters", "expire", "fail-logins", "delay-logins", "fail-refreshes", "fail-domain-lookups",
 		"service-host", "login-rate", "session-ttl", "reset", "fail-tokens", "delay-tokens", "token-rate",
-		"token-lifetime", "revoke-tokens", "require-bare-token", "set-password", "multiple-sessions":
+		"token-lifetime", "revoke-tokens", "require-bare-token", "set-password", "multiple-sessions", "hold-data", "release-data":
 	default:
 		e.writeError(w, http.StatusNotFound, codeNotFound, "Unknown control endpoint "+name)
 		return
@@ -100,6 +102,15 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 		out = map[string]bool{"reset": true}
 	case "revoke-tokens":
 		out = map[string]int{"revoked": e.RevokeTokens()}
+	case "hold-data":
+		var n int
+		if n, err = intParam(q, "count", 1, 0); err == nil {
+			e.HoldNextDataCalls(n)
+			out = map[string]int{"count": n}
+		}
+	case "release-data":
+		e.ReleaseDataCalls()
+		out = map[string]bool{"released": true}
 	case "fail-logins", "fail-tokens":
 		var n, status int
 		var retry time.Duration

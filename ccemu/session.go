@@ -305,7 +305,7 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 		}
 		status = n
 	}
-	if !sleepCtx(r.Context(), delay) {
+	if !sleepCtx(r.Context(), delay) || !e.holdData(r.Context()) {
 		return
 	}
 
