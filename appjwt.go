@@ -40,9 +40,10 @@ import (
 //   - It computes Expiry from time.Now, not from an injectable clock, and
 //     drops ExpiresIn: the lifetime is read from the raw expires_in field
 //     (Token.Extra) instead.
-//   - An expires_in that is not an integer (3600.0, "1.5") fails the whole
-//     reply as unparsable, where a number would do. Sentinel sends integers
-//     or nothing, so this is accepted as it is.
+//   - An expires_in in a JSON reply that is not an integer (3600.5,
+//     "1800.9", 1.2e3) fails the whole reply as unparsable, where the
+//     number would do: oauthTransport rounds it down before x/oauth2
+//     reads the reply (wholeExpiresIn).
 //   - It sets neither Accept nor User-Agent: oauthHTTPClient adds them.
 //   - AuthStyle must be set to AuthStyleInParams: the default auto-detect
 //     first sends the secret in a Basic header and, after any error, sends
@@ -333,8 +334,9 @@ func numericDate(raw json.RawMessage) (float64, bool) {
 }
 
 // expiresInSeconds reads expires_in as x/oauth2 hands it over: a float64
-// (JSON), an int64 or a string (form replies), nil when absent. 0 means
-// absent; a value that is no number is refused.
+// (JSON), an int64 or a string (form replies), nil when absent, in whole
+// seconds, rounded down. 0 means absent; a value that is no number is
+// refused.
 func expiresInSeconds(v any) (float64, error) {
 	var f float64
 	switch x := v.(type) {
@@ -361,7 +363,7 @@ func expiresInSeconds(v any) (float64, error) {
 	default:
 		return 0, errExpiresIn
 	}
-	return max(f, 0), nil
+	return max(math.Floor(f), 0), nil
 }
 
 // tokenLifetime is expires_in, else the time to exp, else one hour, within

@@ -44,6 +44,8 @@ func FuzzParseTokenReply(f *testing.F) {
 	f.Add(200, "application/json", []byte(`{"access_token":"`+jwt+`","token_type":"Bearer","expires_in":3600}`))
 	f.Add(200, "application/json", []byte(`{"access_token":"`+jwt+`","token_type":"Bearer"}`))
 	f.Add(200, "application/json", []byte(`{"access_token":"`+jwt+`\r\nX: 1"}`))
+	f.Add(200, "application/json", []byte(`{"access_token":"`+jwt+`","expires_in":3600.5}`))
+	f.Add(200, "application/json; charset=utf-8", []byte(`{"expires_in":"-1e400","access_token":"`+jwt+`"}`))
 	f.Add(200, "text/plain", []byte("access_token="+jwt+"&expires_in=NaN"))
 	f.Add(401, "application/json", []byte(`{"error":"invalid_client","error_description":"`+testAppSecret+`"}`))
 	f.Add(429, "application/json", []byte(`{"error":"slow_down","access_token":"`+jwt+`"}`))

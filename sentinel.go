@@ -4,8 +4,15 @@
 package lpauth
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"mime"
 	"net/http"
+	"strconv"
 )
 
 // sentinelService is the Domain API name of Sentinel, CC's OAuth 2.0
@@ -54,5 +61,52 @@ func (t oauthTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if t.userAgent != "" {
 		r.Header.Set("User-Agent", t.userAgent)
 	}
-	return t.rt.RoundTrip(r)
+	resp, err := t.rt.RoundTrip(r)
+	if err != nil || resp.StatusCode/100 != 2 {
+		return resp, err
+	}
+	return wholeExpiresIn(resp)
+}
+
+// maxTokenReply is as much of a reply as x/oauth2 reads.
+const maxTokenReply = 1 << 20
+
+// wholeExpiresIn rounds down the expires_in of a JSON token reply that is
+// not an integer (3600.5, "1800.9", 1.2e3; negative ones become 0, absent):
+// x/oauth2 refuses the whole reply for it, where the number would do. It
+// reads form and text replies leniently itself. Any other reply is passed
+// on as it came.
+func wholeExpiresIn(resp *http.Response) (*http.Response, error) {
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" || mt == "text/plain" {
+		return resp, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenReply+1))
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	var reply map[string]json.RawMessage
+	if len(body) > maxTokenReply || json.Unmarshal(body, &reply) != nil {
+		return resp, nil
+	}
+	var n json.Number // a number, or a string that holds one
+	if raw, ok := reply["expires_in"]; !ok || json.Unmarshal(raw, &n) != nil {
+		return resp, nil
+	}
+	if _, err := n.Int64(); err == nil {
+		return resp, nil
+	}
+	f, err := strconv.ParseFloat(n.String(), 64) // out of range: ±Inf
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return resp, nil
+	}
+	whole := int64(min(max(math.Floor(f), 0), math.MaxInt32)) // x/oauth2's own cap
+	reply["expires_in"] = json.RawMessage(strconv.FormatInt(whole, 10))
+	if body, err = json.Marshal(reply); err != nil {
+		return resp, nil
+	}
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	resp.Header.Del("Content-Length")
+	return resp, nil
 }
