@@ -56,9 +56,17 @@ const (
 	// defaultAppJWTLifetime applies when neither expires_in nor exp says:
 	// "An AppJWT is valid for one hour".
 	defaultAppJWTLifetime = time.Hour
-	// minAppJWTLifetime keeps a nonsense lifetime (0, negative, expired on
-	// arrival) from renewing in a tight loop.
+	// minAppJWTLifetime keeps a nonsense lifetime the reply states (0,
+	// negative) from renewing in a tight loop.
 	minAppJWTLifetime = time.Second
+	// skewRenewal: a token whose end rests on this host's clock alone and
+	// comes within it (or has passed) points at a clock ahead of Sentinel's,
+	// not at a token that short; it is renewed this long after its fetch.
+	skewRenewal = time.Minute
+	// skewLifetime is how long such a token is kept: renewed at 80 %, so
+	// skewRenewal after the fetch, and served a little beyond while a
+	// failed renewal is retried.
+	skewLifetime = skewRenewal * 5 / 4
 	// maxAppJWTCheckWindow bounds the window within which a 401 for a
 	// young token is the endpoint's own answer.
 	maxAppJWTCheckWindow = 30 * time.Second
@@ -236,10 +244,11 @@ func (a *AppJWTSource) credential(token string, expiresIn any, issuer string) (*
 	if err != nil {
 		return nil, err
 	}
-	now := a.now()
-	lifetime := tokenLifetime(secs, claims, now)
+	now := a.now() // the reply's arrival
+	lifetime, skew := tokenLifetime(secs, claims, now)
 	cred := newCredential(token, issuer, lifetime, appJWTMark{})
 	cred.Expires = now.Add(lifetime)
+	cred.ClockSkew = skew
 	return cred, nil
 }
 
@@ -366,25 +375,39 @@ func expiresInSeconds(v any) (float64, error) {
 	return max(math.Floor(f), 0), nil
 }
 
-// tokenLifetime is expires_in, else the time to exp, else one hour, within
-// [minAppJWTLifetime, maxSessionTTL]. With exp, a local clock that
-// disagrees with the issuer's (the token already expired, or living longer
-// than exp − iat) is overruled by the issuer's own span exp − iat.
-func tokenLifetime(expiresIn float64, cl jwtClaims, now time.Time) time.Duration {
-	d := defaultAppJWTLifetime
-	switch {
-	case expiresIn > 0:
-		d = secondsDuration(expiresIn)
-	case cl.hasExp:
-		nowSecs := float64(now.UnixNano()) / 1e9
-		d = secondsDuration(cl.exp - nowSecs)
-		if cl.hasIat && cl.exp > cl.iat {
-			if full := secondsDuration(cl.exp - cl.iat); d <= 0 || d > full {
-				d = full
-			}
+// tokenLifetime is the token's lifetime from its arrival at now: the
+// smallest of expires_in, exp − iat when the JWT has both, and exp − now
+// when it has exp without iat; one hour when none is known; within
+// [minAppJWTLifetime, maxSessionTTL]. A lifetime the reply states
+// (expires_in, exp − iat) is used however short. When the smallest is
+// exp − now, it rests on this host's clock alone: under skewRenewal (or
+// past), it says more about a clock ahead of Sentinel's than about the
+// token, and skew is true with skewLifetime, so that the token is renewed
+// a minute after its fetch instead of in a loop.
+func tokenLifetime(expiresIn float64, cl jwtClaims, now time.Time) (lifetime time.Duration, skew bool) {
+	var d time.Duration // the smallest known; 0: none
+	shorter := func(v time.Duration) {
+		if v > 0 && (d == 0 || v < d) {
+			d = v
 		}
 	}
-	return min(max(d, minAppJWTLifetime), maxSessionTTL)
+	if expiresIn > 0 {
+		shorter(secondsDuration(expiresIn))
+	}
+	switch {
+	case cl.hasExp && cl.hasIat && cl.exp > cl.iat:
+		shorter(secondsDuration(cl.exp - cl.iat))
+	case cl.hasExp:
+		left := cl.exp - float64(now.UnixNano())/1e9
+		if left < skewRenewal.Seconds() && (d == 0 || left < d.Seconds()) {
+			return skewLifetime, true
+		}
+		shorter(secondsDuration(left))
+	}
+	if d == 0 {
+		d = defaultAppJWTLifetime
+	}
+	return min(max(d, minAppJWTLifetime), maxSessionTTL), false
 }
 
 // secondsDuration converts seconds to a duration within [0, maxSessionTTL]

@@ -258,21 +258,34 @@ func TestAppJWTDomainAPI(t *testing.T) {
 func TestAppJWTLifetime(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) int64 { return now.Add(d).Unix() }
+	// A lifetime that rests on this host's clock alone and is under a
+	// minute, or an exp already past by that clock: renewed a minute after
+	// the fetch (clock skew), not in a loop.
+	const skewed = 0
 	for _, tc := range []struct {
 		name   string
 		reply  map[string]any // without access_token
 		claims map[string]any
-		want   time.Duration
+		want   time.Duration // skewed: renewed 60 s after the fetch
 	}{
 		{"expires_in", map[string]any{"expires_in": 3600}, nil, time.Hour},
 		{"expires_in as string", map[string]any{"expires_in": "120"}, nil, 2 * time.Minute},
-		{"expires_in wins over exp", map[string]any{"expires_in": 60}, map[string]any{"exp": at(time.Hour)}, time.Minute},
+		{"expires_in shorter than exp", map[string]any{"expires_in": 60}, map[string]any{"exp": at(time.Hour)}, time.Minute},
+		{"exp sooner than a huge expires_in", map[string]any{"expires_in": int64(1e15)}, map[string]any{"exp": at(time.Hour)}, time.Hour},
+		{"exp − iat shorter than expires_in", map[string]any{"expires_in": 7200}, map[string]any{"exp": at(75 * time.Minute), "iat": at(15 * time.Minute)}, time.Hour},
+		{"a short expires_in is used as it is", map[string]any{"expires_in": 4}, map[string]any{"exp": at(4 * time.Second), "iat": at(0)}, 4 * time.Second},
+		{"a short exp − iat is used as it is", nil, map[string]any{"exp": at(4 * time.Second), "iat": at(0)}, 4 * time.Second},
 		{"exp only", nil, map[string]any{"exp": at(45 * time.Minute)}, 45 * time.Minute},
 		{"exp and iat agree", nil, map[string]any{"exp": at(time.Hour), "iat": at(0)}, time.Hour},
-		{"exp of an older token", nil, map[string]any{"exp": at(40 * time.Minute), "iat": at(-20 * time.Minute)}, 40 * time.Minute},
+		{"exp − iat, whatever this host's clock says", nil, map[string]any{"exp": at(40 * time.Minute), "iat": at(-20 * time.Minute)}, time.Hour},
 		{"local clock behind the issuer", nil, map[string]any{"exp": at(75 * time.Minute), "iat": at(15 * time.Minute)}, time.Hour},
 		{"local clock far ahead", nil, map[string]any{"exp": at(-time.Hour), "iat": at(-2 * time.Hour)}, time.Hour},
-		{"exp passed, no iat: the floor", nil, map[string]any{"exp": at(-time.Minute)}, minAppJWTLifetime},
+		{"exp passed, no iat: clock skew", nil, map[string]any{"exp": at(-time.Minute)}, skewed},
+		{"exp passed, expires_in, no iat: clock skew", map[string]any{"expires_in": 3600}, map[string]any{"exp": at(-time.Minute)}, skewed},
+		{"exp in 30 s, no iat: clock skew", nil, map[string]any{"exp": at(30 * time.Second)}, skewed},
+		{"exp in 30 s sooner than expires_in, no iat: clock skew", map[string]any{"expires_in": 3600}, map[string]any{"exp": at(30 * time.Second)}, skewed},
+		{"exp in 30 s later than expires_in, no iat", map[string]any{"expires_in": 20}, map[string]any{"exp": at(30 * time.Second)}, 20 * time.Second},
+		{"exp in 61 s, no iat", nil, map[string]any{"exp": at(61 * time.Second)}, 61 * time.Second},
 		{"exp as a float", nil, map[string]any{"exp": float64(at(10*time.Minute)) + 0.5}, 10*time.Minute + 500*time.Millisecond},
 		{"neither: one hour", nil, nil, time.Hour},
 		{"expires_in 0 means absent", map[string]any{"expires_in": 0}, map[string]any{"exp": at(5 * time.Minute)}, 5 * time.Minute},
@@ -283,6 +296,7 @@ func TestAppJWTLifetime(t *testing.T) {
 		{"fractional expires_in as a string, rounded down", map[string]any{"expires_in": "1800.9"}, nil, 30 * time.Minute},
 		{"expires_in with an exponent", map[string]any{"expires_in": json.RawMessage("1.2e3")}, nil, 20 * time.Minute},
 		{"expires_in beyond float64 is bounded", map[string]any{"expires_in": json.RawMessage("1e400")}, nil, maxSessionTTL},
+		{"expires_in beyond float64, exp sooner", map[string]any{"expires_in": json.RawMessage("1e400")}, map[string]any{"exp": at(time.Hour)}, time.Hour},
 		{"negative fractional expires_in means absent", map[string]any{"expires_in": -5.5}, nil, time.Hour},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -297,11 +311,24 @@ func TestAppJWTLifetime(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cred.Lifetime != tc.want {
-				t.Errorf("lifetime %s, want %s", cred.Lifetime, tc.want)
+			cred.Obtained = now
+			renew := src.RenewAfter(cred, time.Hour)
+			if cred.ClockSkew != (tc.want == skewed) {
+				t.Errorf("clock skew %v, want %v", cred.ClockSkew, tc.want == skewed)
 			}
-			if got := cred.Expires; !got.Equal(now.Add(tc.want)) {
-				t.Errorf("expires %s, want now + %s", got, tc.want)
+			if tc.want == skewed {
+				// Kept until a little after that renewal, so a failed
+				// one is retried before the token is dropped.
+				if renew != time.Minute || cred.Lifetime <= time.Minute || cred.Lifetime > 2*time.Minute {
+					t.Errorf("renewed after %s, lifetime %s; want renewed 60 s after the fetch, kept a little longer", renew, cred.Lifetime)
+				}
+			} else {
+				if cred.Lifetime != tc.want || renew != tc.want/5*4 {
+					t.Errorf("lifetime %s renewed after %s, want %s renewed at 80 %%", cred.Lifetime, renew, tc.want)
+				}
+			}
+			if got := cred.Expires; !got.Equal(now.Add(cred.Lifetime)) {
+				t.Errorf("expires %s, want now + %s: measured from the reply's arrival", got, cred.Lifetime)
 			}
 		})
 	}

@@ -49,6 +49,9 @@ type Event struct {
 	// Lifetime is how long the credential lives without renewal, as its
 	// issuer announced it (0 if unknown).
 	Lifetime time.Duration
+	// ClockSkew: the credential's end suggests this host's clock is ahead
+	// of its issuer's (Credential.ClockSkew).
+	ClockSkew bool
 	// For EventSessionLost: how long the session lived (from its obtain
 	// time, the stored one if adopted), and whether it counted as
 	// short-lived (one session per user: another login ended it).

@@ -737,7 +737,7 @@ func (d *deadTokens) has(token string) bool {
 func (k *Keeper) event(kind EventKind, c *Credential) Event {
 	ev := Event{Kind: kind, Account: k.id.Account, Mode: k.id.Mode, Username: k.id.Name, Clustered: k.clustered}
 	if c != nil {
-		ev.Host, ev.Lifetime = c.Issuer, c.Lifetime
+		ev.Host, ev.Lifetime, ev.ClockSkew = c.Issuer, c.Lifetime, c.ClockSkew
 	}
 	return ev
 }

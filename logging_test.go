@@ -37,3 +37,27 @@ func TestLoginWarnsWhenRefreshIntervalReachesSessionTTL(t *testing.T) {
 		}
 	}
 }
+
+// An AppJWT whose end rests on this host's clock alone and came within a
+// minute (or had passed) is logged as suspected clock skew, at each fetch.
+func TestClockSkewWarning(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		ev   Event
+		warn bool
+	}{
+		{Event{Kind: EventLogin, Mode: AppJWTMode, ClockSkew: true}, true},
+		{Event{Kind: EventAdopted, Mode: AppJWTMode, ClockSkew: true}, true},
+		{Event{Kind: EventRefresh, Mode: AppJWTMode, ClockSkew: true}, true},
+		{Event{Kind: EventLogin, Mode: AppJWTMode, Lifetime: time.Hour}, false},
+		{Event{Kind: EventLoginFailed, Mode: AppJWTMode}, false},
+	} {
+		core, logs := observer.New(zapcore.WarnLevel)
+		h := &Handler{logger: zap.New(core)}
+		h.observer(nil, time.Hour)(tc.ev)
+		warned := logs.FilterMessageSnippet("clock skew").FilterLevelExact(zapcore.WarnLevel).Len() == 1
+		if warned != tc.warn {
+			t.Errorf("%s, clock skew %v: warned %v, want %v", tc.ev.Kind, tc.ev.ClockSkew, warned, tc.warn)
+		}
+	}
+}

@@ -157,6 +157,10 @@ func (h *Handler) observer(events *eventEmitter, refreshInterval time.Duration) 
 			h.logger.Warn("refresh_interval is not below the session's idle lifetime CC announced; the session may expire between refreshes",
 				zap.String("account_id", ev.Account), zap.Duration("refresh_interval", refreshInterval), zap.Duration("session_ttl", ev.Lifetime))
 		}
+		if ev.ClockSkew && (ev.Kind == EventLogin || ev.Kind == EventAdopted || ev.Kind == EventRefresh) {
+			h.logger.Warn("suspected clock skew: by this host's clock the AppJWT's exp was under a minute away or already past, and Sentinel's reply gave no iat and no shorter expires_in; renewing the token a minute after each fetch. Check this host's clock",
+				zap.String("account_id", ev.Account), zap.String("client_id", ev.Username))
+		}
 	}
 }
 

@@ -96,6 +96,12 @@ type Credential struct {
 	// end is served until then even if renewing it fails.
 	Expires time.Time
 
+	// ClockSkew: its end rested on this host's clock alone and came within
+	// a minute or had passed on arrival (an AppJWT's exp, with no shorter
+	// expires_in and no iat), which points at this host's clock being
+	// ahead of the issuer's; it is renewed a minute after it was obtained.
+	ClockSkew bool
+
 	state any // the source's own, e.g. *Session
 
 	// authValue is "Bearer <token>", built once so that the request path
