@@ -97,13 +97,13 @@ func TestE2ETwoHoldersOfOneUserStopFighting(t *testing.T) {
 				t.Errorf("the waiting instance: %d Retry-After %q after %s, want 503 at once", status, hdr.Get("Retry-After"), time.Since(start))
 			}
 			out := waiting.proc.out.String()
-			if !strings.Contains(out, "one session per user") || !strings.Contains(out, conflictWaitPhrase) ||
+			if !strings.Contains(out, "one session per user") || !strings.Contains(out, ConflictWaitPhrase) ||
 				!strings.Contains(out, "session of "+tc.user+" ended") {
 				t.Errorf("the waiting instance's log does not say why:\n%s", out)
 			}
 			admin, _ := admins.Load(waiting.url)
-			if n := shortLivedMetric(t, admin.(int)); n != conflictAfter {
-				t.Errorf("caddy_lpauth_short_lived_sessions_total %v on the waiting instance, want %d", n, conflictAfter)
+			if n := shortLivedMetric(t, admin.(int)); n != ConflictAfter {
+				t.Errorf("caddy_lpauth_short_lived_sessions_total %v on the waiting instance, want %d", n, ConflictAfter)
 			}
 		})
 	}

@@ -173,7 +173,7 @@ func TestE2EClusterRedisOutageUnderOneSessionPerUser(t *testing.T) {
 	c := emu.Counters()
 	t.Logf("logins per instance while the storage was down: %v; served 200 again after %v; %d logins, %d ended by a login in all",
 		during, served, c.Logins, c.SessionsEndedByLogin)
-	bound := refresh + loginTimeout + conflictPeekEvery
+	bound := refresh + loginTimeout + ConflictPeekEvery
 	for i, d := range served {
 		if d == 0 || d > bound {
 			t.Errorf("instance %d served 200 %v after the storage came back, want within %v", i+1, d, bound)

@@ -188,8 +188,8 @@ func TestE2ESoak(t *testing.T) {
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
 	}
 	close(stop)
-	if out := p.out.String(); strings.Contains(out, conflictWaitPhrase) {
-		t.Errorf("soak: lpauth entered the conflict wait (%q in its log)", conflictWaitPhrase)
+	if out := p.out.String(); strings.Contains(out, ConflictWaitPhrase) {
+		t.Errorf("soak: lpauth entered the conflict wait (%q in its log)", ConflictWaitPhrase)
 	}
 	traffic.Wait()
 	client.CloseIdleConnections()
