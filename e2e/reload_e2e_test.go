@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 // End-to-end tests of what a reload of the built binary may change. A
 // failed reload is made to fail after lpauth was provisioned: a

@@ -1,17 +1,17 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 // CC keeps one session per user, and so does the emulator by default. These
 // run the built binary against it: two holders of one user stop fighting,
 // and one outside login costs one re-login.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	lpauth "github.com/lpauth/caddy-lpauth"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
@@ -74,9 +75,9 @@ func TestE2ETwoHoldersOfOneUserStopFighting(t *testing.T) {
 			for i, in := range insts {
 				status, rep := readiness(t, in)
 				switch {
-				case status == 200 && rep.Identities[0].State == StateReady:
+				case status == 200 && rep.Identities[0].State == lpauth.StateReady:
 					ready = in
-				case status == 503 && rep.Identities[0].State == StateConflict:
+				case status == 503 && rep.Identities[0].State == lpauth.StateConflict:
 					waiting = in
 					if until := rep.Identities[0].BackoffUntil; until.Before(time.Now().Add(30 * time.Second)) {
 						t.Errorf("instance %d: backoff_until %s, want about a minute ahead", i+1, until)
@@ -97,13 +98,13 @@ func TestE2ETwoHoldersOfOneUserStopFighting(t *testing.T) {
 				t.Errorf("the waiting instance: %d Retry-After %q after %s, want 503 at once", status, hdr.Get("Retry-After"), time.Since(start))
 			}
 			out := waiting.proc.out.String()
-			if !strings.Contains(out, "one session per user") || !strings.Contains(out, ConflictWaitPhrase) ||
+			if !strings.Contains(out, "one session per user") || !strings.Contains(out, lpauth.ConflictWaitPhrase) ||
 				!strings.Contains(out, "session of "+tc.user+" ended") {
 				t.Errorf("the waiting instance's log does not say why:\n%s", out)
 			}
 			admin, _ := admins.Load(waiting.url)
-			if n := shortLivedMetric(t, admin.(int)); n != ConflictAfter {
-				t.Errorf("caddy_lpauth_short_lived_sessions_total %v on the waiting instance, want %d", n, ConflictAfter)
+			if n := shortLivedMetric(t, admin.(int)); n != lpauth.ConflictAfter {
+				t.Errorf("caddy_lpauth_short_lived_sessions_total %v on the waiting instance, want %d", n, lpauth.ConflictAfter)
 			}
 		})
 	}
@@ -142,7 +143,11 @@ func TestE2EOneOutsideLoginCostsOneRelogin(t *testing.T) {
 		})
 	}
 	time.Sleep(time.Second) // steady traffic before the outside login
-	if _, err := testClient(t, srv).Login(bg(), userCreds()); err != nil {
+	outside, err := lpauth.NewClient(lpauth.ClientConfig{CSDS: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := outside.Login(context.Background(), lpauth.Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: ccemu.DefaultPassword}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second) // and after it
@@ -153,44 +158,6 @@ func TestE2EOneOutsideLoginCostsOneRelogin(t *testing.T) {
 	if c.LoginAttempts != 3 || c.SessionsEndedByLogin != 2 {
 		t.Errorf("%d login attempts, %d sessions ended by a login; want 3 and 2: one re-login for one outside login", c.LoginAttempts, c.SessionsEndedByLogin)
 	}
-}
-
-// steadyGets sends GETs through every instance from per clients each, back
-// to back, for d, and counts the answers by status per instance.
-func steadyGets(t *testing.T, insts []*clusterInstance, per int, d time.Duration) []map[int]int {
-	t.Helper()
-	counts := make([]map[int]int, len(insts))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	end := time.Now().Add(d)
-	for i, in := range insts {
-		counts[i] = map[int]int{}
-		for w := range per {
-			wg.Go(func() {
-				for j := 0; time.Now().Before(end); j++ {
-					status, _ := getStatus(t, in.url+dataPath(fmt.Sprintf("steady/%d/%d", w, j)))
-					mu.Lock()
-					counts[i][status]++
-					mu.Unlock()
-					time.Sleep(20 * time.Millisecond)
-				}
-			})
-		}
-	}
-	wg.Wait()
-	return counts
-}
-
-// getStatus sends a GET and returns the status (0 for a transport error)
-// and the headers.
-func getStatus(t *testing.T, url string) (int, http.Header) {
-	resp, err := httpClient.Get(url)
-	if err != nil {
-		return 0, nil
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, resp.Header
 }
 
 // readiness asks an instance's /healthz (lpauth_ready).

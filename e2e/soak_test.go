@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 // Soak under faults: steady traffic through the ./xcaddy.sh binary while
 // the emulator, one fault at a time, expires sessions, fails logins with 500
@@ -11,7 +11,7 @@ package lpauth
 // Its purpose is leaks and corruption under faults, not the rule for
 // sessions that keep ending (one session per user): it ends sessions at
 // most twice in a row, then leaves the session alone for longer than
-// ShortLivedWindow, and fails if lpauth ever entered the conflict wait.
+// lpauth.ShortLivedWindow, and fails if lpauth ever entered the conflict wait.
 
 import (
 	"bufio"
@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	lpauth "github.com/lpauth/caddy-lpauth"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
@@ -133,7 +134,7 @@ func TestE2ESoak(t *testing.T) {
 	}
 	// A session ended twice in a row is next left alone this long from its
 	// login, so that no three short-lived sessions come in a row.
-	const rest = ShortLivedWindow + 5*time.Second
+	const rest = lpauth.ShortLivedWindow + 5*time.Second
 	endedInARow, lastLogin := 0, time.Now()
 	for time.Now().Before(deadline) {
 		logins := emu.Counters().Logins
@@ -188,8 +189,8 @@ func TestE2ESoak(t *testing.T) {
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
 	}
 	close(stop)
-	if out := p.out.String(); strings.Contains(out, ConflictWaitPhrase) {
-		t.Errorf("soak: lpauth entered the conflict wait (%q in its log)", ConflictWaitPhrase)
+	if out := p.out.String(); strings.Contains(out, lpauth.ConflictWaitPhrase) {
+		t.Errorf("soak: lpauth entered the conflict wait (%q in its log)", lpauth.ConflictWaitPhrase)
 	}
 	traffic.Wait()
 	client.CloseIdleConnections()

@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 // Two instances of the built binary share a session through a real
 // redis-server that this test stops and starts again on the same port.
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	lpauth "github.com/lpauth/caddy-lpauth"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
@@ -173,7 +174,7 @@ func TestE2EClusterRedisOutageUnderOneSessionPerUser(t *testing.T) {
 	c := emu.Counters()
 	t.Logf("logins per instance while the storage was down: %v; served 200 again after %v; %d logins, %d ended by a login in all",
 		during, served, c.Logins, c.SessionsEndedByLogin)
-	bound := refresh + loginTimeout + ConflictPeekEvery
+	bound := refresh + loginTimeout + lpauth.ConflictPeekEvery
 	for i, d := range served {
 		if d == 0 || d > bound {
 			t.Errorf("instance %d served 200 %v after the storage came back, want within %v", i+1, d, bound)
