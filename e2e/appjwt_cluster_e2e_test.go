@@ -188,10 +188,12 @@ func tokensInOrder(seen []tokenSeen) []*tokenUse {
 }
 
 func TestE2EAppJWTClusterFileSystem(t *testing.T) {
+	e2eTier(t)
 	testAppJWTCluster(t, fmt.Sprintf("storage file_system {\n\t\troot %s\n\t}", t.TempDir()))
 }
 
 func TestE2EAppJWTClusterRedis(t *testing.T) {
+	e2eTier(t)
 	addr := redisAddr(t)
 	// A key prefix per run, so reruns against one server start clean.
 	prefix := fmt.Sprintf("lpauth-appjwt-test-%d", time.Now().UnixNano())

@@ -84,11 +84,13 @@ func testCluster(t *testing.T, storage string, staleLock time.Duration) {
 }
 
 func TestE2EClusterFileSystem(t *testing.T) {
+	e2eTier(t)
 	dir := t.TempDir()
 	testCluster(t, fmt.Sprintf("storage file_system {\n\t\troot %s\n\t}", dir), 10*time.Second)
 }
 
 func TestE2EClusterRedis(t *testing.T) {
+	e2eTier(t)
 	addr := redisAddr(t)
 	// A key prefix per run, so reruns against one server start clean.
 	prefix := fmt.Sprintf("lpauth-test-%d", time.Now().UnixNano())
@@ -103,6 +105,7 @@ func TestE2EClusterRedis(t *testing.T) {
 // one login, and the slowest takes at most the login's own time (held
 // 1.2 s by CC here) plus 500 ms; waiting out a lock poll would take 2 s.
 func TestE2EClusterRecoversAsFastAsOneInstance(t *testing.T) {
+	e2eTier(t)
 	storages := map[string]func(t *testing.T) string{
 		"file_system": func(t *testing.T) string {
 			return fmt.Sprintf("storage file_system {\n\t\troot %s\n\t}", t.TempDir())
@@ -167,6 +170,7 @@ func timedBurst(t *testing.T, insts []*clusterInstance, per int) time.Duration {
 // adopt it as soon as it is stored: 60 concurrent requests all succeed with
 // one fetch, the slowest within the fetch's own time plus 500 ms.
 func TestE2EAppJWTClusterAdoptsRefetchedTokenAtOnce(t *testing.T) {
+	e2eTier(t)
 	// A token older than its window (half its 12 s lifetime) is taken as
 	// revoked on a 401; its renewal, at 80 %, comes after the burst.
 	const lifetime, window = 12 * time.Second, 6 * time.Second

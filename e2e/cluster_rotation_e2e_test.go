@@ -35,6 +35,7 @@ type rotatingInstance struct {
 // login, no logout, no refused login, no request failed. The next login,
 // after CC ends the session, is the cluster's one, with the new password.
 func TestE2EClusterPasswordRotation(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	bin := builtCaddy(t)
 	dir := t.TempDir()

@@ -31,6 +31,7 @@ import (
 // refused by CC's login rate limit. Then one instance serves and the other
 // answers 503 at once, its readiness saying conflict, its log saying why.
 func TestE2ETwoHoldersOfOneUserStopFighting(t *testing.T) {
+	e2eTier(t)
 	for _, tc := range []struct {
 		name     string
 		user     string
@@ -114,6 +115,7 @@ func TestE2ETwoHoldersOfOneUserStopFighting(t *testing.T) {
 // steady POSTs ends lpauth's session once: it costs exactly one re-login
 // and no failed request.
 func TestE2EOneOutsideLoginCostsOneRelogin(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	port := freePort(t)
 	cfg := caddyproc.Proxy{Addr: caddyproc.Addr(port), CSDS: srv.URL, Password: "{env.LP_PASSWORD}", Upstream: srv.Listener.Addr().String()}.Caddyfile()

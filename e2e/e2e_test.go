@@ -51,6 +51,7 @@ func quickStart(t *testing.T, admin, emuPort, proxyPort, ccPort int) (*caddyProc
 // The quick start as a user runs it: one process serves the emulator and
 // the proxy.
 func TestE2EQuickStart(t *testing.T) {
+	e2eTier(t)
 	admin, emuPort, proxyPort := freePort(t), freePort(t), freePort(t)
 	p, env := quickStart(t, admin, emuPort, proxyPort, emuPort)
 	proxy := fmt.Sprintf("http://127.0.0.1:%d", proxyPort)
@@ -141,6 +142,7 @@ func TestE2EQuickStart(t *testing.T) {
 // With the emulator in a process of its own, stopping the proxy must log
 // its session out.
 func TestE2EStopLogsOut(t *testing.T) {
+	e2eTier(t)
 	emuPort := freePort(t)
 	emuAddr := caddyproc.Addr(emuPort)
 	startCaddyfile(t, caddyproc.Emulator("", emuAddr), emuAddr)
@@ -161,6 +163,7 @@ func TestE2EStopLogsOut(t *testing.T) {
 // caddy validate and caddy adapt provision the module without contacting
 // CC, and the adapted JSON holds no secret given through {env.*}.
 func TestE2EValidateContactsNothing(t *testing.T) {
+	e2eTier(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

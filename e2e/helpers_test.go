@@ -28,14 +28,22 @@ import (
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
-// builtCaddy is the binary the end-to-end tests run, built once per test
-// run with ./xcaddy.sh. Set LPAUTH_CADDY_BIN to test an existing binary
-// instead. With -short the test skips: this tier does not run there.
-func builtCaddy(t *testing.T) string {
+// e2eTier skips the test with -short, which runs the unit tier only. Every
+// test here starts with it, before it sets anything up (a redis-server, a
+// 300 MB body); builtCaddy checks too.
+func e2eTier(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("e2e tier (the ./xcaddy.sh binary as a child process): run without -short")
 	}
+}
+
+// builtCaddy is the binary the end-to-end tests run, built once per test
+// run with ./xcaddy.sh. Set LPAUTH_CADDY_BIN to test an existing binary
+// instead. With -short the test skips (e2eTier).
+func builtCaddy(t *testing.T) string {
+	t.Helper()
+	e2eTier(t)
 	bin, err := caddyproc.Built()
 	if err != nil {
 		t.Fatal(err)

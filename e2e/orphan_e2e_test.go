@@ -64,6 +64,7 @@ func fingerprintVia(t *testing.T, in *clusterInstance) string {
 // solo session would be left alive for the logout to matter. That case is
 // TestE2EClusterRedisOutageUnderOneSessionPerUser.
 func TestE2EClusterSoloSessionsLoggedOutAfterRedisOutage(t *testing.T) {
+	e2eTier(t)
 	redis := &restartableRedis{port: freePort(t)}
 	redis.start(t)
 	t.Cleanup(redis.stop)
@@ -123,6 +124,7 @@ func TestE2EClusterSoloSessionsLoggedOutAfterRedisOutage(t *testing.T) {
 // login (plus one storage read of a member in the conflict wait), on one
 // session.
 func TestE2EClusterRedisOutageUnderOneSessionPerUser(t *testing.T) {
+	e2eTier(t)
 	redis := &restartableRedis{port: freePort(t)}
 	redis.start(t)
 	t.Cleanup(redis.stop)

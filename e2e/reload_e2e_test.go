@@ -182,6 +182,7 @@ func (in *reloadInstance) mustGet(t *testing.T, rest string) {
 // A failed reload leaves the running config's refresh cadence and login
 // timeout in force.
 func TestE2EFailedReloadKeepsSettings(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	a := newReloadConfig(t, srv, "refresh_interval 10m", "login_timeout 10s")
 	in := startReloadInstances(t, a)[0]
@@ -214,6 +215,7 @@ func TestE2EFailedReloadKeepsSettings(t *testing.T) {
 // A good reload after a failed one applies its settings from its start and
 // keeps the session.
 func TestE2EGoodReloadAppliesSettings(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	a := newReloadConfig(t, srv, "refresh_interval 10m", "login_timeout 10s")
 	in := startReloadInstances(t, a)[0]
@@ -274,6 +276,7 @@ func outputsContain(insts []*reloadInstance, s string) []int {
 // After a failed reload the instance still uses its running config's Redis
 // storage: the cluster still shares one session.
 func TestE2EFailedReloadKeepsRedisStorage(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	insts := startRedisPair(t, emu, srv)
 	insts[0].reloadFails(t, insts[0].cfg.failing(t))
@@ -309,6 +312,7 @@ const lockedLoginDelay = 2500 * time.Millisecond
 // is served again within that time and no goroutine keeps working on a
 // closed Redis client.
 func TestE2EReloadDuringLockedLogin(t *testing.T) {
+	e2eTier(t)
 	for _, tc := range []struct {
 		name  string
 		good  bool
@@ -428,6 +432,7 @@ func TestE2EReloadDuringLockedLogin(t *testing.T) {
 // Blocks that agree, per-handler settings that differ and other identities
 // with other settings load.
 func TestE2EConflictingSettingsInOneConfig(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	block := func(account string, settings ...string) string {
 		var b strings.Builder
@@ -577,6 +582,7 @@ func writeCAFile(t *testing.T) string {
 // running identity is still the one that logs in when its session ends
 // (with the password CC still has), and the new one never logged in.
 func TestE2EFailedReloadWithNewPasswordReplacesNothing(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	pw := filepath.Join(t.TempDir(), "lp_password")
 	if err := os.WriteFile(pw, []byte(ccemu.DefaultPassword+"\n"), 0o600); err != nil {

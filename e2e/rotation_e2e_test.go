@@ -18,6 +18,7 @@ import (
 // user, so each new login ends the old session: the requests that held it
 // get a 401 from CC, each retried once with the new session.
 func TestE2EPasswordRotation(t *testing.T) {
+	e2eTier(t)
 	const rotations = 3
 	res, err := rotation.Run(rotation.Options{
 		Bin:       builtCaddy(t),
