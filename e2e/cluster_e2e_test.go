@@ -60,8 +60,9 @@ func testCluster(t *testing.T, storage string, staleLock time.Duration) {
 			resp.Body.Close()
 		}
 	}()
+	// An instance logs in only under the lock: once CC sees the login, the
+	// lock is held.
 	eventually(t, 5*time.Second, "the doomed login to start", func() bool { return emu.Counters().LoginAttempts == 3 })
-	time.Sleep(200 * time.Millisecond)
 	_ = insts[0].proc.cmd.Process.Signal(syscall.SIGKILL)
 	killed := time.Now()
 	// Requests meanwhile may get 503 + Retry-After (each waits at most
@@ -182,7 +183,9 @@ func TestE2EAppJWTClusterAdoptsRefetchedTokenAtOnce(t *testing.T) {
 	eventually(t, 5*time.Second, "the cluster's token", func() bool { return emu.Counters().TokenRequestsOK == 1 })
 	fetched := time.Now()
 	burst(t, insts, 2)
-	time.Sleep(time.Until(fetched.Add(window + 500*time.Millisecond))) // the token's age is the point
+	// Real time must pass: the token's age past its window is the point,
+	// and the instances' clocks are the real one.
+	time.Sleep(time.Until(fetched.Add(window + 500*time.Millisecond)))
 	const fetchTime = 1200 * time.Millisecond
 	emu.DelayNextTokens(1, fetchTime)
 	emu.RevokeTokens()

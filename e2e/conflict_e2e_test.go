@@ -125,6 +125,8 @@ func TestE2EOneOutsideLoginCostsOneRelogin(t *testing.T) {
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	stopTraffic := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopTraffic()
 	var sent, failed atomic.Int64
 	for w := range 4 {
 		wg.Go(func() {
@@ -144,7 +146,13 @@ func TestE2EOneOutsideLoginCostsOneRelogin(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(time.Second) // steady traffic before the outside login
+	// Steady traffic before the outside login, and after the re-login.
+	steady := func(what string) {
+		t.Helper()
+		calls := emu.Counters().DataCalls
+		eventually(t, 10*time.Second, what, func() bool { return emu.Counters().DataCalls >= calls+100 })
+	}
+	steady("100 requests served before the outside login")
 	outside, err := lpauth.NewClient(lpauth.ClientConfig{CSDS: srv.URL})
 	if err != nil {
 		t.Fatal(err)
@@ -152,9 +160,9 @@ func TestE2EOneOutsideLoginCostsOneRelogin(t *testing.T) {
 	if _, err := outside.Login(context.Background(), lpauth.Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: ccemu.DefaultPassword}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // and after it
-	close(stop)
-	wg.Wait()
+	eventually(t, 10*time.Second, "the re-login after the outside login", func() bool { return emu.Counters().LoginAttempts >= 3 })
+	steady("100 requests served after the re-login")
+	stopTraffic()
 	c := emu.Counters()
 	t.Logf("%d requests, %d failed; logins: %d (start, outside, re-login)", sent.Load(), failed.Load(), c.Logins)
 	if c.LoginAttempts != 3 || c.SessionsEndedByLogin != 2 {

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,14 +168,14 @@ func TestE2EValidateContactsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	var accepted atomic.Int64
+	accepted := make(chan string, 64) // the clients' addresses, in the order accepted
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			accepted.Add(1)
+			accepted <- c.RemoteAddr().String()
 			c.Close()
 		}
 	}()
@@ -198,9 +197,28 @@ func TestE2EValidateContactsNothing(t *testing.T) {
 	if bytes.Contains(out, []byte("s3cret-not-in-json")) || !bytes.Contains(out, []byte("{env.LP_PASSWORD}")) || !bytes.Contains(out, []byte("{env.LP_CLIENT_SECRET}")) {
 		t.Fatalf("adapted JSON should hold the placeholder, not the password:\n%s", out)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if n := accepted.Load(); n != 0 {
-		t.Fatalf("caddy validate/adapt opened %d connections to the Domain API", n)
+	// Both processes have exited, so a connection either made is queued
+	// ahead of this probe's: the listener accepts in order, and whatever
+	// comes before the probe is theirs.
+	probe, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	probeAddr := probe.LocalAddr().String()
+	probe.Close()
+	var theirs []string
+	for addr := ""; addr != probeAddr; {
+		select {
+		case addr = <-accepted:
+			if addr != probeAddr {
+				theirs = append(theirs, addr)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the probe connection was not accepted within 10s")
+		}
+	}
+	if len(theirs) != 0 {
+		t.Fatalf("caddy validate/adapt opened %d connections to the Domain API", len(theirs))
 	}
 
 	// A bad value fails validation and names the field.

@@ -341,7 +341,7 @@ func steadyGets(t *testing.T, insts []*clusterInstance, per int, d time.Duration
 					mu.Lock()
 					counts[i][status]++
 					mu.Unlock()
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(20 * time.Millisecond) // a client's pace
 				}
 			})
 		}

@@ -110,7 +110,10 @@ func TestE2EClusterSoloSessionsLoggedOutAfterRedisOutage(t *testing.T) {
 		c := emu.Counters()
 		return oneSession() && c.LiveSessions == 1 && c.Logouts == 1
 	})
-	time.Sleep(3 * time.Second) // three more refreshes each: nothing else may change
+	// Three more refreshes of the shared session (the cluster refreshes it
+	// once per refresh_interval, 1s): nothing else may change.
+	refreshes := emu.Counters().Refreshes
+	eventually(t, 10*time.Second, "three more refreshes", func() bool { return emu.Counters().Refreshes >= refreshes+3 })
 	if c := emu.Counters(); !oneSession() || c.LiveSessions != 1 || c.Logouts != 1 || c.Logins != 3 {
 		t.Fatalf("after the outage: %+v; want 1 live session, 1 logout (the solo session not stored), 3 logins", c)
 	}
@@ -168,7 +171,7 @@ func TestE2EClusterRedisOutageUnderOneSessionPerUser(t *testing.T) {
 					served[i] = time.Since(back)
 					return
 				}
-				time.Sleep(50 * time.Millisecond)
+				time.Sleep(50 * time.Millisecond) // the poll interval
 			}
 		})
 	}

@@ -194,7 +194,10 @@ func TestE2EFailedReloadKeepsSettings(t *testing.T) {
 	in.reloadFails(t, a.with("refresh_interval 1s", "login_timeout 1s").failing(t))
 	in.mustGet(t, "after-failed-reload")
 	base := emu.Counters().Refreshes
-	time.Sleep(3500 * time.Millisecond) // what must not happen: refreshes at the rejected config's 1s
+	// What must not happen is refreshes at the rejected config's 1s: real
+	// time must pass (the process's refresher runs on the real clock), as
+	// long as three of those intervals.
+	time.Sleep(3500 * time.Millisecond)
 	if n := emu.Counters().Refreshes - base; n != 0 {
 		t.Errorf("%d refreshes in 3.5s after a failed reload; the running config says every 10m", n)
 	}
@@ -362,7 +365,7 @@ func TestE2EReloadDuringLockedLogin(t *testing.T) {
 						served <- time.Now()
 						return
 					}
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(20 * time.Millisecond) // the poll interval
 				}
 			}()
 
@@ -402,7 +405,9 @@ func TestE2EReloadDuringLockedLogin(t *testing.T) {
 				t.Errorf("%d logins in all, want 2 or 3", logins)
 			}
 
-			// The lock refresher of caddy-storage-redis runs every 3s.
+			// The lock refresher of caddy-storage-redis runs every 3s: real
+			// time must pass, two of its rounds and a margin, for a refresher
+			// left running on a closed client to show in the log.
 			closedBefore := make([]int, len(insts))
 			for i, in := range insts {
 				closedBefore[i] = strings.Count(in.proc.out.String(), "client is closed")

@@ -80,8 +80,7 @@ func TestE2ESoak(t *testing.T) {
 		})
 	}
 	warm.Wait()
-	time.Sleep(500 * time.Millisecond)
-	startGoroutines, startRSS := soakGoroutines(t, admin), soakRSS(t, p.cmd.Process.Pid)
+	startGoroutines, startRSS := settledGoroutines(t, admin), soakRSS(t, p.cmd.Process.Pid)
 
 	var (
 		mu       sync.Mutex
@@ -127,7 +126,7 @@ func TestE2ESoak(t *testing.T) {
 			if cond() {
 				return true
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // the poll interval
 		}
 		t.Errorf("soak: %s did not happen within %s", what, limit)
 		return false
@@ -186,6 +185,7 @@ func TestE2ESoak(t *testing.T) {
 			emu.FailNextRefreshes(1, 500)
 			waitFor("the failing refresh", 10*time.Second, func() bool { return emu.Counters().Refreshes > refreshes })
 		}
+		// Real time must pass: the traffic runs a while between faults.
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
 	}
 	close(stop)
@@ -194,8 +194,7 @@ func TestE2ESoak(t *testing.T) {
 	}
 	traffic.Wait()
 	client.CloseIdleConnections()
-	time.Sleep(2 * time.Second)
-	endGoroutines, endRSS := soakGoroutines(t, admin), soakRSS(t, p.cmd.Process.Pid)
+	endGoroutines, endRSS := settledGoroutines(t, admin), soakRSS(t, p.cmd.Process.Pid)
 
 	var ok, failed, unexplained int
 	for _, r := range records {
@@ -254,6 +253,20 @@ func soakGoroutines(t *testing.T, admin int) int {
 		t.Fatalf("goroutine profile header %q", line)
 	}
 	return n
+}
+
+// settledGoroutines is the caddy process's goroutine count once it has
+// stopped changing: three readings in a row agree, so that the goroutines
+// of requests and connections that just ended have gone.
+func settledGoroutines(t *testing.T, admin int) int {
+	t.Helper()
+	var last []int
+	eventually(t, 10*time.Second, "caddy's goroutine count to settle", func() bool {
+		last = append(last, soakGoroutines(t, admin))
+		n := len(last)
+		return n >= 3 && last[n-1] == last[n-2] && last[n-2] == last[n-3]
+	})
+	return last[len(last)-1]
 }
 
 // soakRSS reads a process's resident set size.
