@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,17 @@ import (
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
+
+// TestMain takes a relative LPAUTH_CADDY_BIN as relative to the repository
+// root, where ./xcaddy.sh writes ./caddy: the tests run in e2e/.
+func TestMain(m *testing.M) {
+	if bin := os.Getenv(caddyproc.BinaryEnv); bin != "" && !filepath.IsAbs(bin) {
+		if root, err := caddyproc.RepoRoot(); err == nil {
+			os.Setenv(caddyproc.BinaryEnv, filepath.Join(root, bin))
+		}
+	}
+	os.Exit(m.Run())
+}
 
 // e2eTier skips the test with -short, which runs the unit tier only. Every
 // test here starts with it, before it sets anything up (a redis-server, a
