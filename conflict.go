@@ -22,13 +22,17 @@ import (
 // same user.
 const ShortLivedWindow = 60 * time.Second
 
-// conflictAfter short-lived sessions in a row start the conflict wait: the
+// ConflictAfter short-lived sessions in a row start the conflict wait: the
 // first ones may be a person who logged in once to look at something.
-const conflictAfter = 3
+// Exported for the tests of the built binary (e2e/), which read it from
+// the short-lived sessions metric.
+const ConflictAfter = 3
 
-// conflictPeekEvery bounds how often a clustered keeper in the conflict
+// ConflictPeekEvery bounds how often a clustered keeper in the conflict
 // wait reads the shared storage for a session another member obtained.
-const conflictPeekEvery = time.Second
+// Exported for the tests of the built binary (e2e/), whose bound on a
+// cluster's recovery includes it.
+const ConflictPeekEvery = time.Second
 
 // conflict is what the keeper knows of the short-lived sessions of its
 // user. It is guarded by the keeper's mutex.
@@ -60,7 +64,7 @@ func (e *conflictError) Unwrap() []error { return []error{ErrConflict, e.cause} 
 // counts c's death only if c is this keeper's current session and its
 // first death seen here: a session replaced meanwhile (an operator's
 // relogin, an adoption) or a keeper replaced by a rotation does not count.
-// After the conflictAfter-th short-lived session in a row it starts the
+// After the ConflictAfter-th short-lived session in a row it starts the
 // wait: the next login waits as after a configuration error, never less
 // than the window.
 func (k *Keeper) sessionDiedLocked(c *Credential, err error, ev *Event) {
@@ -78,10 +82,10 @@ func (k *Keeper) sessionDiedLocked(c *Credential, err error, ev *Event) {
 	cf.shortLived++
 	cf.lastLoss = now
 	ev.ShortLived = true
-	if cf.shortLived < conflictAfter {
+	if cf.shortLived < ConflictAfter {
 		return
 	}
-	delay := max(retryDelay(nil, failConfig, cf.shortLived-conflictAfter+1), ShortLivedWindow)
+	delay := max(retryDelay(nil, failConfig, cf.shortLived-ConflictAfter+1), ShortLivedWindow)
 	cf.waiting = true
 	k.retry.next = now.Add(delay)
 	k.retry.lastErr = &conflictError{shortLived: cf.shortLived, cause: err}
@@ -99,11 +103,11 @@ func (k *Keeper) inConflictLocked() bool {
 
 // peekDuringConflict is the cluster's way out of the wait: the wait blocks
 // logins, not adopting the session another member stored since this
-// keeper's last loss. At most one storage read per conflictPeekEvery.
+// keeper's last loss. At most one storage read per ConflictPeekEvery.
 func (k *Keeper) peekDuringConflict() *Credential {
 	k.mu.Lock()
 	now := k.clock.Now()
-	if !k.inConflictLocked() || now.Sub(k.conflict.lastPeek) < conflictPeekEvery {
+	if !k.inConflictLocked() || now.Sub(k.conflict.lastPeek) < ConflictPeekEvery {
 		k.mu.Unlock()
 		return nil
 	}

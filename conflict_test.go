@@ -299,7 +299,7 @@ func TestConflictClusterMemberAdoptsInTheWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	logins := emu.Counters().LoginAttempts
-	clock.Advance(conflictPeekEvery)
+	clock.Advance(ConflictPeekEvery)
 	c, err := k.Get(bg())
 	if err != nil || c.Token != other.Current().Token {
 		t.Fatalf("the member in the wait did not adopt the stored session: %v", err)

@@ -137,6 +137,7 @@ func recordedAs(tag string) []recordedEvent {
 // loads it.
 func loadWithModuleSubscriptions(t *testing.T, caddyfileText string) {
 	t.Helper()
+	caddytestTier(t)
 	raw, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), nil)
 	if err != nil {
 		t.Fatal(err)

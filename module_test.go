@@ -103,9 +103,19 @@ func testProxy(srv *httptest.Server, extra, handlers, global string) caddyproc.P
 	}
 }
 
-// loadCaddy loads a config into the in-process Caddy. A caddytest that
-// skips (its prerequisites missing, or -short) fails instead: these tests
-// are the point of CI.
+// caddytestTier skips the test with -short, which runs the unit tier only.
+// Every way into the in-process Caddy (loadCaddy, loadCaddyAs,
+// assertLoadError, loadWithModuleSubscriptions) starts with it.
+func caddytestTier(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("caddytest tier (an in-process Caddy): run without -short")
+	}
+}
+
+// loadCaddy loads a config into the in-process Caddy. Without -short, a
+// caddytest that skips (its prerequisites missing) fails instead: these
+// tests are the point of CI.
 func loadCaddy(t *testing.T, config string) *caddytest.Tester {
 	t.Helper()
 	return loadCaddyAs(t, config, "caddyfile")
@@ -115,9 +125,7 @@ func loadCaddy(t *testing.T, config string) *caddytest.Tester {
 // ("json" for Caddy's own).
 func loadCaddyAs(t *testing.T, config, adapter string) *caddytest.Tester {
 	t.Helper()
-	if testing.Short() {
-		t.Fatal("the integration tests do not run with -short")
-	}
+	caddytestTier(t)
 	if os.Getenv(testPasswordEnv) == "" {
 		os.Setenv(testPasswordEnv, ccemu.DefaultPassword)
 	}
@@ -140,6 +148,7 @@ func loadCaddyAs(t *testing.T, config, adapter string) *caddytest.Tester {
 // connection): it uses a fresh connection each time and tries again.
 func assertLoadError(t *testing.T, config, adapter, want string) {
 	t.Helper()
+	caddytestTier(t)
 	if os.Getenv(testPasswordEnv) == "" {
 		os.Setenv(testPasswordEnv, ccemu.DefaultPassword)
 	}

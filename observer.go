@@ -195,8 +195,10 @@ func (h *Handler) logEvent(spec eventSpec, ev Event) {
 	ce.Write(append(fields, own...)...)
 }
 
-// conflictWaitPhrase is how the log line says the conflict wait began.
-const conflictWaitPhrase = "sessions keep ending, so no new login before"
+// ConflictWaitPhrase is how the log line says the conflict wait began.
+// Exported for the tests of the built binary (e2e/), which look for it in
+// caddy's log.
+const ConflictWaitPhrase = "sessions keep ending, so no new login before"
 
 // shortLivedMessage is the one line an operator reads when a session of a
 // user ended soon after its login: the user, how long it lived, CC's
@@ -209,7 +211,7 @@ func shortLivedMessage(ev Event) string {
 		msg += ", or the cluster's storage fails, or its members differ in encryption_key"
 	}
 	if !ev.NextAttempt.IsZero() {
-		msg += fmt.Sprintf("; %s %s (requests get 503 until then)", conflictWaitPhrase, ev.NextAttempt.UTC().Format(time.RFC3339))
+		msg += fmt.Sprintf("; %s %s (requests get 503 until then)", ConflictWaitPhrase, ev.NextAttempt.UTC().Format(time.RFC3339))
 	} else {
 		msg += "; logging in again"
 	}

@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 // Three Caddy processes (the ./xcaddy.sh binary) share one AppJWT through
 // file_system storage, and through Redis storage: under steady traffic to
@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -33,15 +32,6 @@ const (
 	// loaded machine.
 	clusterTokenSwitch = 2 * time.Second
 )
-
-// appJWTClusterCaddyfile is one instance of an AppJWT cluster: its own
-// port, the shared storage in the global options, lpauth holding the
-// emulator's Sentinel client in cluster mode.
-func appJWTClusterCaddyfile(port int, storage string, emu *httptest.Server) string {
-	p := clusterProxy(port, storage, emu)
-	p.ClientSecret = "{env.LP_CLIENT_SECRET}"
-	return p.Caddyfile()
-}
 
 // tokenSeen is one answer of the steady traffic: the instance asked, when,
 // and the fingerprint of the token the upstream got.
@@ -198,10 +188,12 @@ func tokensInOrder(seen []tokenSeen) []*tokenUse {
 }
 
 func TestE2EAppJWTClusterFileSystem(t *testing.T) {
+	e2eTier(t)
 	testAppJWTCluster(t, fmt.Sprintf("storage file_system {\n\t\troot %s\n\t}", t.TempDir()))
 }
 
 func TestE2EAppJWTClusterRedis(t *testing.T) {
+	e2eTier(t)
 	addr := redisAddr(t)
 	// A key prefix per run, so reruns against one server start clean.
 	prefix := fmt.Sprintf("lpauth-appjwt-test-%d", time.Now().UnixNano())

@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 // End-to-end tests of the binary ./xcaddy.sh builds, run with
 // example.Caddyfile and demo.env exactly as the README tells users to.
@@ -9,16 +9,11 @@ package lpauth
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,154 +21,12 @@ import (
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
-// builtCaddy is the binary the end-to-end tests run, built once per test
-// run with ./xcaddy.sh. Set LPAUTH_CADDY_BIN to test an existing binary
-// instead.
-func builtCaddy(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Fatal("the end-to-end tests do not run with -short")
-	}
-	bin, err := caddyproc.Built()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	port, err := caddyproc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
-// caddyProc is a running caddy process and what it printed.
-type caddyProc struct {
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	exited chan struct{} // closed once the process has exited, err set
-	err    error
-	proc   *caddyproc.Proc
-}
-
-// syncBuffer collects output; safe to read while the process writes.
-type syncBuffer = caddyproc.Output
-
-// caddyEnv is the process environment plus the given settings; it isolates
-// caddy's config and data directories in the test's temp dir.
-func caddyEnv(t *testing.T, kv ...string) []string {
-	return caddyproc.Env(t.TempDir(), kv...)
-}
-
-func startCaddy(t *testing.T, env []string, waitFor string, args ...string) *caddyProc {
-	t.Helper()
-	p, err := launchCaddy(t, builtCaddy(t), env, waitFor, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// launchCaddy starts caddy and waits until it listens on waitFor. It does
-// not end the test, so it may run on a goroutine of its own; the process is
-// killed, and what it printed shown on failure, when the test ends.
-func launchCaddy(t *testing.T, bin string, env []string, waitFor string, args ...string) (*caddyProc, error) {
-	return adoptCaddy(t, bin, caddyproc.Options{Args: args, Env: env, WaitFor: waitFor})
-}
-
-// launchCaddyfile is launchCaddy for `caddy run` on a Caddyfile's text,
-// with kv added to the environment.
-func launchCaddyfile(t *testing.T, bin, caddyfile, waitFor string, kv ...string) (*caddyProc, error) {
-	home := t.TempDir()
-	return adoptCaddy(t, bin, caddyproc.Options{Caddyfile: caddyfile, Home: home, Env: caddyproc.Env(home, kv...), WaitFor: waitFor})
-}
-
-// startCaddyfile is startCaddy for `caddy run` on a Caddyfile's text.
-func startCaddyfile(t *testing.T, caddyfile, waitFor string, kv ...string) *caddyProc {
-	t.Helper()
-	p, err := launchCaddyfile(t, builtCaddy(t), caddyfile, waitFor, kv...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// adoptCaddy launches caddy and ties the process to the test.
-func adoptCaddy(t *testing.T, bin string, o caddyproc.Options) (*caddyProc, error) {
-	proc, err := caddyproc.Launch(bin, o)
-	if err != nil {
-		return nil, err
-	}
-	p := &caddyProc{cmd: proc.Cmd, out: proc.Out, exited: make(chan struct{}), proc: proc}
-	go func() { <-proc.Done(); p.err = proc.Err(); close(p.exited) }()
-	t.Cleanup(func() {
-		proc.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("caddy %v printed:\n%s", proc.Cmd.Args[1:], p.out.String())
-		}
-	})
-	return p, nil
-}
-
-// stop sends SIGINT, as Ctrl-C does, and waits for a clean exit.
-func (p *caddyProc) stop(t *testing.T, within time.Duration) {
-	t.Helper()
-	if err := p.proc.Stop(within); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// errAltered says the upstream's echo does not match the body sent.
-var errAltered = errors.New("body altered")
-
-// postBody POSTs body (sum its SHA-256) to url and checks the answer: 200,
-// and the emulator's echo showing the body arrived whole. It returns the
-// status (0 without a whole answer) and what was wrong; a 200 whose echo does
-// not match is errAltered. It does not end the test, so it may run on
-// goroutines.
-func postBody(client *http.Client, url string, body []byte, sum string) (int, error) {
-	resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	data, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return 0, fmt.Errorf("%s: reading the answer: %w", url, err)
-	}
-	if resp.StatusCode != 200 {
-		return resp.StatusCode, fmt.Errorf("%s: status %d: %s", url, resp.StatusCode, data)
-	}
-	var e echoReply
-	if err := json.Unmarshal(data, &e); err != nil {
-		return 200, fmt.Errorf("%s: %w: not the emulator's echo: %q", url, errAltered, data)
-	}
-	if e.BodySHA256 != sum || e.BodyLength != int64(len(body)) {
-		return 200, fmt.Errorf("%s: %w: upstream got %d bytes sha %s, sent %d sha %s", url, errAltered, e.BodyLength, e.BodySHA256, len(body), sum)
-	}
-	return 200, nil
-}
-
-func getJSON(t *testing.T, method, url string, v any) int {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, nil)
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if v != nil && resp.StatusCode == 200 {
-		if err := json.Unmarshal(data, v); err != nil {
-			t.Fatalf("%s %s: %v: %s", method, url, err, data)
-		}
-	}
-	return resp.StatusCode
-}
+// The quick start's files, at the repository root; a test runs in its
+// package's directory.
+const (
+	exampleCaddyfile = "../example.Caddyfile"
+	demoEnv          = "../demo.env"
+)
 
 var hexSecret = regexp.MustCompile(`[0-9a-f]{64}`)
 
@@ -191,12 +44,13 @@ func quickStart(t *testing.T, admin, emuPort, proxyPort, ccPort int) (*caddyProc
 		"LP_UPSTREAM=http://"+caddyproc.Addr(ccPort),
 		"LP_PROACTIVE_UPSTREAM=http://"+caddyproc.Addr(ccPort),
 	)
-	return startCaddy(t, env, caddyproc.Addr(proxyPort), "run", "--config", "example.Caddyfile", "--envfile", "demo.env"), env
+	return startCaddy(t, env, caddyproc.Addr(proxyPort), "run", "--config", exampleCaddyfile, "--envfile", demoEnv), env
 }
 
 // The quick start as a user runs it: one process serves the emulator and
 // the proxy.
 func TestE2EQuickStart(t *testing.T) {
+	e2eTier(t)
 	admin, emuPort, proxyPort := freePort(t), freePort(t), freePort(t)
 	p, env := quickStart(t, admin, emuPort, proxyPort, emuPort)
 	proxy := fmt.Sprintf("http://127.0.0.1:%d", proxyPort)
@@ -261,7 +115,7 @@ func TestE2EQuickStart(t *testing.T) {
 
 	// caddy reload with the same file keeps the session, and the emulator's
 	// counters (its sessions live in a usage pool too).
-	reload := exec.Command(builtCaddy(t), "reload", "--config", "example.Caddyfile", "--address", fmt.Sprintf("localhost:%d", admin))
+	reload := exec.Command(builtCaddy(t), "reload", "--config", exampleCaddyfile, "--address", fmt.Sprintf("localhost:%d", admin))
 	reload.Env = env
 	if out, err := reload.CombinedOutput(); err != nil {
 		t.Fatalf("caddy reload: %v\n%s", err, out)
@@ -287,6 +141,7 @@ func TestE2EQuickStart(t *testing.T) {
 // With the emulator in a process of its own, stopping the proxy must log
 // its session out.
 func TestE2EStopLogsOut(t *testing.T) {
+	e2eTier(t)
 	emuPort := freePort(t)
 	emuAddr := caddyproc.Addr(emuPort)
 	startCaddyfile(t, caddyproc.Emulator("", emuAddr), emuAddr)
@@ -307,19 +162,20 @@ func TestE2EStopLogsOut(t *testing.T) {
 // caddy validate and caddy adapt provision the module without contacting
 // CC, and the adapted JSON holds no secret given through {env.*}.
 func TestE2EValidateContactsNothing(t *testing.T) {
+	e2eTier(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	var accepted atomic.Int64
+	accepted := make(chan string, 64) // the clients' addresses, in the order accepted
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			accepted.Add(1)
+			accepted <- c.RemoteAddr().String()
 			c.Close()
 		}
 	}()
@@ -327,12 +183,12 @@ func TestE2EValidateContactsNothing(t *testing.T) {
 	env := caddyEnv(t, "LP_CSDS="+csds, "LP_UPSTREAM="+csds, "LP_PASSWORD=s3cret-not-in-json", "LP_CLIENT_SECRET=jwt-s3cret-not-in-json")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	validate := exec.CommandContext(ctx, builtCaddy(t), "validate", "--config", "example.Caddyfile", "--envfile", "demo.env")
+	validate := exec.CommandContext(ctx, builtCaddy(t), "validate", "--config", exampleCaddyfile, "--envfile", demoEnv)
 	validate.Env = env
 	if out, err := validate.CombinedOutput(); err != nil {
 		t.Fatalf("caddy validate: %v\n%s", err, out)
 	}
-	adapt := exec.CommandContext(ctx, builtCaddy(t), "adapt", "--config", "example.Caddyfile", "--envfile", "demo.env")
+	adapt := exec.CommandContext(ctx, builtCaddy(t), "adapt", "--config", exampleCaddyfile, "--envfile", demoEnv)
 	adapt.Env = env
 	out, err := adapt.Output()
 	if err != nil {
@@ -341,14 +197,33 @@ func TestE2EValidateContactsNothing(t *testing.T) {
 	if bytes.Contains(out, []byte("s3cret-not-in-json")) || !bytes.Contains(out, []byte("{env.LP_PASSWORD}")) || !bytes.Contains(out, []byte("{env.LP_CLIENT_SECRET}")) {
 		t.Fatalf("adapted JSON should hold the placeholder, not the password:\n%s", out)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if n := accepted.Load(); n != 0 {
-		t.Fatalf("caddy validate/adapt opened %d connections to the Domain API", n)
+	// Both processes have exited, so a connection either made is queued
+	// ahead of this probe's: the listener accepts in order, and whatever
+	// comes before the probe is theirs.
+	probe, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	probeAddr := probe.LocalAddr().String()
+	probe.Close()
+	var theirs []string
+	for addr := ""; addr != probeAddr; {
+		select {
+		case addr = <-accepted:
+			if addr != probeAddr {
+				theirs = append(theirs, addr)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the probe connection was not accepted within 10s")
+		}
+	}
+	if len(theirs) != 0 {
+		t.Fatalf("caddy validate/adapt opened %d connections to the Domain API", len(theirs))
 	}
 
 	// A bad value fails validation and names the field.
 	env = caddyEnv(t, "LP_CSDS=http://api.liveperson.net")
-	validate = exec.CommandContext(ctx, builtCaddy(t), "validate", "--config", "example.Caddyfile", "--envfile", "demo.env")
+	validate = exec.CommandContext(ctx, builtCaddy(t), "validate", "--config", exampleCaddyfile, "--envfile", demoEnv)
 	validate.Env = env
 	out, err = validate.CombinedOutput()
 	if err == nil || !bytes.Contains(out, []byte("csds")) || !bytes.Contains(out, []byte("plain http is allowed only for loopback")) {

@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 // End-to-end tests of what a reload of the built binary may change. A
 // failed reload is made to fail after lpauth was provisioned: a
@@ -182,6 +182,7 @@ func (in *reloadInstance) mustGet(t *testing.T, rest string) {
 // A failed reload leaves the running config's refresh cadence and login
 // timeout in force.
 func TestE2EFailedReloadKeepsSettings(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	a := newReloadConfig(t, srv, "refresh_interval 10m", "login_timeout 10s")
 	in := startReloadInstances(t, a)[0]
@@ -193,7 +194,10 @@ func TestE2EFailedReloadKeepsSettings(t *testing.T) {
 	in.reloadFails(t, a.with("refresh_interval 1s", "login_timeout 1s").failing(t))
 	in.mustGet(t, "after-failed-reload")
 	base := emu.Counters().Refreshes
-	time.Sleep(3500 * time.Millisecond) // what must not happen: refreshes at the rejected config's 1s
+	// What must not happen is refreshes at the rejected config's 1s: real
+	// time must pass (the process's refresher runs on the real clock), as
+	// long as three of those intervals.
+	time.Sleep(3500 * time.Millisecond)
 	if n := emu.Counters().Refreshes - base; n != 0 {
 		t.Errorf("%d refreshes in 3.5s after a failed reload; the running config says every 10m", n)
 	}
@@ -214,6 +218,7 @@ func TestE2EFailedReloadKeepsSettings(t *testing.T) {
 // A good reload after a failed one applies its settings from its start and
 // keeps the session.
 func TestE2EGoodReloadAppliesSettings(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	a := newReloadConfig(t, srv, "refresh_interval 10m", "login_timeout 10s")
 	in := startReloadInstances(t, a)[0]
@@ -274,6 +279,7 @@ func outputsContain(insts []*reloadInstance, s string) []int {
 // After a failed reload the instance still uses its running config's Redis
 // storage: the cluster still shares one session.
 func TestE2EFailedReloadKeepsRedisStorage(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	insts := startRedisPair(t, emu, srv)
 	insts[0].reloadFails(t, insts[0].cfg.failing(t))
@@ -309,6 +315,7 @@ const lockedLoginDelay = 2500 * time.Millisecond
 // is served again within that time and no goroutine keeps working on a
 // closed Redis client.
 func TestE2EReloadDuringLockedLogin(t *testing.T) {
+	e2eTier(t)
 	for _, tc := range []struct {
 		name  string
 		good  bool
@@ -358,7 +365,7 @@ func TestE2EReloadDuringLockedLogin(t *testing.T) {
 						served <- time.Now()
 						return
 					}
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(20 * time.Millisecond) // the poll interval
 				}
 			}()
 
@@ -398,7 +405,9 @@ func TestE2EReloadDuringLockedLogin(t *testing.T) {
 				t.Errorf("%d logins in all, want 2 or 3", logins)
 			}
 
-			// The lock refresher of caddy-storage-redis runs every 3s.
+			// The lock refresher of caddy-storage-redis runs every 3s: real
+			// time must pass, two of its rounds and a margin, for a refresher
+			// left running on a closed client to show in the log.
 			closedBefore := make([]int, len(insts))
 			for i, in := range insts {
 				closedBefore[i] = strings.Count(in.proc.out.String(), "client is closed")
@@ -428,6 +437,7 @@ func TestE2EReloadDuringLockedLogin(t *testing.T) {
 // Blocks that agree, per-handler settings that differ and other identities
 // with other settings load.
 func TestE2EConflictingSettingsInOneConfig(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	block := func(account string, settings ...string) string {
 		var b strings.Builder
@@ -577,6 +587,7 @@ func writeCAFile(t *testing.T) string {
 // running identity is still the one that logs in when its session ends
 // (with the password CC still has), and the new one never logged in.
 func TestE2EFailedReloadWithNewPasswordReplacesNothing(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	pw := filepath.Join(t.TempDir(), "lp_password")
 	if err := os.WriteFile(pw, []byte(ccemu.DefaultPassword+"\n"), 0o600); err != nil {

@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 // Three Caddy processes (the ./xcaddy.sh binary) share one CC session
 // through file_system storage, and through Redis storage against a real
@@ -11,15 +11,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
-	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
 
 // clusterCaddyfile is one instance of the cluster: its own port, the shared
@@ -28,69 +25,9 @@ func clusterCaddyfile(port int, storage string, emu *httptest.Server) string {
 	return clusterProxy(port, storage, emu).Caddyfile()
 }
 
-// clusterProxy is clusterCaddyfile before it is written out.
-func clusterProxy(port int, storage string, emu *httptest.Server) caddyproc.Proxy {
-	return caddyproc.Proxy{
-		Global:   storage,
-		Addr:     caddyproc.Addr(port),
-		CSDS:     emu.URL,
-		Password: "{env.LP_PASSWORD}",
-		Lpauth:   "login_timeout 5s\n\t\tstorage",
-		Upstream: emu.Listener.Addr().String(),
-	}
-}
-
-type clusterInstance struct {
-	proc *caddyProc
-	url  string
-}
-
 func startCluster(t *testing.T, n int, storage string, emu *httptest.Server) []*clusterInstance {
 	t.Helper()
 	return launchCluster(t, n, func(port int) string { return clusterCaddyfile(port, storage, emu) }, "LP_PASSWORD="+ccemu.DefaultPassword)
-}
-
-// launchCluster starts n instances at once, each on a free port with the
-// Caddyfile caddyfile(port) and kv added to its environment.
-func launchCluster(t *testing.T, n int, caddyfile func(port int) string, kv ...string) []*clusterInstance {
-	t.Helper()
-	bin := builtCaddy(t)
-	out := make([]*clusterInstance, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range out {
-		port := freePort(t)
-		addr := caddyproc.Addr(port)
-		wg.Go(func() {
-			p, err := launchCaddyfile(t, bin, caddyfile(port), addr, kv...)
-			out[i], errs[i] = &clusterInstance{proc: p, url: "http://" + addr}, err
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
-
-// burst sends per requests with distinct bodies to each instance at once
-// and checks every answer and every body.
-func burst(t *testing.T, insts []*clusterInstance, per int) {
-	t.Helper()
-	var wg sync.WaitGroup
-	for _, in := range insts {
-		for i := range per {
-			wg.Go(func() {
-				body, sum := randomBody(t, 1000+i*131)
-				if _, err := postBody(httpClient, in.url+dataPath(fmt.Sprintf("c/%d", i)), body, sum); err != nil {
-					t.Error(err)
-				}
-			})
-		}
-	}
-	wg.Wait()
 }
 
 func testCluster(t *testing.T, storage string, staleLock time.Duration) {
@@ -123,8 +60,9 @@ func testCluster(t *testing.T, storage string, staleLock time.Duration) {
 			resp.Body.Close()
 		}
 	}()
+	// An instance logs in only under the lock: once CC sees the login, the
+	// lock is held.
 	eventually(t, 5*time.Second, "the doomed login to start", func() bool { return emu.Counters().LoginAttempts == 3 })
-	time.Sleep(200 * time.Millisecond)
 	_ = insts[0].proc.cmd.Process.Signal(syscall.SIGKILL)
 	killed := time.Now()
 	// Requests meanwhile may get 503 + Retry-After (each waits at most
@@ -147,40 +85,17 @@ func testCluster(t *testing.T, storage string, staleLock time.Duration) {
 }
 
 func TestE2EClusterFileSystem(t *testing.T) {
+	e2eTier(t)
 	dir := t.TempDir()
 	testCluster(t, fmt.Sprintf("storage file_system {\n\t\troot %s\n\t}", dir), 10*time.Second)
 }
 
 func TestE2EClusterRedis(t *testing.T) {
+	e2eTier(t)
 	addr := redisAddr(t)
 	// A key prefix per run, so reruns against one server start clean.
 	prefix := fmt.Sprintf("lpauth-test-%d", time.Now().UnixNano())
 	testCluster(t, fmt.Sprintf("storage redis {\n\t\taddress %s\n\t\tkey_prefix %s\n\t}", addr, prefix), 5*time.Second)
-}
-
-// redisAddr returns the Redis server for the tests: LPAUTH_REDIS_ADDR (CI
-// starts one), else a redis-server this test starts on a free loopback
-// port. Without either the test fails: it must not pass by skipping.
-func redisAddr(t *testing.T) string {
-	t.Helper()
-	if addr := os.Getenv("LPAUTH_REDIS_ADDR"); addr != "" {
-		return addr
-	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal("the Redis cluster test needs redis-server (apt-get install redis-server) or LPAUTH_REDIS_ADDR")
-	}
-	port := freePort(t)
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := caddyproc.Addr(port)
-	if err := caddyproc.WaitPort(addr, 5*time.Second); err != nil {
-		t.Fatal("redis-server: ", err)
-	}
-	return addr
 }
 
 // A cluster recovers from a CC expiry as fast as one instance: the
@@ -191,6 +106,7 @@ func redisAddr(t *testing.T) string {
 // one login, and the slowest takes at most the login's own time (held
 // 1.2 s by CC here) plus 500 ms; waiting out a lock poll would take 2 s.
 func TestE2EClusterRecoversAsFastAsOneInstance(t *testing.T) {
+	e2eTier(t)
 	storages := map[string]func(t *testing.T) string{
 		"file_system": func(t *testing.T) string {
 			return fmt.Sprintf("storage file_system {\n\t\troot %s\n\t}", t.TempDir())
@@ -255,6 +171,7 @@ func timedBurst(t *testing.T, insts []*clusterInstance, per int) time.Duration {
 // adopt it as soon as it is stored: 60 concurrent requests all succeed with
 // one fetch, the slowest within the fetch's own time plus 500 ms.
 func TestE2EAppJWTClusterAdoptsRefetchedTokenAtOnce(t *testing.T) {
+	e2eTier(t)
 	// A token older than its window (half its 12 s lifetime) is taken as
 	// revoked on a 401; its renewal, at 80 %, comes after the burst.
 	const lifetime, window = 12 * time.Second, 6 * time.Second
@@ -266,7 +183,9 @@ func TestE2EAppJWTClusterAdoptsRefetchedTokenAtOnce(t *testing.T) {
 	eventually(t, 5*time.Second, "the cluster's token", func() bool { return emu.Counters().TokenRequestsOK == 1 })
 	fetched := time.Now()
 	burst(t, insts, 2)
-	time.Sleep(time.Until(fetched.Add(window + 500*time.Millisecond))) // the token's age is the point
+	// Real time must pass: the token's age past its window is the point,
+	// and the instances' clocks are the real one.
+	time.Sleep(time.Until(fetched.Add(window + 500*time.Millisecond)))
 	const fetchTime = 1200 * time.Millisecond
 	emu.DelayNextTokens(1, fetchTime)
 	emu.RevokeTokens()

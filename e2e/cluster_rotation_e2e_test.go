@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 import (
 	"crypto/rand"
@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	lpauth "github.com/lpauth/caddy-lpauth"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 	"github.com/lpauth/caddy-lpauth/internal/rotation"
@@ -35,6 +36,7 @@ type rotatingInstance struct {
 // login, no logout, no refused login, no request failed. The next login,
 // after CC ends the session, is the cluster's one, with the new password.
 func TestE2EClusterPasswordRotation(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	bin := builtCaddy(t)
 	dir := t.TempDir()
@@ -85,7 +87,11 @@ func TestE2EClusterPasswordRotation(t *testing.T) {
 			traffic.Stop()
 		}
 	}()
-	time.Sleep(time.Second)
+	// Traffic runs through both instances, and some has been answered
+	// before the rotation (the steady latency).
+	eventually(t, 10*time.Second, "traffic through both instances", func() bool {
+		return emu.Counters().DataCalls >= 20 && insts[0].serving(t) && insts[1].serving(t)
+	})
 	if c := emu.Counters(); c.Logins != 1 || c.LoginAttempts != 1 {
 		t.Fatalf("two instances under traffic: %d logins of %d attempts, want the cluster's one", c.Logins, c.LoginAttempts)
 	}
@@ -103,7 +109,12 @@ func TestE2EClusterPasswordRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("instance %d: reload took %s", i+1, took.Round(time.Millisecond))
-		time.Sleep(time.Second)
+		// The next reload comes once this instance's new identity serves
+		// the traffic and the cluster has answered more of it.
+		calls := emu.Counters().DataCalls
+		eventually(t, 10*time.Second, fmt.Sprintf("instance %d's new identity to serve traffic", i+1), func() bool {
+			return emu.Counters().DataCalls >= calls+20 && in.serving(t)
+		})
 	}
 	windows := []rotation.Window{{From: from, To: time.Now()}}
 	traffic.Stop()
@@ -119,9 +130,15 @@ func TestE2EClusterPasswordRotation(t *testing.T) {
 	if res.Requests < 40 {
 		t.Errorf("only %d requests: the traffic was not steady", res.Requests)
 	}
-	// The replaced keepers close once their requests have finished; give
-	// them the time to, so that a logout they made would show.
-	time.Sleep(time.Second)
+	// The replaced keepers close once their requests have finished, and
+	// the admin API lists them until then: once each instance lists its one
+	// identity, a logout they made would show.
+	for i, in := range insts {
+		eventually(t, 10*time.Second, fmt.Sprintf("instance %d to release its replaced identity", i+1), func() bool {
+			st := in.sessions(t)
+			return len(st) == 1 && !st[0].Replaced
+		})
+	}
 	c := emu.Counters()
 	if n := c.LoginAttempts - base.LoginAttempts; n != 0 {
 		t.Errorf("%d login attempts during the rolling rotation, want 0: each reloaded instance adopts the stored session", n)
@@ -152,6 +169,28 @@ func TestE2EClusterPasswordRotation(t *testing.T) {
 	if c.SessionsEndedByLogin != 0 {
 		t.Errorf("%d sessions ended by another member's login, want 0 (one session per user)", c.SessionsEndedByLogin)
 	}
+}
+
+// sessions is the instance's identities as its admin API lists them: those
+// of the running config, then replaced ones still finishing requests.
+func (in *rotatingInstance) sessions(t *testing.T) []lpauth.Status {
+	t.Helper()
+	var st []lpauth.Status
+	if code := getJSON(t, "GET", "http://"+in.admin+"/lpauth/sessions", &st); code != 200 {
+		t.Fatalf("%s/lpauth/sessions: status %d", in.admin, code)
+	}
+	return st
+}
+
+// serving says whether the instance's running identity holds a session and
+// has requests in flight with it.
+func (in *rotatingInstance) serving(t *testing.T) bool {
+	for _, st := range in.sessions(t) {
+		if !st.Replaced && st.LoggedIn && st.InFlight > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func writeFile(t *testing.T, path, content string) {

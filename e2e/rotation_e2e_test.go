@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 import (
 	"testing"
@@ -18,6 +18,7 @@ import (
 // user, so each new login ends the old session: the requests that held it
 // get a 401 from CC, each retried once with the new session.
 func TestE2EPasswordRotation(t *testing.T) {
+	e2eTier(t)
 	const rotations = 3
 	res, err := rotation.Run(rotation.Options{
 		Bin:       builtCaddy(t),

@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 import (
 	"crypto/rand"
@@ -22,6 +22,7 @@ import (
 // proxy's peak RSS stays far below the body: only the first 64 KiB of a
 // 401 is ever held back.
 func TestE2ELarge401DoesNotGrowRSS(t *testing.T) {
+	e2eTier(t)
 	const blocks, blockSize = 300, 1 << 20
 	block := make([]byte, blockSize)
 	if _, err := rand.Read(block); err != nil {

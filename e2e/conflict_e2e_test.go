@@ -1,17 +1,17 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 // CC keeps one session per user, and so does the emulator by default. These
 // run the built binary against it: two holders of one user stop fighting,
 // and one outside login costs one re-login.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	lpauth "github.com/lpauth/caddy-lpauth"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
@@ -30,6 +31,7 @@ import (
 // refused by CC's login rate limit. Then one instance serves and the other
 // answers 503 at once, its readiness saying conflict, its log saying why.
 func TestE2ETwoHoldersOfOneUserStopFighting(t *testing.T) {
+	e2eTier(t)
 	for _, tc := range []struct {
 		name     string
 		user     string
@@ -74,9 +76,9 @@ func TestE2ETwoHoldersOfOneUserStopFighting(t *testing.T) {
 			for i, in := range insts {
 				status, rep := readiness(t, in)
 				switch {
-				case status == 200 && rep.Identities[0].State == StateReady:
+				case status == 200 && rep.Identities[0].State == lpauth.StateReady:
 					ready = in
-				case status == 503 && rep.Identities[0].State == StateConflict:
+				case status == 503 && rep.Identities[0].State == lpauth.StateConflict:
 					waiting = in
 					if until := rep.Identities[0].BackoffUntil; until.Before(time.Now().Add(30 * time.Second)) {
 						t.Errorf("instance %d: backoff_until %s, want about a minute ahead", i+1, until)
@@ -97,13 +99,13 @@ func TestE2ETwoHoldersOfOneUserStopFighting(t *testing.T) {
 				t.Errorf("the waiting instance: %d Retry-After %q after %s, want 503 at once", status, hdr.Get("Retry-After"), time.Since(start))
 			}
 			out := waiting.proc.out.String()
-			if !strings.Contains(out, "one session per user") || !strings.Contains(out, conflictWaitPhrase) ||
+			if !strings.Contains(out, "one session per user") || !strings.Contains(out, lpauth.ConflictWaitPhrase) ||
 				!strings.Contains(out, "session of "+tc.user+" ended") {
 				t.Errorf("the waiting instance's log does not say why:\n%s", out)
 			}
 			admin, _ := admins.Load(waiting.url)
-			if n := shortLivedMetric(t, admin.(int)); n != conflictAfter {
-				t.Errorf("caddy_lpauth_short_lived_sessions_total %v on the waiting instance, want %d", n, conflictAfter)
+			if n := shortLivedMetric(t, admin.(int)); n != lpauth.ConflictAfter {
+				t.Errorf("caddy_lpauth_short_lived_sessions_total %v on the waiting instance, want %d", n, lpauth.ConflictAfter)
 			}
 		})
 	}
@@ -113,6 +115,7 @@ func TestE2ETwoHoldersOfOneUserStopFighting(t *testing.T) {
 // steady POSTs ends lpauth's session once: it costs exactly one re-login
 // and no failed request.
 func TestE2EOneOutsideLoginCostsOneRelogin(t *testing.T) {
+	e2eTier(t)
 	emu, srv := emulator(t, ccemu.Config{})
 	port := freePort(t)
 	cfg := caddyproc.Proxy{Addr: caddyproc.Addr(port), CSDS: srv.URL, Password: "{env.LP_PASSWORD}", Upstream: srv.Listener.Addr().String()}.Caddyfile()
@@ -122,6 +125,8 @@ func TestE2EOneOutsideLoginCostsOneRelogin(t *testing.T) {
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	stopTraffic := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopTraffic()
 	var sent, failed atomic.Int64
 	for w := range 4 {
 		wg.Go(func() {
@@ -141,56 +146,28 @@ func TestE2EOneOutsideLoginCostsOneRelogin(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(time.Second) // steady traffic before the outside login
-	if _, err := testClient(t, srv).Login(bg(), userCreds()); err != nil {
+	// Steady traffic before the outside login, and after the re-login.
+	steady := func(what string) {
+		t.Helper()
+		calls := emu.Counters().DataCalls
+		eventually(t, 10*time.Second, what, func() bool { return emu.Counters().DataCalls >= calls+100 })
+	}
+	steady("100 requests served before the outside login")
+	outside, err := lpauth.NewClient(lpauth.ClientConfig{CSDS: srv.URL})
+	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // and after it
-	close(stop)
-	wg.Wait()
+	if _, err := outside.Login(context.Background(), lpauth.Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: ccemu.DefaultPassword}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the re-login after the outside login", func() bool { return emu.Counters().LoginAttempts >= 3 })
+	steady("100 requests served after the re-login")
+	stopTraffic()
 	c := emu.Counters()
 	t.Logf("%d requests, %d failed; logins: %d (start, outside, re-login)", sent.Load(), failed.Load(), c.Logins)
 	if c.LoginAttempts != 3 || c.SessionsEndedByLogin != 2 {
 		t.Errorf("%d login attempts, %d sessions ended by a login; want 3 and 2: one re-login for one outside login", c.LoginAttempts, c.SessionsEndedByLogin)
 	}
-}
-
-// steadyGets sends GETs through every instance from per clients each, back
-// to back, for d, and counts the answers by status per instance.
-func steadyGets(t *testing.T, insts []*clusterInstance, per int, d time.Duration) []map[int]int {
-	t.Helper()
-	counts := make([]map[int]int, len(insts))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	end := time.Now().Add(d)
-	for i, in := range insts {
-		counts[i] = map[int]int{}
-		for w := range per {
-			wg.Go(func() {
-				for j := 0; time.Now().Before(end); j++ {
-					status, _ := getStatus(t, in.url+dataPath(fmt.Sprintf("steady/%d/%d", w, j)))
-					mu.Lock()
-					counts[i][status]++
-					mu.Unlock()
-					time.Sleep(20 * time.Millisecond)
-				}
-			})
-		}
-	}
-	wg.Wait()
-	return counts
-}
-
-// getStatus sends a GET and returns the status (0 for a transport error)
-// and the headers.
-func getStatus(t *testing.T, url string) (int, http.Header) {
-	resp, err := httpClient.Get(url)
-	if err != nil {
-		return 0, nil
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, resp.Header
 }
 
 // readiness asks an instance's /healthz (lpauth_ready).

@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package e2e
 
 // Two instances of the built binary share a session through a real
 // redis-server that this test stops and starts again on the same port.
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	lpauth "github.com/lpauth/caddy-lpauth"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
@@ -63,6 +64,7 @@ func fingerprintVia(t *testing.T, in *clusterInstance) string {
 // solo session would be left alive for the logout to matter. That case is
 // TestE2EClusterRedisOutageUnderOneSessionPerUser.
 func TestE2EClusterSoloSessionsLoggedOutAfterRedisOutage(t *testing.T) {
+	e2eTier(t)
 	redis := &restartableRedis{port: freePort(t)}
 	redis.start(t)
 	t.Cleanup(redis.stop)
@@ -108,7 +110,10 @@ func TestE2EClusterSoloSessionsLoggedOutAfterRedisOutage(t *testing.T) {
 		c := emu.Counters()
 		return oneSession() && c.LiveSessions == 1 && c.Logouts == 1
 	})
-	time.Sleep(3 * time.Second) // three more refreshes each: nothing else may change
+	// Three more refreshes of the shared session (the cluster refreshes it
+	// once per refresh_interval, 1s): nothing else may change.
+	refreshes := emu.Counters().Refreshes
+	eventually(t, 10*time.Second, "three more refreshes", func() bool { return emu.Counters().Refreshes >= refreshes+3 })
 	if c := emu.Counters(); !oneSession() || c.LiveSessions != 1 || c.Logouts != 1 || c.Logins != 3 {
 		t.Fatalf("after the outage: %+v; want 1 live session, 1 logout (the solo session not stored), 3 logins", c)
 	}
@@ -122,6 +127,7 @@ func TestE2EClusterSoloSessionsLoggedOutAfterRedisOutage(t *testing.T) {
 // login (plus one storage read of a member in the conflict wait), on one
 // session.
 func TestE2EClusterRedisOutageUnderOneSessionPerUser(t *testing.T) {
+	e2eTier(t)
 	redis := &restartableRedis{port: freePort(t)}
 	redis.start(t)
 	t.Cleanup(redis.stop)
@@ -165,7 +171,7 @@ func TestE2EClusterRedisOutageUnderOneSessionPerUser(t *testing.T) {
 					served[i] = time.Since(back)
 					return
 				}
-				time.Sleep(50 * time.Millisecond)
+				time.Sleep(50 * time.Millisecond) // the poll interval
 			}
 		})
 	}
@@ -173,7 +179,7 @@ func TestE2EClusterRedisOutageUnderOneSessionPerUser(t *testing.T) {
 	c := emu.Counters()
 	t.Logf("logins per instance while the storage was down: %v; served 200 again after %v; %d logins, %d ended by a login in all",
 		during, served, c.Logins, c.SessionsEndedByLogin)
-	bound := refresh + loginTimeout + conflictPeekEvery
+	bound := refresh + loginTimeout + lpauth.ConflictPeekEvery
 	for i, d := range served {
 		if d == 0 || d > bound {
 			t.Errorf("instance %d served 200 %v after the storage came back, want within %v", i+1, d, bound)
