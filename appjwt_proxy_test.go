@@ -102,7 +102,10 @@ func TestAppJWTRenewedBeforeExpiry(t *testing.T) {
 	var wg sync.WaitGroup
 	for c := range 4 {
 		wg.Go(func() {
+			pace := time.NewTicker(20 * time.Millisecond) // steady traffic across the renewals: real time must pass
+			defer pace.Stop()
 			for i := 0; time.Since(start) < 10*time.Second; i++ {
+				<-pace.C
 				r := send(t, "GET", dataPath(fmt.Sprintf("steady/%d/%d", c, i)), nil)
 				if r.status != 200 {
 					t.Errorf("status %d during renewals: %s", r.status, r.body)
@@ -111,7 +114,6 @@ func TestAppJWTRenewedBeforeExpiry(t *testing.T) {
 				mu.Lock()
 				slowest = max(slowest, r.took)
 				mu.Unlock()
-				time.Sleep(20 * time.Millisecond) // steady traffic across the renewals: real time must pass
 			}
 		})
 	}
@@ -139,11 +141,12 @@ func TestAppJWTFailedRenewalServesUntilExpiry(t *testing.T) {
 	emu.FailNextTokens(1000, 500, 0)
 	// Renewal is due at 4s; half a second of margin before the end at 5s
 	// (the emulator rounds the lifetime down to whole seconds).
-	for time.Since(obtained) < 4500*time.Millisecond {
+	pace := time.NewTicker(100 * time.Millisecond) // requests spread until the token's real end
+	defer pace.Stop()
+	for ; time.Since(obtained) < 4500*time.Millisecond; <-pace.C {
 		if r := send(t, "GET", dataPath("still"), nil); r.status != 200 {
 			t.Fatalf("status %d %s after the renewal failed, before the token expired", r.status, time.Since(obtained).Round(time.Millisecond))
 		}
-		time.Sleep(100 * time.Millisecond) // requests spread until the token's real end
 	}
 	if n := emu.Counters().TokenRequestsServerError; n < 1 {
 		t.Fatalf("%d failed renewals before the end: the test saw no failing renewal", n)
