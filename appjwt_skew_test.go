@@ -59,7 +59,7 @@ func TestAppJWTClockSkewRenewsEveryMinute(t *testing.T) {
 func TestAppJWTClockSkewThroughCaddy(t *testing.T) {
 	s := newSentinelStub(t)
 	s.setReply(skewedReply(time.Now))
-	os.Setenv("LPAUTH_TEST_SKEW_SECRET", testAppSecret)
+	t.Setenv("LPAUTH_TEST_SKEW_SECRET", testAppSecret)
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	loadCaddy(t, fmt.Sprintf(`{
 	admin %s

@@ -276,7 +276,7 @@ func TestEventsLoginFailed(t *testing.T) {
 	startRecording(t)
 	_, srv := emulator(t, ccemu.Config{})
 	const wrong = "not-the-password-either"
-	os.Setenv("LPAUTH_TEST_WRONG_EVENTS", wrong)
+	t.Setenv("LPAUTH_TEST_WRONG_EVENTS", wrong)
 	cfg := strings.Replace(caddyConfig(srv, "", eventsGlobal()), "{env."+testPasswordEnv+"}", "{env.LPAUTH_TEST_WRONG_EVENTS}", 1)
 	loadCaddy(t, cfg)
 	if r := send(t, "GET", dataPath("x"), nil); r.status != 503 {

@@ -481,7 +481,7 @@ func TestProxyFailedReloginGivesClean503(t *testing.T) {
 
 func TestProxyWrongPasswordFast503s(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
-	os.Setenv("LPAUTH_TEST_WRONG", "not-the-password")
+	t.Setenv("LPAUTH_TEST_WRONG", "not-the-password")
 	cfg := strings.Replace(caddyConfig(srv, "", ""), "{env."+testPasswordEnv+"}", "{env.LPAUTH_TEST_WRONG}", 1)
 	loadCaddy(t, cfg)
 	deadline := time.Now().Add(8 * time.Second)
@@ -757,7 +757,7 @@ func TestProxyApplicationLogin(t *testing.T) {
 	// No user accounts: only the application login can succeed, so a
 	// rewrite that left the user login in place fails the test.
 	emu, srv := emulator(t, ccemu.Config{Users: map[string]string{}})
-	os.Setenv("LPAUTH_TEST_APP_SECRET", ccemu.DefaultAppSecret)
+	t.Setenv("LPAUTH_TEST_APP_SECRET", ccemu.DefaultAppSecret)
 	cfg := strings.Replace(caddyConfig(srv, "", ""),
 		"username demo-agent\n\t\tpassword {env."+testPasswordEnv+"}",
 		"username demo-bot\n\t\tapp_key demo-app-key\n\t\tsecret {env.LPAUTH_TEST_APP_SECRET}", 1)
@@ -907,7 +907,7 @@ func TestProxyNoSecretsInDebugLogs(t *testing.T) {
 func TestProxyClusterModeFromCaddyfile(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	dir := t.TempDir()
-	os.Setenv("LPAUTH_TEST_ENC_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	t.Setenv("LPAUTH_TEST_ENC_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
 	cfg := caddyConfig(srv, "storage file_system {\n\t\t\troot "+dir+"\n\t\t}\n\t\tencryption_key {env.LPAUTH_TEST_ENC_KEY}", "")
 	loadCaddy(t, cfg)
 	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
@@ -935,7 +935,7 @@ func TestProxyClusterModeFromCaddyfile(t *testing.T) {
 
 func TestConfigErrorsNameTheField(t *testing.T) {
 	_, srv := emulator(t, ccemu.Config{})
-	os.Setenv("LPAUTH_TEST_EMPTY", "")
+	t.Setenv("LPAUTH_TEST_EMPTY", "")
 	base := caddyConfig(srv, "", "")
 	for _, tc := range []struct{ change, want string }{
 		{"bogus 1", `unrecognized subdirective \"bogus\"`},
