@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 const testClientSecretEnv = "LPAUTH_TEST_CLIENT_SECRET"
@@ -290,7 +291,7 @@ func TestReloadsThatChangeIdentityLeaveNoConnections(t *testing.T) {
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	t.Cleanup(func() { dropDomainAnswers(srv.URL) })
+	t.Cleanup(func() { cc.DropDomainAnswers(srv.URL) })
 	const reloads = 20
 	for i := range reloads {
 		api := "v1"

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 const (
@@ -30,6 +32,7 @@ const (
 // client_id, client_secret and grant_type=client_credentials. A request in
 // another form gets 400 invalid_request and is counted as bad. reply
 // answers a good request; nil = a JWT valid for an hour with expires_in.
+// (internal/cc's tests have the same stub, for the exchange itself.)
 type sentinelStub struct {
 	srv     *httptest.Server
 	tokens  atomic.Int64 // good token requests
@@ -47,7 +50,7 @@ func newSentinelStub(t testing.TB) *sentinelStub {
 	s := &sentinelStub{}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.srv.Close)
-	t.Cleanup(func() { dropDomainAnswers(s.srv.URL) })
+	t.Cleanup(func() { cc.DropDomainAnswers(s.srv.URL) })
 	return s
 }
 
@@ -140,9 +143,9 @@ func appJWTConfig(api string, now func() time.Time) AppJWTConfig {
 
 // stubClient speaks to the stub with it as the configured domain, so the
 // Domain API is not asked.
-func stubClient(t testing.TB, s *sentinelStub) *Client {
+func stubClient(t testing.TB, s *sentinelStub) *cc.Client {
 	t.Helper()
-	c, err := NewClient(ClientConfig{CSDS: s.srv.URL, Domain: s.srv.URL, UserAgent: "lpauth-test"})
+	c, err := cc.NewClient(cc.ClientConfig{CSDS: s.srv.URL, Domain: s.srv.URL, UserAgent: "lpauth-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +154,7 @@ func stubClient(t testing.TB, s *sentinelStub) *Client {
 
 // appJWTFixture is a stub, a clock the test moves, a source on that
 // clock and a client of the stub.
-func appJWTFixture(t testing.TB, api string) (*sentinelStub, *fakeClock, *AppJWTSource, *Client) {
+func appJWTFixture(t testing.TB, api string) (*sentinelStub, *fakeClock, *AppJWTSource, *cc.Client) {
 	t.Helper()
 	s := newSentinelStub(t)
 	clock := newFakeClock()
@@ -212,196 +215,6 @@ func TestAppJWTObtainV2(t *testing.T) {
 	}
 }
 
-func TestAppJWTObtainV1ExpOnly(t *testing.T) {
-	s := newSentinelStub(t)
-	clock := newFakeClock()
-	src := NewAppJWTSource(appJWTConfig("v1", clock.Now))
-	// The v1 example has no expires_in: the lifetime comes from exp.
-	tok := testJWT(map[string]any{"exp": clock.Now().Add(30 * time.Minute).Unix()})
-	s.setReply(jsonReply(200, map[string]any{"access_token": tok, "token_type": "Bearer"}))
-	cred, err := src.Obtain(bg(), stubClient(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.bad.Load() != 0 || s.lastAPI != "v1" {
-		t.Fatalf("bad requests %d, api %q", s.bad.Load(), s.lastAPI)
-	}
-	if cred.Lifetime != 30*time.Minute {
-		t.Errorf("lifetime %s, want 30m from exp", cred.Lifetime)
-	}
-}
-
-func TestAppJWTDomainAPI(t *testing.T) {
-	s := newSentinelStub(t)
-	c, err := NewClient(ClientConfig{CSDS: s.srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, err := c.SentinelBaseURL(bg(), testAppAccount)
-	if err != nil || base != s.srv.URL {
-		t.Fatalf("SentinelBaseURL = %q, %v; want %q", base, err, s.srv.URL)
-	}
-	src := NewAppJWTSource(appJWTConfig("", nil))
-	for range 3 {
-		if _, err := src.Obtain(bg(), c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := s.lookups.Load(); n != 1 {
-		t.Errorf("%d Domain API lookups, want 1 (cached)", n)
-	}
-	if s.tokens.Load() != 3 || s.bad.Load() != 0 {
-		t.Errorf("tokens %d bad %d", s.tokens.Load(), s.bad.Load())
-	}
-}
-
-func TestAppJWTLifetime(t *testing.T) {
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	at := func(d time.Duration) int64 { return now.Add(d).Unix() }
-	// A lifetime that rests on this host's clock alone and is under a
-	// minute, or an exp already past by that clock: renewed a minute after
-	// the fetch (clock skew), not in a loop.
-	const skewed = 0
-	for _, tc := range []struct {
-		name   string
-		reply  map[string]any // without access_token
-		claims map[string]any
-		want   time.Duration // skewed: renewed 60 s after the fetch
-	}{
-		{"expires_in", map[string]any{"expires_in": 3600}, nil, time.Hour},
-		{"expires_in as string", map[string]any{"expires_in": "120"}, nil, 2 * time.Minute},
-		{"expires_in shorter than exp", map[string]any{"expires_in": 60}, map[string]any{"exp": at(time.Hour)}, time.Minute},
-		{"exp sooner than a huge expires_in", map[string]any{"expires_in": int64(1e15)}, map[string]any{"exp": at(time.Hour)}, time.Hour},
-		{"exp − iat shorter than expires_in", map[string]any{"expires_in": 7200}, map[string]any{"exp": at(75 * time.Minute), "iat": at(15 * time.Minute)}, time.Hour},
-		{"a short expires_in is used as it is", map[string]any{"expires_in": 4}, map[string]any{"exp": at(4 * time.Second), "iat": at(0)}, 4 * time.Second},
-		{"a short exp − iat is used as it is", nil, map[string]any{"exp": at(4 * time.Second), "iat": at(0)}, 4 * time.Second},
-		{"exp only", nil, map[string]any{"exp": at(45 * time.Minute)}, 45 * time.Minute},
-		{"exp and iat agree", nil, map[string]any{"exp": at(time.Hour), "iat": at(0)}, time.Hour},
-		{"exp − iat, whatever this host's clock says", nil, map[string]any{"exp": at(40 * time.Minute), "iat": at(-20 * time.Minute)}, time.Hour},
-		{"local clock behind the issuer", nil, map[string]any{"exp": at(75 * time.Minute), "iat": at(15 * time.Minute)}, time.Hour},
-		{"local clock far ahead", nil, map[string]any{"exp": at(-time.Hour), "iat": at(-2 * time.Hour)}, time.Hour},
-		{"exp passed, no iat: clock skew", nil, map[string]any{"exp": at(-time.Minute)}, skewed},
-		{"exp passed, expires_in, no iat: clock skew", map[string]any{"expires_in": 3600}, map[string]any{"exp": at(-time.Minute)}, skewed},
-		{"exp in 30 s, no iat: clock skew", nil, map[string]any{"exp": at(30 * time.Second)}, skewed},
-		{"exp in 30 s sooner than expires_in, no iat: clock skew", map[string]any{"expires_in": 3600}, map[string]any{"exp": at(30 * time.Second)}, skewed},
-		{"exp in 30 s later than expires_in, no iat", map[string]any{"expires_in": 20}, map[string]any{"exp": at(30 * time.Second)}, 20 * time.Second},
-		{"exp in 61 s, no iat", nil, map[string]any{"exp": at(61 * time.Second)}, 61 * time.Second},
-		{"exp as a float", nil, map[string]any{"exp": float64(at(10*time.Minute)) + 0.5}, 10*time.Minute + 500*time.Millisecond},
-		{"neither: one hour", nil, nil, time.Hour},
-		{"expires_in 0 means absent", map[string]any{"expires_in": 0}, map[string]any{"exp": at(5 * time.Minute)}, 5 * time.Minute},
-		{"negative expires_in means absent", map[string]any{"expires_in": -5}, nil, time.Hour},
-		{"huge expires_in is bounded", map[string]any{"expires_in": 1 << 40}, nil, maxSessionTTL},
-		{"huge exp is bounded", nil, map[string]any{"exp": 1e15}, maxSessionTTL},
-		{"fractional expires_in, rounded down", map[string]any{"expires_in": 3600.5}, nil, time.Hour},
-		{"fractional expires_in as a string, rounded down", map[string]any{"expires_in": "1800.9"}, nil, 30 * time.Minute},
-		{"expires_in with an exponent", map[string]any{"expires_in": json.RawMessage("1.2e3")}, nil, 20 * time.Minute},
-		{"expires_in beyond float64 is bounded", map[string]any{"expires_in": json.RawMessage("1e400")}, nil, maxSessionTTL},
-		{"expires_in beyond float64, exp sooner", map[string]any{"expires_in": json.RawMessage("1e400")}, map[string]any{"exp": at(time.Hour)}, time.Hour},
-		{"negative fractional expires_in means absent", map[string]any{"expires_in": -5.5}, nil, time.Hour},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newSentinelStub(t)
-			src := NewAppJWTSource(appJWTConfig("", func() time.Time { return now }))
-			reply := map[string]any{"access_token": testJWT(tc.claims), "token_type": "Bearer"}
-			for k, v := range tc.reply {
-				reply[k] = v
-			}
-			s.setReply(jsonReply(200, reply))
-			cred, err := src.Obtain(bg(), stubClient(t, s))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cred.Obtained = now
-			renew := src.RenewAfter(cred, time.Hour)
-			if cred.ClockSkew != (tc.want == skewed) {
-				t.Errorf("clock skew %v, want %v", cred.ClockSkew, tc.want == skewed)
-			}
-			if tc.want == skewed {
-				// Kept until a little after that renewal, so a failed
-				// one is retried before the token is dropped.
-				if renew != time.Minute || cred.Lifetime <= time.Minute || cred.Lifetime > 2*time.Minute {
-					t.Errorf("renewed after %s, lifetime %s; want renewed 60 s after the fetch, kept a little longer", renew, cred.Lifetime)
-				}
-			} else {
-				if cred.Lifetime != tc.want || renew != tc.want/5*4 {
-					t.Errorf("lifetime %s renewed after %s, want %s renewed at 80 %%", cred.Lifetime, renew, tc.want)
-				}
-			}
-			if got := cred.Expires; !got.Equal(now.Add(cred.Lifetime)) {
-				t.Errorf("expires %s, want now + %s: measured from the reply's arrival", got, cred.Lifetime)
-			}
-		})
-	}
-}
-
-func TestAppJWTFormReply(t *testing.T) {
-	s := newSentinelStub(t)
-	tok := testJWT(nil)
-	s.setReply(rawReply(200, "application/x-www-form-urlencoded", "access_token="+tok+"&token_type=Bearer&expires_in=90"))
-	cred, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), stubClient(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cred.Token != tok || cred.Lifetime != 90*time.Second {
-		t.Errorf("form reply: lifetime %s", cred.Lifetime)
-	}
-}
-
-func TestAppJWTMalformedReplies(t *testing.T) {
-	enc := base64.RawURLEncoding.EncodeToString
-	hdr := enc([]byte(`{"alg":"RS256"}`))
-	pay := enc([]byte(`{"exp":4102444800}`))
-	sig := enc([]byte("sig"))
-	for _, tc := range []struct {
-		name, body string
-		want       error
-		token      string
-	}{
-		{"not JSON", `<html>hello</html>`, errReplyNotToken, ""},
-		{"no access_token", `{"token_type":"Bearer"}`, errNoAccessToken, ""},
-		{"empty access_token", `{"access_token":""}`, errNoAccessToken, ""},
-		{"access_token not a string", `{"access_token":12345}`, errReplyNotToken, ""},
-		{"opaque token", `{"access_token":"0123456789abcdef0123456789abcdef"}`, errNotJWT, "0123456789abcdef0123456789abcdef"},
-		{"two parts", `{"access_token":"` + hdr + "." + pay + `"}`, errNotJWT, hdr + "." + pay},
-		{"four parts", `{"access_token":"` + hdr + "." + pay + "." + sig + "." + sig + `"}`, errNotJWT, hdr + "." + pay + "." + sig + "." + sig},
-		{"empty signature", `{"access_token":"` + hdr + "." + pay + `."}`, errNotJWT, hdr + "." + pay + "."},
-		{"padded base64", `{"access_token":"` + hdr + "." + pay + "." + base64.URLEncoding.EncodeToString([]byte("sig!")) + `"}`, errNotJWT, ""},
-		{"standard base64", `{"access_token":"` + base64.StdEncoding.EncodeToString([]byte(`{"alg":"RS256","x":"??>>"}`)) + "." + pay + "." + sig + `"}`, errNotJWT, ""},
-		{"header not JSON", `{"access_token":"` + enc([]byte("alg")) + "." + pay + "." + sig + `"}`, errJWTHeader, ""},
-		{"header null", `{"access_token":"` + enc([]byte("null")) + "." + pay + "." + sig + `"}`, errJWTHeader, ""},
-		{"payload an array", `{"access_token":"` + hdr + "." + enc([]byte(`[1,2]`)) + "." + sig + `"}`, errJWTPayload, ""},
-		{"exp a string", `{"access_token":"` + hdr + "." + enc([]byte(`{"exp":"soon"}`)) + "." + sig + `"}`, errJWTNumericDate, ""},
-		{"exp negative", `{"access_token":"` + hdr + "." + enc([]byte(`{"exp":-1}`)) + "." + sig + `"}`, errJWTNumericDate, ""},
-		{"bad base64 signature", `{"access_token":"` + hdr + "." + pay + "." + sig + `x"}`, errNotJWT, ""},
-		{"iat not a number", `{"access_token":"` + hdr + "." + enc([]byte(`{"exp":4102444800,"iat":true}`)) + "." + sig + `"}`, errJWTNumericDate, ""},
-		{"CRLF in the token", `{"access_token":"` + hdr + "." + pay + "." + sig + `\r\nX-Injected: 1"}`, errTokenUnsafe, hdr + "." + pay + "." + sig},
-		{"space in the token", `{"access_token":"` + hdr + " " + pay + "." + sig + `"}`, errTokenUnsafe, hdr + " " + pay + "." + sig},
-		{"non-ASCII in the token", `{"access_token":"` + hdr + "." + pay + "." + sig + `é"}`, errTokenUnsafe, hdr + "." + pay + "." + sig},
-		{"too long", `{"access_token":"` + hdr + "." + enc([]byte(`{"x":"`+strings.Repeat("a", maxJWTLength)+`"}`)) + "." + sig + `"}`, errTokenTooLong, ""},
-		{"expires_in not a number", `{"access_token":"` + hdr + "." + pay + "." + sig + `","expires_in":"soon"}`, errReplyNotToken, hdr + "." + pay + "." + sig},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newSentinelStub(t)
-			s.setReply(rawReply(200, "application/json", tc.body))
-			cred, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), stubClient(t, s))
-			if err == nil {
-				t.Fatalf("accepted: lifetime %s", cred.Lifetime)
-			}
-			var apiErr *APIError
-			if errors.As(err, &apiErr) {
-				t.Errorf("an invalid reply is an *APIError (it would be taken for a refusal): %v", err)
-			}
-			if !errors.Is(err, tc.want) {
-				t.Errorf("err = %v, want %v", err, tc.want)
-			}
-			if classify(err) != failTransient {
-				t.Errorf("class %d", classify(err))
-			}
-			noSecret(t, err, tc.token)
-		})
-	}
-}
-
 func TestAppJWTErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -429,7 +242,7 @@ func TestAppJWTErrors(t *testing.T) {
 			cfg := appJWTConfig("", nil)
 			cfg.ClientSecret = tc.secret
 			_, err := NewAppJWTSource(cfg).Obtain(bg(), stubClient(t, s))
-			var apiErr *APIError
+			var apiErr *cc.APIError
 			if !errors.As(err, &apiErr) {
 				t.Fatalf("err %T %v, want *APIError", err, err)
 			}
@@ -450,7 +263,7 @@ func TestAppJWTErrors(t *testing.T) {
 		s := newSentinelStub(t)
 		s.setReply(rawReply(200, "application/json", `{"error":"invalid_client"}`))
 		_, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), stubClient(t, s))
-		var apiErr *APIError
+		var apiErr *cc.APIError
 		if err == nil || errors.As(err, &apiErr) || !strings.Contains(err.Error(), "invalid_client") {
 			t.Errorf("err = %v, want an invalid reply naming the code", err)
 		}
@@ -460,7 +273,7 @@ func TestAppJWTErrors(t *testing.T) {
 		c := stubClient(t, s)
 		s.srv.Close()
 		_, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), c)
-		var apiErr *APIError
+		var apiErr *cc.APIError
 		if err == nil || errors.As(err, &apiErr) || classify(err) != failTransient {
 			t.Errorf("err = %v", err)
 		}
@@ -602,28 +415,29 @@ func TestAppJWTEncodeDecode(t *testing.T) {
 	if err := json.Unmarshal(data, &p); err != nil {
 		t.Fatal(err)
 	}
+	// The checks are internal/cc's; their errors are fixed texts.
 	for _, tc := range []struct {
 		name   string
 		change func(*storedAppJWT)
-		want   error
+		want   string
 	}{
-		{"opaque token", func(p *storedAppJWT) { p.Token = "0123456789abcdef" }, errNotJWT},
-		{"CRLF in the token", func(p *storedAppJWT) { p.Token += "\r\nX-Injected: 1" }, errTokenUnsafe},
-		{"no token", func(p *storedAppJWT) { p.Token = "" }, errNoAccessToken},
-		{"zero lifetime", func(p *storedAppJWT) { p.LifetimeMS = 0 }, errStoredLifetime},
-		{"huge lifetime", func(p *storedAppJWT) { p.LifetimeMS = 1 << 62 }, errStoredLifetime},
-		{"expired", func(p *storedAppJWT) { p.ExpiresMS = clock.Now().Add(-time.Second).UnixMilli() }, errStoredExpired},
-		{"expiry far ahead", func(p *storedAppJWT) { p.ExpiresMS = clock.Now().Add(365 * 24 * time.Hour).UnixMilli() }, errStoredFarExpiry},
-		{"no issuer", func(p *storedAppJWT) { p.Issuer = "" }, errStoredNoIssuer},
-		{"plain http elsewhere", func(p *storedAppJWT) { p.Issuer = "http://sentinel.example" }, errStoredNoIssuer},
-		{"issuer with a path trick", func(p *storedAppJWT) { p.Issuer = "https://a@b" }, errStoredNoIssuer},
+		{"opaque token", func(p *storedAppJWT) { p.Token = "0123456789abcdef" }, "the token is not a JWT (three base64url parts)"},
+		{"CRLF in the token", func(p *storedAppJWT) { p.Token += "\r\nX-Injected: 1" }, "the token has characters not allowed in an HTTP header"},
+		{"no token", func(p *storedAppJWT) { p.Token = "" }, "no access_token"},
+		{"zero lifetime", func(p *storedAppJWT) { p.LifetimeMS = 0 }, "lifetime out of range"},
+		{"huge lifetime", func(p *storedAppJWT) { p.LifetimeMS = 1 << 62 }, "lifetime out of range"},
+		{"expired", func(p *storedAppJWT) { p.ExpiresMS = clock.Now().Add(-time.Second).UnixMilli() }, "the token has expired"},
+		{"expiry far ahead", func(p *storedAppJWT) { p.ExpiresMS = clock.Now().Add(365 * 24 * time.Hour).UnixMilli() }, "expiry too far ahead"},
+		{"no issuer", func(p *storedAppJWT) { p.Issuer = "" }, "bad issuer"},
+		{"plain http elsewhere", func(p *storedAppJWT) { p.Issuer = "http://sentinel.example" }, "bad issuer"},
+		{"issuer with a path trick", func(p *storedAppJWT) { p.Issuer = "https://a@b" }, "bad issuer"},
 	} {
 		q := p
 		tc.change(&q)
 		bad, _ := json.Marshal(q)
 		_, err := src.Decode(bad)
-		if !errors.Is(err, tc.want) {
-			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		if err == nil || err.Error() != "stored token: "+tc.want {
+			t.Errorf("%s: %v, want stored token: %s", tc.name, err, tc.want)
 		}
 		noSecret(t, err, q.Token)
 	}

@@ -3,506 +3,424 @@
 
 package lpauth
 
+// How lpauth authenticates: the credential-source interface, the credential
+// and identity it yields, and the two sources, the Login Service session
+// (user or application login) and the AppJWT from Sentinel. The wire
+// protocol of both is internal/cc's.
+
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
-	"os"
-	"strconv"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
-// DefaultCSDS is the Domain API base of LivePerson Conversational Cloud.
-const DefaultCSDS = "https://api.liveperson.net"
+// Source obtains one kind of credential and looks after it: the Login
+// Service session (user or application login) is one, an AppJWT from
+// Sentinel another. A Keeper drives a Source and adds everything that does
+// not depend on the kind: one obtain at a time, invalidation of only the
+// credential that failed, the retry policy, timers, cluster storage, status
+// and events. A Source holds no state of its own between calls: whatever a
+// credential needs later travels inside it.
+//
+// Every call takes the CC client of the configuration that applies at the
+// moment, and a context that bounds it.
+type Source interface {
+	// Identity names the account and the user or application, for
+	// status, logs and metrics. It holds no secret.
+	Identity() Identity
 
-// loginVersion is the `v` query parameter of the Login Service API.
-const loginVersion = "1.3"
+	// Obtain gets a new credential.
+	Obtain(ctx context.Context, c *cc.Client) (*Credential, error)
 
-// maxErrorBody bounds how much of an error response is read and kept.
-const maxErrorBody = 16 << 10
+	// Check tells whether cred still works, for an upstream 401 that came
+	// back with it: nil means alive (the 401 is the endpoint's own); an
+	// error that wraps ErrCredentialGone means gone, and a new one is
+	// needed; any other error means the source cannot tell now.
+	Check(ctx context.Context, c *cc.Client, cred *Credential) error
 
-// maxRetryAfter caps a Retry-After from CC, whether in seconds or a date.
-const maxRetryAfter = 24 * time.Hour
+	// Renew keeps cred alive, or replaces it: it returns the credential to
+	// use from now on (cred itself, or a new one). An error that wraps
+	// ErrCredentialGone means cred is gone; any other error leaves cred in
+	// use until the next renewal.
+	Renew(ctx context.Context, c *cc.Client, cred *Credential) (*Credential, error)
 
-// maxSessionTTL caps the sessionTTl CC announces (in ms, a huge value would
-// overflow a time.Duration).
-const maxSessionTTL = 30 * 24 * time.Hour
+	// RenewAfter is how long after obtaining or renewing cred the next
+	// renewal is due, given the configured refresh interval.
+	RenewAfter(cred *Credential, refreshInterval time.Duration) time.Duration
 
-// Credentials identify the CC user the proxy acts as. Exactly one of
-// Password or AppKey+Secret is set.
-type Credentials struct {
-	AccountID string
-	Username  string
-	Password  string // user login
+	// Release ends cred on the server's side. A source with nothing to
+	// end (no revocation exists) returns ErrNothingToRelease, so that
+	// nobody reports a logout that did not happen.
+	Release(ctx context.Context, c *cc.Client, cred *Credential) error
 
-	AppKey            string // application login: OAuth2 client_id (or OAuth1 consumer key)
-	Secret            string // OAuth2 client_secret (or OAuth1 consumer secret)
-	AccessToken       string // OAuth1 only; empty = "dummy"
-	AccessTokenSecret string // OAuth1 only; empty = "dummy"
+	// Encode and Decode turn the source's part of a credential into bytes
+	// and back, for the cluster's shared storage (which encrypts them).
+	// Decode checks what it reads as strictly as Obtain checks a reply.
+	Encode(cred *Credential) ([]byte, error)
+	Decode(data []byte) (*Credential, error)
 }
 
-// Mode names the login flavour, for logs.
-func (c Credentials) Mode() string {
-	if c.AppKey != "" {
-		return "application"
+// ErrNothingToRelease is what Release returns for a credential the issuer
+// cannot end (an AppJWT: Sentinel has no revocation).
+var ErrNothingToRelease = errors.New("nothing to release")
+
+// ErrCredentialGone is wrapped by a Source's Check or Renew error when the
+// credential no longer works (a Login Service refresh answered 401).
+var ErrCredentialGone = errors.New("credential is gone")
+
+// Identity names whom a credential is for. It holds no secret.
+type Identity struct {
+	Account string
+	Mode    string // "user", "application", ...
+	Name    string // the user name, or the client id
+}
+
+// SameUser says whether two identities are the same CC user or application,
+// whatever their credentials: a login kind of the Login Service may change
+// with a rotation, an application token is never a user's.
+func (id Identity) SameUser(o Identity) bool {
+	return id.Account == o.Account && id.Name == o.Name && (id.Mode == AppJWTMode) == (o.Mode == AppJWTMode)
+}
+
+// Credential is what a Source obtained: the token that goes into the
+// Authorization header, and the source's own state that keeps it alive. Its
+// secret fields are never shown by String.
+type Credential struct {
+	Token    string    // the bearer or JWT
+	Issuer   string    // scheme://host[:port] of the host that issued it
+	Obtained time.Time // when this process obtained (or adopted) it
+
+	// Lifetime is how long the credential lives without renewal, as the
+	// issuer announced it (0 if it did not).
+	Lifetime time.Duration
+
+	// Expires is when the credential stops working whatever happens
+	// (zero: no fixed end, it lives as long as it is renewed). One with an
+	// end is served until then even if renewing it fails.
+	Expires time.Time
+
+	// ClockSkew: its end rested on this host's clock alone and came within
+	// a minute or had passed on arrival (an AppJWT's exp, with no shorter
+	// expires_in and no iat), which points at this host's clock being
+	// ahead of the issuer's; it is renewed a minute after it was obtained.
+	ClockSkew bool
+
+	state any // the source's own, e.g. *cc.Session
+
+	// authValue is "Bearer <token>", built once so that the request path
+	// does not concatenate.
+	authValue  string
+	issuerHost string // host[:port] of Issuer
+}
+
+// newCredential builds a credential; the source has checked token.
+func newCredential(token, issuer string, lifetime time.Duration, state any) *Credential {
+	c := &Credential{Token: token, Issuer: issuer, Lifetime: lifetime, state: state, authValue: "Bearer " + token}
+	if u, err := url.Parse(issuer); err == nil {
+		c.issuerHost = u.Host
 	}
-	return "user"
+	return c
 }
 
-// String never shows a secret: Credentials can end up in a %v by accident.
-func (c Credentials) String() string {
-	return fmt.Sprintf("account %s, %s login as %q", c.AccountID, c.Mode(), c.Username)
+// AuthorizationValue is the value of the Authorization header.
+func (c *Credential) AuthorizationValue() string { return c.authValue }
+
+// String never shows a secret: a credential can end up in a %v by accident.
+func (c *Credential) String() string {
+	if c == nil {
+		return "<no credential>"
+	}
+	return fmt.Sprintf("credential from %s obtained %s", c.Issuer, c.Obtained.Format(time.RFC3339))
 }
 
 // GoString keeps %#v as safe as %v.
-func (c Credentials) GoString() string { return c.String() }
+func (c *Credential) GoString() string { return c.String() }
 
-// Session is one logged-in CC session: what the Login Service source keeps
-// inside its credential. Its fields are secrets; String redacts them.
-type Session struct {
-	Bearer    string
-	CSRF      string
-	SessionID string        // value of the Session_id cookie
-	TTL       time.Duration // sessionTTl as CC announced it (0 if absent)
-	BaseURL   string        // scheme://host of the agentVep host that issued it
+// LoginSource is the Login Service source: a user or application login
+// gives a bearer, a Session_id cookie and a csrf; a refresh every refresh
+// interval keeps the session alive (and answers 401 once it is gone); a
+// logout ends it.
+type LoginSource struct {
+	creds cc.Credentials
 }
 
-// newSession is the one way a session is built, from a login reply or from
-// the cluster's storage: the bearer goes into the Authorization header of
-// every request, the Session_id into a cookie and the csrf into the refresh
-// body, so a broken or hostile value must fail here rather than inject a
-// header or break every request. The errors never show the values: they are
-// secrets.
-func newSession(bearer, csrf, sessionID, baseURL string, ttl time.Duration) (*Session, error) {
-	switch {
-	case bearer == "":
-		return nil, errors.New("no bearer")
-	case csrf == "":
-		return nil, errors.New("no csrf")
-	case sessionID == "":
-		return nil, errors.New("no Session_id cookie")
-	case !isToken(bearer):
-		return nil, errors.New("the bearer has characters not allowed in an HTTP header")
-	case !isToken(csrf):
-		return nil, errors.New("the csrf has characters not allowed in an HTTP header")
-	case !isCookieValue(sessionID):
-		return nil, errors.New("the Session_id cookie has characters not allowed in a cookie")
-	}
-	if u, err := url.Parse(baseURL); err != nil || u.Host == "" {
-		return nil, errors.New("no login host")
-	}
-	return &Session{Bearer: bearer, CSRF: csrf, SessionID: sessionID, BaseURL: baseURL, TTL: min(max(ttl, 0), maxSessionTTL)}, nil
+// NewLoginSource returns the Login Service source for creds.
+func NewLoginSource(creds cc.Credentials) *LoginSource { return &LoginSource{creds: creds} }
+
+// Identity names the account and the CC user.
+func (l *LoginSource) Identity() Identity {
+	return Identity{Account: l.creds.AccountID, Mode: l.creds.Mode(), Name: l.creds.Username}
 }
 
-// String never shows a secret.
-func (s *Session) String() string {
-	if s == nil {
-		return "<no session>"
-	}
-	return "session at " + s.BaseURL
-}
-
-// GoString keeps %#v as safe as %v.
-func (s *Session) GoString() string { return s.String() }
-
-// APIError is a non-2xx answer of the Domain API or the Login Service.
-type APIError struct {
-	Op             string        // "domain lookup", "login", "refresh", "logout"
-	StatusCode     int           // HTTP status
-	InternalCode   int           // error.internalCode, 0 if absent
-	Message        string        // error.message, or the plain-string error
-	ResponseStatus string        // error.responseStatus, if present
-	RetryAfter     time.Duration // from the Retry-After header, 0 if absent
-}
-
-func (e *APIError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: HTTP %d", e.Op, e.StatusCode)
-	if e.InternalCode != 0 {
-		fmt.Fprintf(&b, " (internal code %d)", e.InternalCode)
-	}
-	if e.Message != "" {
-		fmt.Fprintf(&b, ": %s", e.Message)
-	}
-	return b.String()
-}
-
-// parseAPIError reads CC's error envelope and its real-world variants:
-// {"error":{"time","message","internalCode","responseStatus"}} (time as
-// text or ISO, responseStatus optional), {"error":"plain text"}, or a body
-// that is not JSON at all. Its text is scrubbed of secrets (see scrub.go).
-func parseAPIError(op string, resp *http.Response, body []byte, secrets ...string) *APIError {
-	e := &APIError{Op: op, StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
-	var env struct {
-		Error json.RawMessage `json:"error"`
-	}
-	if json.Unmarshal(body, &env) == nil && len(env.Error) > 0 {
-		// Each field is read on its own, so that one of an unexpected
-		// type (a numeric responseStatus) does not lose the others.
-		var text string
-		var obj struct {
-			Message        json.RawMessage `json:"message"`
-			InternalCode   json.RawMessage `json:"internalCode"`
-			ResponseStatus json.RawMessage `json:"responseStatus"`
-		}
-		switch {
-		case json.Unmarshal(env.Error, &text) == nil:
-			e.Message = text
-		case json.Unmarshal(env.Error, &obj) == nil:
-			e.Message = looseString(obj.Message)
-			e.ResponseStatus = looseString(obj.ResponseStatus)
-			e.InternalCode = parseLooseInt(obj.InternalCode)
-		}
-	} else if len(body) > 0 && !bytes.ContainsAny(body, "{}<") {
-		e.Message = string(body)
-	}
-	// CC's text ends up in log lines: no secret, no control characters,
-	// bounded.
-	e.Message = scrubbed(e.Message, maxErrorText, secrets...)
-	e.ResponseStatus = scrubbed(e.ResponseStatus, 64, secrets...)
-	return e
-}
-
-// maxErrorText bounds the text of an APIError, in runes.
-const maxErrorText = 200
-
-// looseString reads a JSON string, or keeps a number or literal as text;
-// "" for anything else.
-func looseString(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var n json.Number
-	if json.Unmarshal(raw, &n) == nil {
-		return n.String()
-	}
-	return ""
-}
-
-// cleanText makes text from outside safe for a log line: invalid UTF-8
-// becomes U+FFFD; control characters (CR, LF, ESC, ...), format characters
-// (bidi overrides, zero-width) and line separators become spaces; the
-// result is trimmed and cut to at most n runes.
-func cleanText(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
-	return truncate(strings.TrimSpace(s), n)
-}
-
-// parseLooseInt accepts 10 or "10": the envelope's producers disagree.
-func parseLooseInt(raw json.RawMessage) int {
-	var n int
-	if json.Unmarshal(raw, &n) == nil {
-		return n
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		n, _ = strconv.Atoi(strings.TrimSpace(s))
-	}
-	return n
-}
-
-// parseRetryAfter reads delay-seconds or an HTTP date; 0 when absent or
-// unparsable.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		if secs > int64(maxRetryAfter/time.Second) {
-			return maxRetryAfter
-		}
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return min(t.Sub(now), maxRetryAfter)
-	}
-	return 0
-}
-
-// truncate cuts s to at most n runes (never inside one), marking the cut
-// with an ellipsis.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	runes := 0
-	for i := range s {
-		if runes == n {
-			return s[:i] + "…"
-		}
-		runes++
-	}
-	return s
-}
-
-// ClientConfig sets up a Client.
-type ClientConfig struct {
-	// CSDS is the Domain API base URL; empty = DefaultCSDS.
-	CSDS string
-	// Domain, when set, is the agentVep host (optionally with a scheme) and
-	// the Domain API is not asked.
-	Domain string
-	// CAFile is an optional PEM bundle trusted in addition to the system
-	// roots.
-	CAFile string
-	// UserAgent is sent on every call.
-	UserAgent string
-	// Transport overrides the HTTP transport (tests). Nil = a clone of
-	// http.DefaultTransport, which honours HTTPS_PROXY and NO_PROXY.
-	Transport http.RoundTripper
-}
-
-// Client speaks to the Domain API and the Login Service API. It is safe for
-// concurrent use and holds no session state of its own.
-type Client struct {
-	csds      *url.URL
-	domain    *url.URL // nil: ask the Domain API
-	userAgent string
-	http      *http.Client
-	clock     Clock // of the login host's Domain API answers; nil = real time
-}
-
-// NewClient checks the configuration and builds a client. It does no
-// network I/O.
-func NewClient(cfg ClientConfig) (*Client, error) {
-	if cfg.CSDS == "" {
-		cfg.CSDS = DefaultCSDS
-	}
-	csds, err := validateHost(cfg.CSDS, "", hostConfigured)
-	if err != nil {
-		return nil, fmt.Errorf("csds: %w", err)
-	}
-	c := &Client{csds: csds, userAgent: cfg.UserAgent}
-	if cfg.Domain != "" {
-		if c.domain, err = validateHost(cfg.Domain, csds.Scheme, hostConfigured); err != nil {
-			return nil, fmt.Errorf("domain: %w", err)
-		}
-	}
-	rt := cfg.Transport
-	if rt == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		if cfg.CAFile != "" {
-			pool, err := loadCAFile(cfg.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("ca_file: %w", err)
-			}
-			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		}
-		rt = tr
-	}
-	// No cookie jar: Session_id is sent explicitly, so a jar's Secure and
-	// domain rules cannot silently drop it.
-	c.http = &http.Client{
-		Transport: rt,
-		// CC's login endpoints do not redirect; following one could
-		// send credentials somewhere unexpected.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return c, nil
-}
-
-// CloseIdleConnections releases pooled connections, for a client that is
-// being replaced.
-func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
-
-func loadCAFile(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
+// Obtain logs in.
+func (l *LoginSource) Obtain(ctx context.Context, c *cc.Client) (*Credential, error) {
+	s, err := c.Login(ctx, l.creds)
 	if err != nil {
 		return nil, err
 	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s: no PEM certificate found", path)
-	}
-	return pool, nil
+	return sessionCredential(s), nil
 }
 
-type loginRequest struct {
-	Username          string `json:"username"`
-	Password          string `json:"password,omitempty"`
-	AppKey            string `json:"appKey,omitempty"`
-	Secret            string `json:"secret,omitempty"`
-	AccessToken       string `json:"accessToken,omitempty"`
-	AccessTokenSecret string `json:"accessTokenSecret,omitempty"`
-}
-
-type loginReply struct {
-	Bearer     string          `json:"bearer"`
-	CSRF       string          `json:"csrf"`
-	SessionTTL json.RawMessage `json:"sessionTTl"`
-}
-
-// Login performs a user or application login and returns the new session.
-func (c *Client) Login(ctx context.Context, cr Credentials) (*Session, error) {
-	base, err := c.LoginBaseURL(ctx, cr.AccountID)
-	if err != nil {
-		return nil, err
-	}
-	req := loginRequest{Username: cr.Username}
-	if cr.AppKey != "" {
-		req.AppKey, req.Secret = cr.AppKey, cr.Secret
-		req.AccessToken, req.AccessTokenSecret = orDummy(cr.AccessToken), orDummy(cr.AccessTokenSecret)
-	} else {
-		req.Password = cr.Password
-	}
-	payload, err := json.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("login: %w", err)
-	}
-	body, resp, err := c.do(ctx, "login", http.MethodPost, c.accountURL(base, cr.AccountID, "login")+"?v="+loginVersion, payload, "",
-		cr.Password, cr.Secret, cr.AccessToken, cr.AccessTokenSecret)
-	if err != nil {
-		var apiErr *APIError
-		if !errors.As(err, &apiErr) {
-			c.ForgetDomain(cr.AccountID)
-		}
-		return nil, err
-	}
-	sess, err := parseLoginReply(body, resp.Cookies(), base)
-	if err != nil {
-		return nil, fmt.Errorf("login: %w", err)
-	}
-	return sess, nil
-}
-
-// parseLoginReply reads a login answer's body and its Session_id cookie.
-func parseLoginReply(body []byte, cookies []*http.Cookie, baseURL string) (*Session, error) {
-	var reply loginReply
-	if err := json.Unmarshal(body, &reply); err != nil {
-		return nil, fmt.Errorf("reply is not JSON: %w", err)
-	}
-	var sessionID string
-	for _, ck := range cookies {
-		if ck.Name == "Session_id" {
-			sessionID = ck.Value
-		}
-	}
-	var ttl time.Duration
-	if ms := parseLooseInt(reply.SessionTTL); ms > 0 {
-		ttl = maxSessionTTL
-		if int64(ms) < int64(maxSessionTTL/time.Millisecond) {
-			ttl = time.Duration(ms) * time.Millisecond
-		}
-	}
-	sess, err := newSession(reply.Bearer, reply.CSRF, sessionID, baseURL, ttl)
-	if err != nil {
-		return nil, fmt.Errorf("reply: %w", err)
-	}
-	return sess, nil
-}
-
-// isToken reports whether s is visible ASCII only (no space, no control, no
-// non-ASCII byte), as a token in a header must be.
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// isCookieValue reports whether s is RFC 6265 cookie-octets only, so that it
-// is sent back exactly as received (Go quotes or drops anything else).
-func isCookieValue(s string) bool {
-	return isToken(s) && !strings.ContainsAny(s, `",;\`)
-}
-
-func orDummy(s string) string {
-	if s == "" {
-		return "dummy"
-	}
-	return s
-}
-
-// Refresh keeps the session alive. An *APIError with status 401 means the
-// session is gone.
-func (c *Client) Refresh(ctx context.Context, account string, s *Session) error {
-	return c.sessionCall(ctx, "refresh", account, s)
-}
-
-// Logout ends the session on CC's side.
-func (c *Client) Logout(ctx context.Context, account string, s *Session) error {
-	return c.sessionCall(ctx, "logout", account, s)
-}
-
-func (c *Client) sessionCall(ctx context.Context, op, account string, s *Session) error {
-	payload, err := json.Marshal(struct {
-		CSRF string `json:"csrf"`
-	}{s.CSRF})
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	_, _, err = c.do(ctx, op, http.MethodPost, c.accountURL(s.BaseURL, account, op)+"?v="+loginVersion, payload, s.SessionID,
-		s.SessionID, s.CSRF, s.Bearer)
+// Check refreshes the session: CC has no other way to ask.
+func (l *LoginSource) Check(ctx context.Context, c *cc.Client, cred *Credential) error {
+	_, err := l.Renew(ctx, c, cred)
 	return err
 }
 
-func (c *Client) accountURL(base, account, method string) string {
-	return base + "/api/account/" + url.PathEscape(account) + "/" + method
+// Renew refreshes the session; a refresh 401 means it is gone.
+func (l *LoginSource) Renew(ctx context.Context, c *cc.Client, cred *Credential) (*Credential, error) {
+	err := c.Refresh(ctx, l.creds.AccountID, cred.state.(*cc.Session))
+	var apiErr *cc.APIError
+	if errors.As(err, &apiErr) && apiErr.StatusCode == 401 {
+		return nil, &goneError{err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cred, nil
 }
 
-// do sends one request and returns the body of a 2xx answer, or an
-// *APIError whose text is scrubbed of secrets, the values the request
-// carried that an answer might quote. Transport errors are wrapped with op;
-// the URL they name holds no secret.
-func (c *Client) do(ctx context.Context, op, method, target string, payload []byte, sessionID string, secrets ...string) ([]byte, *http.Response, error) {
-	var body io.Reader
-	if payload != nil {
-		body = bytes.NewReader(payload)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, target, body)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", op, err)
-	}
-	req.Header.Set("Accept", "application/json")
-	if payload != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.userAgent != "" {
-		req.Header.Set("User-Agent", c.userAgent)
-	}
-	if sessionID != "" {
-		req.AddCookie(&http.Cookie{Name: "Session_id", Value: sessionID})
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", op, err)
-	}
-	defer resp.Body.Close()
-	limit := int64(maxErrorBody)
-	if resp.StatusCode/100 == 2 {
-		limit = 4 << 20 // a login reply carries account data; bound it anyway
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit))
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: reading reply: %w", op, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return nil, nil, parseAPIError(op, resp, data, secrets...)
-	}
-	return data, resp, nil
+// RenewAfter is the refresh interval: CC asks for a refresh every 3-5 min.
+func (l *LoginSource) RenewAfter(_ *Credential, refreshInterval time.Duration) time.Duration {
+	return refreshInterval
 }
+
+// Release logs out.
+func (l *LoginSource) Release(ctx context.Context, c *cc.Client, cred *Credential) error {
+	return c.Logout(ctx, l.creds.AccountID, cred.state.(*cc.Session))
+}
+
+// storedSession is a session as the cluster stores it.
+type storedSession struct {
+	Bearer    string `json:"bearer"`
+	CSRF      string `json:"csrf"`
+	SessionID string `json:"session_id"`
+	BaseURL   string `json:"base_url"`
+	TTL       int64  `json:"ttl_ms,omitempty"`
+}
+
+// Encode stores the session's parts.
+func (l *LoginSource) Encode(cred *Credential) ([]byte, error) {
+	s := cred.state.(*cc.Session)
+	return json.Marshal(storedSession{Bearer: s.Bearer, CSRF: s.CSRF, SessionID: s.SessionID, BaseURL: s.BaseURL, TTL: s.TTL.Milliseconds()})
+}
+
+// Decode rebuilds a stored session with the checks a login reply gets.
+func (l *LoginSource) Decode(data []byte) (*Credential, error) {
+	var p storedSession
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("stored session: %w", err)
+	}
+	s, err := cc.NewSession(p.Bearer, p.CSRF, p.SessionID, p.BaseURL, time.Duration(p.TTL)*time.Millisecond)
+	if err != nil {
+		return nil, fmt.Errorf("stored session: %w", err)
+	}
+	return sessionCredential(s), nil
+}
+
+func sessionCredential(s *cc.Session) *Credential {
+	return newCredential(s.Bearer, s.BaseURL, s.TTL, s)
+}
+
+// goneError marks a renewal that found the credential gone; it keeps the
+// server's answer for logs.
+type goneError struct{ err error }
+
+func (e *goneError) Error() string { return e.err.Error() }
+func (e *goneError) Unwrap() []error {
+	return []error{e.err, ErrCredentialGone}
+}
+
+// Interface guard
+var _ Source = (*LoginSource)(nil)
+
+// The AppJWT source: an application token from Sentinel, CC's OAuth 2.0
+// authorisation server, through the client_credentials grant (the exchange
+// and the checks of its reply are internal/cc's). Sentinel issues no
+// refresh token and has no revocation: a new token is fetched before the
+// current one expires, and nothing is released at stop.
+
+// AppJWTMode is the Identity.Mode of the AppJWT source.
+const AppJWTMode = "app_jwt"
+
+// maxAppJWTCheckWindow bounds the window within which a 401 for a young
+// token is the endpoint's own answer.
+const maxAppJWTCheckWindow = 30 * time.Second
+
+// AppJWTConfig configures the AppJWT source.
+type AppJWTConfig struct {
+	AccountID    string
+	ClientID     string // OAuth2 client_credentials client id
+	ClientSecret string
+	// API is the Sentinel token endpoint version: "v1" or "v2"; "" = v2.
+	API string
+	// Now is the clock the token's age and expiry are measured with (the
+	// keeper's, so that Credential.Obtained is comparable); nil = time.Now.
+	Now func() time.Time
+}
+
+// Validate checks what the source needs, without naming a secret.
+func (c AppJWTConfig) Validate() error {
+	switch {
+	case c.AccountID == "":
+		return errors.New("app_jwt: no account_id")
+	case c.ClientID == "":
+		return errors.New("app_jwt: no client_id")
+	case c.ClientSecret == "":
+		return errors.New("app_jwt: no client_secret")
+	case c.API != "" && c.API != "v1" && c.API != "v2":
+		return fmt.Errorf("app_jwt: sentinel_api %q: want v1 or v2", c.API)
+	}
+	return nil
+}
+
+// String never shows the secret.
+func (c AppJWTConfig) String() string {
+	api := c.API
+	if api == "" {
+		api = "v2"
+	}
+	return fmt.Sprintf("account %s, AppJWT (%s) for client %q", c.AccountID, api, c.ClientID)
+}
+
+// GoString keeps %#v as safe as %v.
+func (c AppJWTConfig) GoString() string { return c.String() }
+
+// AppJWTSource obtains AppJWTs from Sentinel and renews each at 80 % of its
+// lifetime.
+type AppJWTSource struct {
+	cfg AppJWTConfig
+	now func() time.Time
+}
+
+// NewAppJWTSource returns the AppJWT source for cfg. Call cfg.Validate at
+// provisioning; Obtain refuses an invalid cfg too.
+func NewAppJWTSource(cfg AppJWTConfig) *AppJWTSource {
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &AppJWTSource{cfg: cfg, now: now}
+}
+
+// String never shows the secret.
+func (a *AppJWTSource) String() string { return a.cfg.String() }
+
+// GoString keeps %#v as safe as %v.
+func (a *AppJWTSource) GoString() string { return a.String() }
+
+// Identity names the account and the client id.
+func (a *AppJWTSource) Identity() Identity {
+	return Identity{Account: a.cfg.AccountID, Mode: AppJWTMode, Name: a.cfg.ClientID}
+}
+
+// appJWTMark marks a credential as this source's. Its expiry is the
+// credential's Expires; a renewal that fails is retried by the keeper, as
+// the retry policy says, until then.
+type appJWTMark struct{}
+
+// Obtain fetches a token.
+func (a *AppJWTSource) Obtain(ctx context.Context, c *cc.Client) (*Credential, error) {
+	return a.fetch(ctx, c)
+}
+
+// Check answers an upstream 401 without asking Sentinel (it has no way to
+// ask): a token younger than the window is alive, so the 401 is the
+// endpoint's own (a missing scope, say); an older one is taken as gone, and
+// the keeper fetches one new token for every caller. Window = min(30 s,
+// half the token's lifetime), the age measured from cred.Obtained.
+func (a *AppJWTSource) Check(_ context.Context, _ *cc.Client, cred *Credential) error {
+	window := min(maxAppJWTCheckWindow, cred.Lifetime/2)
+	age := a.now().Sub(cred.Obtained)
+	if age < window {
+		return nil
+	}
+	return &goneError{fmt.Errorf("token: refused upstream at age %s (past the %s window)", age.Round(time.Millisecond), window)}
+}
+
+// Renew fetches a new token. On failure the current one stays in use (it
+// is valid until it expires); the error never wraps ErrCredentialGone.
+func (a *AppJWTSource) Renew(ctx context.Context, c *cc.Client, _ *Credential) (*Credential, error) {
+	return a.fetch(ctx, c)
+}
+
+// RenewAfter is the time left until 80 % of cred's lifetime, measured from
+// cred.Obtained (from its expiry less its lifetime, before the keeper has
+// set Obtained); never negative.
+func (a *AppJWTSource) RenewAfter(cred *Credential, _ time.Duration) time.Duration {
+	lifetime := cred.Lifetime
+	if lifetime <= 0 {
+		lifetime = cc.DefaultAppJWTLifetime
+	}
+	start := cred.Obtained
+	if start.IsZero() {
+		start = cred.Expires.Add(-lifetime)
+	}
+	return max(start.Add(lifetime/5*4).Sub(a.now()), 0)
+}
+
+// Release does nothing: Sentinel has no revocation.
+func (a *AppJWTSource) Release(context.Context, *cc.Client, *Credential) error {
+	return ErrNothingToRelease
+}
+
+// fetch is the client_credentials exchange.
+func (a *AppJWTSource) fetch(ctx context.Context, c *cc.Client) (*Credential, error) {
+	if err := a.cfg.Validate(); err != nil {
+		return nil, err
+	}
+	tok, err := c.AppToken(ctx, cc.AppCredentials{AccountID: a.cfg.AccountID, ClientID: a.cfg.ClientID, ClientSecret: a.cfg.ClientSecret, API: a.cfg.API}, a.now)
+	if err != nil {
+		return nil, err
+	}
+	return appJWTCredential(tok), nil
+}
+
+// appJWTCredential is the credential of a checked token.
+func appJWTCredential(t *cc.AppToken) *Credential {
+	cred := newCredential(t.Token, t.Issuer, t.Lifetime, appJWTMark{})
+	cred.Expires = t.Expires
+	cred.ClockSkew = t.ClockSkew
+	return cred
+}
+
+// storedAppJWT is an AppJWT as the cluster stores it.
+type storedAppJWT struct {
+	Token      string `json:"token"`
+	Issuer     string `json:"issuer"`
+	LifetimeMS int64  `json:"lifetime_ms"`
+	ExpiresMS  int64  `json:"expires_unix_ms"`
+}
+
+// Encode stores the token, its issuer, lifetime and expiry.
+func (a *AppJWTSource) Encode(cred *Credential) ([]byte, error) {
+	if _, ok := cred.state.(appJWTMark); !ok {
+		return nil, errors.New("app_jwt: not an AppJWT credential")
+	}
+	return json.Marshal(storedAppJWT{Token: cred.Token, Issuer: cred.Issuer, LifetimeMS: cred.Lifetime.Milliseconds(), ExpiresMS: cred.Expires.UnixMilli()})
+}
+
+// errStoredNotJSON: what Decode read is not a stored AppJWT at all.
+var errStoredNotJSON = errors.New("not JSON")
+
+// Decode rebuilds a stored AppJWT with the checks a token reply gets; an
+// expired one is refused, so that the reader fetches a new one.
+func (a *AppJWTSource) Decode(data []byte) (*Credential, error) {
+	var p storedAppJWT
+	if json.Unmarshal(data, &p) != nil {
+		return nil, fmt.Errorf("stored token: %w", errStoredNotJSON)
+	}
+	tok, err := cc.StoredAppToken(p.Token, p.Issuer, p.LifetimeMS, p.ExpiresMS, a.now())
+	if err != nil {
+		return nil, fmt.Errorf("stored token: %w", err)
+	}
+	return appJWTCredential(tok), nil
+}
+
+// Interface guards
+var _ Source = (*AppJWTSource)(nil)

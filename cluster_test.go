@@ -16,11 +16,12 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 // clusterKeepers builds n keepers, as n Caddy instances would have, each
 // with its own client, sharing one file_system storage directory.
-func clusterKeepers(t *testing.T, srv *httptest.Server, dir string, n int, clock Clock, tune func(*Settings)) []*Keeper {
+func clusterKeepers(t *testing.T, srv *httptest.Server, dir string, n int, clock cc.Clock, tune func(*Settings)) []*Keeper {
 	t.Helper()
 	ks := make([]*Keeper, n)
 	for i := range ks {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 // secretFields are the fields whose values must never be shown.
@@ -31,8 +32,8 @@ const maxRetryBodyLimit = 64 << 20
 
 // resolved is the configuration after placeholders and defaults.
 type resolved struct {
-	creds           Credentials
-	client          ClientConfig
+	creds           cc.Credentials
+	client          cc.ClientConfig
 	refreshInterval time.Duration
 	loginTimeout    time.Duration
 	retryBodyLimit  int64
@@ -57,7 +58,7 @@ func (h *Handler) resolve() (resolved, error) {
 		}
 		return out
 	}
-	r.creds = Credentials{
+	r.creds = cc.Credentials{
 		AccountID:         expand("account_id", h.AccountID),
 		Username:          expand("username", h.Username),
 		Password:          expand("password", h.Password),
@@ -66,7 +67,7 @@ func (h *Handler) resolve() (resolved, error) {
 		AccessToken:       expand("access_token", h.AccessToken),
 		AccessTokenSecret: expand("access_token_secret", h.AccessTokenSecret),
 	}
-	r.client = ClientConfig{
+	r.client = cc.ClientConfig{
 		CSDS:      expand("csds", h.CSDS),
 		Domain:    expand("domain", h.Domain),
 		CAFile:    expand("ca_file", h.CAFile),

@@ -6,6 +6,8 @@ package lpauth
 import (
 	"strings"
 	"testing"
+
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 // A config mistake names the field, never a secret: not a secret given as
@@ -38,7 +40,7 @@ func TestConfigErrorsNeverShowSecrets(t *testing.T) {
 		{domain: "user:S3CRET@va.agentvep.liveperson.net", want: "domain:"},
 		{csds: "https://us%65r:S3CRET@api.liveperson.net", want: "csds:"},
 	} {
-		_, err := NewClient(ClientConfig{CSDS: tc.csds, Domain: tc.domain})
+		_, err := cc.NewClient(cc.ClientConfig{CSDS: tc.csds, Domain: tc.domain})
 		if err == nil {
 			t.Fatalf("%+v accepted", tc)
 		}

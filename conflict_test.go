@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 // lostEvents records the session_lost events a keeper reports.
@@ -48,7 +49,7 @@ func (l *lostEvents) last() Event {
 
 // outsideLogin logs the keeper's user in as another client would, which
 // ends the keeper's session (one session per user).
-func outsideLogin(t *testing.T, srv *httptest.Server, creds Credentials) {
+func outsideLogin(t *testing.T, srv *httptest.Server, creds cc.Credentials) {
 	t.Helper()
 	if _, err := testClient(t, srv).Login(bg(), creds); err != nil {
 		t.Fatal(err)

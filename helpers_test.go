@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 // emulator starts a CC emulator over real HTTP on loopback.
@@ -22,21 +23,21 @@ func emulator(t testing.TB, cfg ccemu.Config) (*ccemu.Emulator, *httptest.Server
 	emu := ccemu.New(cfg)
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
-	t.Cleanup(func() { dropDomainAnswers(srv.URL) })
+	t.Cleanup(func() { cc.DropDomainAnswers(srv.URL) })
 	return emu, srv
 }
 
-func userCreds() Credentials {
-	return Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: ccemu.DefaultPassword}
+func userCreds() cc.Credentials {
+	return cc.Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: ccemu.DefaultPassword}
 }
 
-func appCreds() Credentials {
-	return Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultAppUser, AppKey: ccemu.DefaultAppKey, Secret: ccemu.DefaultAppSecret}
+func appCreds() cc.Credentials {
+	return cc.Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultAppUser, AppKey: ccemu.DefaultAppKey, Secret: ccemu.DefaultAppSecret}
 }
 
-func testClient(t testing.TB, srv *httptest.Server) *Client {
+func testClient(t testing.TB, srv *httptest.Server) *cc.Client {
 	t.Helper()
-	c, err := NewClient(ClientConfig{CSDS: srv.URL})
+	c, err := cc.NewClient(cc.ClientConfig{CSDS: srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func testClient(t testing.TB, srv *httptest.Server) *Client {
 // testKeeper builds a keeper of the Login Service source against srv, with
 // one started configuration; it is closed when the test ends. With tune
 // setting a Store, the keeper is clustered.
-func testKeeper(t testing.TB, srv *httptest.Server, creds Credentials, clock Clock, tune func(*Settings)) *Keeper {
+func testKeeper(t testing.TB, srv *httptest.Server, creds cc.Credentials, clock cc.Clock, tune func(*Settings)) *Keeper {
 	t.Helper()
 	s := testSettings(t, srv)
 	if tune != nil {
@@ -62,7 +63,7 @@ func testSettings(t testing.TB, srv *httptest.Server) Settings {
 
 // startedKeeper is a keeper of src with one started configuration of
 // settings s (clustered if s has a Store), closed when the test ends.
-func startedKeeper(t testing.TB, src Source, clock Clock, s Settings) *Keeper {
+func startedKeeper(t testing.TB, src Source, clock cc.Clock, s Settings) *Keeper {
 	t.Helper()
 	k := NewKeeper(src, clock, s.Store != nil)
 	use, err := k.Attach("test", s, nil)
@@ -76,7 +77,7 @@ func startedKeeper(t testing.TB, src Source, clock Clock, s Settings) *Keeper {
 
 // loginClusterStore is the cluster store of a login identity, named and
 // keyed as Provision does it.
-func loginClusterStore(storage certmagic.Storage, c Credentials, csds string, key []byte) *storageStore {
+func loginClusterStore(storage certmagic.Storage, c cc.Credentials, csds string, key []byte) *storageStore {
 	secret := c.Password
 	if c.AppKey != "" {
 		secret = c.Secret
@@ -92,7 +93,7 @@ func dataCall(t testing.TB, srv *httptest.Server, cred any) int {
 	switch c := cred.(type) {
 	case *Credential:
 		req.Header.Set("Authorization", c.AuthorizationValue())
-	case *Session:
+	case *cc.Session:
 		req.Header.Set("Authorization", "Bearer "+c.Bearer)
 	default:
 		t.Fatalf("dataCall: %T", cred)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -59,7 +60,7 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 type Keeper struct {
 	src       Source
 	id        Identity
-	clock     Clock
+	clock     cc.Clock
 	clustered bool // shares its credential through a storage (cluster.go)
 	cur       atomic.Pointer[Credential]
 	flight    singleflight.Group
@@ -101,9 +102,9 @@ type Keeper struct {
 // the first Get obtains. A nil clock means the real one. A clustered keeper
 // (one credential for every instance sharing a storage) needs every
 // configuration attached to it to carry a Store, a local one none.
-func NewKeeper(src Source, clock Clock, clustered bool) *Keeper {
+func NewKeeper(src Source, clock cc.Clock, clustered bool) *Keeper {
 	if clock == nil {
-		clock = realClock{}
+		clock = cc.RealClock{}
 	}
 	k := &Keeper{src: src, id: src.Identity(), clock: clock, clustered: clustered}
 	k.ctx, k.cancel = context.WithCancel(context.Background())
@@ -290,7 +291,7 @@ func (k *Keeper) Status() Status {
 }
 
 // Client returns the CC client of the configuration that applies.
-func (k *Keeper) Client() *Client { return k.settings().Client }
+func (k *Keeper) Client() *cc.Client { return k.settings().Client }
 
 // Close stops the timers and releases the credential (if the settings that
 // applied last say so), bounded by a few seconds. Nothing is obtained
@@ -327,7 +328,7 @@ func (k *Keeper) CloseAfterRequests(wait time.Duration, stop <-chan struct{}) er
 // still holds: the attached configurations' and the last that applied.
 func (k *Keeper) closeClients() {
 	k.mu.Lock()
-	clients := make([]*Client, 0, len(k.uses)+1)
+	clients := make([]*cc.Client, 0, len(k.uses)+1)
 	for _, u := range k.uses {
 		clients = append(clients, u.s.Client)
 	}

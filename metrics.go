@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -105,7 +106,7 @@ func resultOf(err error) string {
 	if err == nil {
 		return "ok"
 	}
-	var apiErr *APIError
+	var apiErr *cc.APIError
 	if errors.As(err, &apiErr) {
 		switch s := apiErr.StatusCode; {
 		case s == 400:

@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 	"go.uber.org/zap"
 )
 
@@ -170,7 +171,7 @@ type RequestIdentity struct {
 func (ri *RequestIdentity) String() string { return ri.AccountID }
 
 // Client returns the CC client of the session's newest configuration.
-func (ri *RequestIdentity) Client() *Client { return ri.keeper.Client() }
+func (ri *RequestIdentity) Client() *cc.Client { return ri.keeper.Client() }
 
 // IdentityFrom returns what lpauth left in the request, or nil if no lpauth
 // handler ran before.
@@ -265,7 +266,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	client, err := NewClient(cfg.client)
+	client, err := cc.NewClient(cfg.client)
 	if err != nil {
 		return fmt.Errorf("lpauth: %w", err)
 	}
@@ -325,7 +326,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.identity = &RequestIdentity{AccountID: cfg.creds.AccountID, keeper: h.keeper}
-	h.configuredHost = cmp.Or(cfg.client.Domain, cfg.client.CSDS, DefaultCSDS)
+	h.configuredHost = cmp.Or(cfg.client.Domain, cfg.client.CSDS, cc.DefaultCSDS)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -51,7 +52,7 @@ var eventTable = [...]eventSpec{
 		caddyEvent: CaddyEventLoginFailed,
 		data: func(ev Event, d map[string]any) {
 			status := 0
-			var apiErr *APIError
+			var apiErr *cc.APIError
 			if errors.As(ev.Err, &apiErr) {
 				status = apiErr.StatusCode
 			}
@@ -104,7 +105,7 @@ var eventTable = [...]eventSpec{
 	},
 	EventLogoutFailed: {
 		log: func(ev Event) (zapcore.Level, string, []zap.Field) {
-			var apiErr *APIError
+			var apiErr *cc.APIError
 			switch {
 			case errors.As(ev.Err, &apiErr) && apiErr.StatusCode == 401:
 				// The session had ended already: CC keeps one session per
@@ -187,7 +188,7 @@ func (h *Handler) logEvent(spec eventSpec, ev Event) {
 	}
 	if ev.Err != nil {
 		fields = append(fields, zap.Error(ev.Err))
-		var apiErr *APIError
+		var apiErr *cc.APIError
 		if errors.As(ev.Err, &apiErr) {
 			fields = append(fields, zap.Int("status", apiErr.StatusCode))
 		}

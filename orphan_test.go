@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 // With the shared storage down and a CC expiry meanwhile, each instance
@@ -123,7 +124,7 @@ func TestClusterLiveSoloSessionIsStoredAfterStorageOutage(t *testing.T) {
 
 // outageKeepers are n logged-in keepers of one cluster on file storage,
 // refreshing every minute of clock, whose storage fails while down is set.
-func outageKeepers(t *testing.T, srv *httptest.Server, clock Clock, down *atomic.Bool, n int) []*Keeper {
+func outageKeepers(t *testing.T, srv *httptest.Server, clock cc.Clock, down *atomic.Bool, n int) []*Keeper {
 	t.Helper()
 	dir := t.TempDir()
 	ks := make([]*Keeper, n)

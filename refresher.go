@@ -10,23 +10,9 @@ import (
 	"errors"
 	"math/rand/v2"
 	"time"
+
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
-
-// Clock is the keeper's source of time; tests inject one to drive long
-// backoff schedules.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine after d and returns a
-	// function that cancels the call.
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
-	return time.AfterFunc(d, f).Stop
-}
 
 // retryState is what a keeper knows of its failed obtains, and when it may
 // try again.
@@ -124,7 +110,7 @@ const (
 )
 
 func classify(err error) failureClass {
-	var apiErr *APIError
+	var apiErr *cc.APIError
 	if errors.As(err, &apiErr) {
 		switch {
 		case apiErr.StatusCode == 429:
@@ -169,7 +155,7 @@ func retryDelay(err error, class failureClass, n int) time.Duration {
 		}
 	}
 	d += rand.N(d/10 + 1)
-	var apiErr *APIError
+	var apiErr *cc.APIError
 	if errors.As(err, &apiErr) && apiErr.RetryAfter > d {
 		d = apiErr.RetryAfter
 	}

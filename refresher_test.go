@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 func TestKeeperOneLoginForManyCallers(t *testing.T) {
@@ -245,7 +246,7 @@ func TestKeeperRetrySchedules(t *testing.T) {
 	sec := time.Second
 	for _, tc := range []struct {
 		name   string
-		creds  Credentials
+		creds  cc.Credentials
 		inject func(*ccemu.Emulator)
 		waits  []time.Duration
 	}{
@@ -258,7 +259,7 @@ func TestKeeperRetrySchedules(t *testing.T) {
 		{"429 with a longer Retry-After is honoured", userCreds(),
 			func(e *ccemu.Emulator) { e.FailNextLogins(1, 429, 30*sec) },
 			[]time.Duration{30 * sec}},
-		{"wrong password: 1 min doubling to 10 min", Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: "wrong"},
+		{"wrong password: 1 min doubling to 10 min", cc.Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: "wrong"},
 			nil,
 			[]time.Duration{60 * sec, 120 * sec, 240 * sec, 480 * sec, 600 * sec, 600 * sec}},
 		{"blacklisted (451) backs off like a config error", userCreds(),

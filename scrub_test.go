@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 // Secrets with every character class that escapes differently: quotes,
@@ -32,6 +33,42 @@ const (
 // percent-encoding with lower-case hex.
 func spellingsToCheck(s string) []string {
 	return append(encodings(s), lowerHex(percentEncode(s)), lowerHex(url.QueryEscape(s)))
+}
+
+// encodings is s itself, then s JSON-escaped as encoding/json writes it
+// (with and without its HTML escapes), form-encoded, percent-encoded and
+// path-escaped: the spellings internal/cc's scrubber knows, which its own
+// tests check one by one.
+func encodings(s string) []string {
+	out := []string{s, url.QueryEscape(s), url.PathEscape(s), percentEncode(s)}
+	if j, err := json.Marshal(s); err == nil {
+		out = append(out, string(j[1:len(j)-1]))
+	}
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(s) == nil {
+		j := strings.TrimSuffix(b.String(), "\n")
+		out = append(out, j[1:len(j)-1])
+	}
+	return out
+}
+
+// percentEncode escapes every byte outside RFC 3986's unreserved set.
+func percentEncode(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
 }
 
 var hexEscape = regexp.MustCompile(`%[0-9A-F]{2}`)
@@ -51,50 +88,6 @@ func secretPieceIn(text, secret string) string {
 		}
 	}
 	return ""
-}
-
-func TestScrubRemovesEverySpelling(t *testing.T) {
-	t.Parallel()
-	for _, secret := range []string{echoedPassword, echoedClientSecret, "plainsecretvalue"} {
-		for _, sp := range spellingsToCheck(secret) {
-			text := "request was: " + sp + " and again " + sp + "."
-			got := scrub(text, []string{secret})
-			if p := secretPieceIn(got, secret); p != "" {
-				t.Errorf("secret %q spelled %q: %q left %q", secret, sp, got, p)
-			}
-			if !strings.HasPrefix(got, "request was: …") {
-				t.Errorf("the text around the secret changed: %q", got)
-			}
-		}
-	}
-	// Scrubbed before cut: a long text does not keep the secret's prefix.
-	long := strings.Repeat("x", maxErrorText-5) + echoedClientSecret
-	if got := scrubbed(long, maxErrorText, echoedClientSecret); strings.Contains(got, "Wr0ng") {
-		t.Errorf("cutting left a prefix of the secret: %q", got[len(got)-20:])
-	}
-	// Short values and the documented placeholder are left alone.
-	if got := scrub("a dummy abc", []string{"dummy", "abc"}); got != "a dummy abc" {
-		t.Errorf("scrubbed %q", got)
-	}
-}
-
-// No input makes a configured secret survive the scrubber.
-func FuzzScrub(f *testing.F) {
-	f.Add("quoted: "+echoedPassword, echoedPassword)
-	f.Add("form: client_secret="+url.QueryEscape(echoedClientSecret), echoedClientSecret)
-	f.Add(`{"password":"`+strings.ReplaceAll(echoedPassword, `"`, `\"`)+`"}`, echoedPassword)
-	f.Fuzz(func(t *testing.T, text, secret string) {
-		if len(secret) < minScrubbed || secret == dummyToken {
-			return
-		}
-		got := scrubbed(text+secret+text+percentEncode(secret), 1<<20, secret)
-		if strings.Contains(got, secret) && !strings.Contains(cleanText(text, 1<<20), secret) {
-			t.Fatalf("the secret survived: %q", got)
-		}
-		if !strings.Contains(text, secret) && strings.Contains(scrub(text+secret, []string{secret}), secret) {
-			t.Fatalf("the secret survived the scrub")
-		}
-	})
 }
 
 // echoingFront stands before the emulator as a proxy or WAF that quotes the
@@ -130,7 +123,7 @@ func echoingFront(t *testing.T, emu *ccemu.Emulator) *httptest.Server {
 		w.Write(reply)
 	}))
 	t.Cleanup(srv.Close)
-	t.Cleanup(func() { dropDomainAnswers(srv.URL) })
+	t.Cleanup(func() { cc.DropDomainAnswers(srv.URL) })
 	return srv
 }
 

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 // Settings are what one configuration gives a keeper: the session-wide
@@ -25,7 +27,7 @@ type Settings struct {
 	CAFile string
 
 	// The configuration's instances.
-	Client *Client
+	Client *cc.Client
 	// Store, in cluster mode, is where the cluster keeps its one
 	// credential; nil on a single instance.
 	Store SharedStore

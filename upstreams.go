@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -30,8 +31,8 @@ var errNoAccount = errors.New("lpdomain: no account_id: set it, or put lpauth be
 // one, unless a test swaps it to drive the configs caddytest loads.
 var lpdomainClock = struct {
 	sync.Mutex
-	c Clock
-}{c: realClock{}}
+	c cc.Clock
+}{c: cc.RealClock{}}
 
 // DomainUpstreams is a dynamic upstream source for `reverse_proxy` that
 // finds a Conversational Cloud service's host through the Domain API, so a
@@ -85,15 +86,15 @@ type DomainUpstreams struct {
 	// it when no answer is cached yet. Default: 10s
 	LookupTimeout caddy.Duration `json:"lookup_timeout,omitempty"`
 
-	service       string  // Service, expanded
-	account       string  // AccountID, expanded; "" = lpauth's
-	client        *Client // for csds, or DefaultCSDS when no lpauth ran
-	ownCSDS       bool    // csds set: do not use lpauth's client
+	service       string     // Service, expanded
+	account       string     // AccountID, expanded; "" = lpauth's
+	client        *cc.Client // for csds, or DefaultCSDS when no lpauth ran
+	ownCSDS       bool       // csds set: do not use lpauth's client
 	refresh       time.Duration
 	lookupTimeout time.Duration
 	retryDelay    time.Duration
-	clock         Clock // nil until Provision: lpdomainClock
-	report        func(domainReport)
+	clock         cc.Clock // nil until Provision: lpdomainClock
+	report        func(cc.DomainReport)
 	logger        *zap.Logger
 }
 
@@ -130,16 +131,16 @@ func (d *DomainUpstreams) Provision(ctx caddy.Context) error {
 	}
 	// Empty csds gives DefaultCSDS, used only when no lpauth ran.
 	d.ownCSDS = csds != ""
-	if d.client, err = NewClient(ClientConfig{CSDS: csds, UserAgent: "caddy-lpauth"}); err != nil {
+	if d.client, err = cc.NewClient(cc.ClientConfig{CSDS: csds, UserAgent: "caddy-lpauth"}); err != nil {
 		return fmt.Errorf("lpdomain: %w", err)
 	}
-	if d.refresh, err = durationIn("refresh", d.Refresh, DefaultDomainRefresh, anyPositive); err != nil {
+	if d.refresh, err = durationIn("refresh", d.Refresh, cc.DefaultDomainRefresh, anyPositive); err != nil {
 		return fmt.Errorf("lpdomain: %w", err)
 	}
-	if d.lookupTimeout, err = durationIn("lookup_timeout", d.LookupTimeout, DefaultDomainLookupTimeout, anyPositive); err != nil {
+	if d.lookupTimeout, err = durationIn("lookup_timeout", d.LookupTimeout, cc.DefaultDomainLookupTimeout, anyPositive); err != nil {
 		return fmt.Errorf("lpdomain: %w", err)
 	}
-	d.retryDelay = min(domainRetryDelay, d.refresh)
+	d.retryDelay = min(cc.DomainRetryDelay, d.refresh)
 	if d.clock == nil {
 		lpdomainClock.Lock()
 		d.clock = lpdomainClock.c
@@ -171,20 +172,20 @@ func (d *DomainUpstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstrea
 	if account == "" {
 		return nil, errNoAccount
 	}
-	q := domainLookup{
-		client: client, account: account, service: d.service,
-		refresh: d.refresh, timeout: d.lookupTimeout, retryDelay: d.retryDelay,
-		clock: d.clock, report: d.report,
+	q := cc.DomainLookup{
+		Client: client, Account: account, Service: d.service,
+		Refresh: d.refresh, Timeout: d.lookupTimeout, RetryDelay: d.retryDelay,
+		Clock: d.clock, Report: d.report,
 	}
-	a, err := q.resolve(r.Context())
+	dial, err := q.Dial(r.Context())
 	if err != nil {
 		return nil, fmt.Errorf("lpdomain: service %s of account %s: %w", d.service, account, err)
 	}
-	return []*reverseproxy.Upstream{{Dial: a.dial}}, nil
+	return []*reverseproxy.Upstream{{Dial: dial}}, nil
 }
 
 // logLookup logs the outcome of a Domain API lookup this source started.
-func (d *DomainUpstreams) logLookup(r domainReport) {
+func (d *DomainUpstreams) logLookup(r cc.DomainReport) {
 	fields := []zap.Field{zap.String("service", r.Service), zap.String("account_id", r.Account)}
 	switch {
 	case r.Err != nil && r.Prev != "":

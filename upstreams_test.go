@@ -24,6 +24,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -135,7 +136,7 @@ func getDialAtOnce(t testing.TB, d *DomainUpstreams) (string, error) {
 
 // setLpdomainClock makes the lpdomain sources provisioned during the test
 // (those of caddytest configs too) run on clock.
-func setLpdomainClock(t *testing.T, clock Clock) {
+func setLpdomainClock(t *testing.T, clock cc.Clock) {
 	lpdomainClock.Lock()
 	prev := lpdomainClock.c
 	lpdomainClock.c = clock
@@ -153,18 +154,30 @@ func TestUpstreamCacheSharesRenewsAndSurvivesOutage(t *testing.T) {
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	t.Cleanup(api.release) // before the server closes: it waits for held requests
-	t.Cleanup(func() { dropDomainAnswers(srv.URL) })
+	t.Cleanup(func() { cc.DropDomainAnswers(srv.URL) })
 	clock := newFakeClock()
 	const refresh = 400 * time.Millisecond
 	d := &DomainUpstreams{Service: "msgHist", AccountID: ccemu.DefaultAccountID, CSDS: srv.URL, Refresh: caddy.Duration(refresh), clock: clock}
 	logs := provisionDomain(t, d)
+	// confirmed is the clock's time when the Domain API last answered one of
+	// d's lookups: the resolver reports a lookup once it has recorded it.
+	var confirmed atomic.Pointer[time.Time]
+	report := d.report
+	d.report = func(r cc.DomainReport) {
+		if r.Err == nil {
+			now := clock.Now()
+			confirmed.Store(&now)
+		}
+		report(r)
+	}
 	want := hostport(srv)
 	lookups := func() int64 { return emu.Counters().DomainLookups }
 	// renewed waits until the answer is confirmed at the clock's now.
 	renewed := func() {
 		t.Helper()
 		eventually(t, 5*time.Second, "the renewal to be recorded", func() bool {
-			return cachedAnswer(d.client, "msgHist").fetched.Equal(clock.Now())
+			at := confirmed.Load()
+			return at != nil && at.Equal(clock.Now())
 		})
 	}
 	warnings := func() int {
@@ -283,49 +296,14 @@ func TestUpstreamNoAccount(t *testing.T) {
 	}
 }
 
-func TestUpstreamDialAddress(t *testing.T) {
-	// As the resolver turns an answered host into a dial address.
-	dialAddress := func(host, scheme string) (string, error) {
-		u, err := validateHost(host, scheme, hostAnswered)
-		if err != nil {
-			return "", err
-		}
-		return dialAddress(u), nil
-	}
-	for _, tc := range []struct{ host, scheme, want string }{
-		{"va.msghist.liveperson.net", "https", "va.msghist.liveperson.net:443"},
-		{"va.msghist.liveperson.net:8443", "https", "va.msghist.liveperson.net:8443"},
-		{"127.0.0.1", "http", "127.0.0.1:80"},
-		{"127.0.0.1:9090", "http", "127.0.0.1:9090"},
-		{"localhost:9090", "http", "localhost:9090"},
-		{"[::1]", "http", "[::1]:80"},
-		{"[::1]:9090", "https", "[::1]:9090"},
-	} {
-		if got, err := dialAddress(tc.host, tc.scheme); err != nil || got != tc.want {
-			t.Errorf("dialAddress(%q, %s) = %q, %v; want %s", tc.host, tc.scheme, got, err, tc.want)
-		}
-	}
-	for _, host := range []string{
-		"", "https://va.example", "va.example/path", "evil.com/@va.example", "evil.com#@va.example",
-		"user@va.example", "va.example?x=1", "{env.HOME}", "va .example", "va.example:port",
-	} {
-		if got, err := dialAddress(host, "https"); err == nil {
-			t.Errorf("dialAddress(%q) = %q, want an error", host, got)
-		}
-	}
-	if got, err := dialAddress("va.example", "http"); err == nil || !strings.Contains(err.Error(), "loopback") {
-		t.Errorf("plain http to a non-loopback host: %q, %v", got, err)
-	}
-}
-
 func TestUpstreamProvision(t *testing.T) {
 	t.Setenv("LPAUTH_TEST_ACCOUNT", ccemu.DefaultAccountID)
 	t.Setenv("LPAUTH_TEST_EMPTY", "")
 	d := &DomainUpstreams{Service: "msgHist", AccountID: "{env.LPAUTH_TEST_ACCOUNT}"}
 	provisionDomain(t, d)
-	if d.account != ccemu.DefaultAccountID || d.refresh != DefaultDomainRefresh ||
-		d.lookupTimeout != DefaultDomainLookupTimeout || d.client.csds.String() != DefaultCSDS || d.ownCSDS {
-		t.Fatalf("defaults: account %q refresh %s timeout %s csds %s own %v", d.account, d.refresh, d.lookupTimeout, d.client.csds, d.ownCSDS)
+	if d.account != ccemu.DefaultAccountID || d.refresh != cc.DefaultDomainRefresh ||
+		d.lookupTimeout != cc.DefaultDomainLookupTimeout || d.client.CSDS() != cc.DefaultCSDS || d.ownCSDS {
+		t.Fatalf("defaults: account %q refresh %s timeout %s csds %s own %v", d.account, d.refresh, d.lookupTimeout, d.client.CSDS(), d.ownCSDS)
 	}
 	for _, tc := range []struct {
 		d    DomainUpstreams

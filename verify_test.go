@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 // While the Login Service fails the verifying refresh and the session is
@@ -115,7 +116,7 @@ func TestKeeperFailedCheckRefreshCallsIn5s(t *testing.T) {
 
 // loggedInKeeper is a keeper on clock (nil: the real one) that has logged
 // in to a fresh emulator.
-func loggedInKeeper(t *testing.T, clock Clock) (*ccemu.Emulator, *Keeper, *Credential) {
+func loggedInKeeper(t *testing.T, clock cc.Clock) (*ccemu.Emulator, *Keeper, *Credential) {
 	t.Helper()
 	emu, srv := emulator(t, ccemu.Config{})
 	k := testKeeper(t, srv, userCreds(), clock, nil)

@@ -22,6 +22,7 @@ import (
 	lpauth "github.com/lpauth/caddy-lpauth"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
+	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
 // Two instances of one CC user without shared storage (two replicas behind
@@ -153,11 +154,11 @@ func TestE2EOneOutsideLoginCostsOneRelogin(t *testing.T) {
 		eventually(t, 10*time.Second, what, func() bool { return emu.Counters().DataCalls >= calls+100 })
 	}
 	steady("100 requests served before the outside login")
-	outside, err := lpauth.NewClient(lpauth.ClientConfig{CSDS: srv.URL})
+	outside, err := cc.NewClient(cc.ClientConfig{CSDS: srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := outside.Login(context.Background(), lpauth.Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: ccemu.DefaultPassword}); err != nil {
+	if _, err := outside.Login(context.Background(), cc.Credentials{AccountID: ccemu.DefaultAccountID, Username: ccemu.DefaultUsername, Password: ccemu.DefaultPassword}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the re-login after the outside login", func() bool { return emu.Counters().LoginAttempts >= 3 })

@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package cc
 
 import (
 	"bytes"
@@ -61,7 +61,7 @@ func FuzzParseTokenReply(f *testing.F) {
 			t.Fatal(err)
 		}
 		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-		cred, err := NewAppJWTSource(appJWTConfig("", func() time.Time { return now })).Obtain(bg(), c)
+		cred, err := c.AppToken(bg(), testAppCreds(""), func() time.Time { return now })
 		if err == nil {
 			if status/100 != 2 {
 				t.Fatalf("HTTP %d accepted", status)

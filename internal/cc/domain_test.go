@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package cc
 
 // Tests of the Domain API resolver as the login host uses it; lpdomain's
 // use is in upstreams_test.go.
@@ -14,22 +14,9 @@ import (
 	"github.com/lpauth/caddy-lpauth/ccemu"
 )
 
-// dropDomainAnswers forgets every cached answer of the Domain API at base.
-// The cache outlives a test, and a later test's server may get the same
-// loopback port.
-func dropDomainAnswers(base string) {
-	domainMu.Lock()
-	defer domainMu.Unlock()
-	for k := range domainAnswers {
-		if k.scheme+"://"+k.host+k.path == base {
-			delete(domainAnswers, k)
-		}
-	}
-}
-
 // cachedAnswer is what the resolver holds for c's account and service.
 func cachedAnswer(c *Client, service string) domainAnswer {
-	q := domainLookup{client: c, account: ccemu.DefaultAccountID, service: service}
+	q := DomainLookup{Client: c, Account: ccemu.DefaultAccountID, Service: service}
 	domainMu.RLock()
 	defer domainMu.RUnlock()
 	return domainAnswers[q.key()]
@@ -94,7 +81,7 @@ func TestDomainLoginHostSharedStaleAndKeptOnFailure(t *testing.T) {
 	if n := lookups(); n != 3 {
 		t.Fatalf("%d lookups, want 3: a failure was retried within the retry delay", n)
 	}
-	clock.Advance(domainRetryDelay)
+	clock.Advance(DomainRetryDelay)
 	base(c)
 	eventually(t, 5*time.Second, "the retry after the delay", func() bool { return lookups() == 4 })
 }

@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package cc
 
 import (
 	"bytes"
@@ -33,9 +33,9 @@ func (c *Client) forgetSentinel(account string) { c.forget(c.sentinelLookup(acco
 
 // sentinelLookup asks for the Sentinel host with the login host's
 // freshness window (Proactive Messaging asks to cache it at most a day).
-func (c *Client) sentinelLookup(account string) domainLookup {
+func (c *Client) sentinelLookup(account string) DomainLookup {
 	q := c.loginLookup(account)
-	q.service = sentinelService
+	q.Service = sentinelService
 	return q
 }
 

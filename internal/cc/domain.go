@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package cc
 
 import (
 	"context"
@@ -26,9 +26,9 @@ const (
 const (
 	// loginService is the Domain API name of the Login Service host.
 	loginService = "agentVep"
-	// domainRetryDelay spaces Domain API attempts after a failure (capped
+	// DomainRetryDelay spaces Domain API attempts after a failure (capped
 	// at the caller's freshness window), so an outage is not hammered.
-	domainRetryDelay = 5 * time.Second
+	DomainRetryDelay = 5 * time.Second
 	// maxDomainAnswers bounds the cache; keys come from configs, so this is
 	// only reached by many reloads with changing csds or accounts.
 	maxDomainAnswers = 1024
@@ -64,45 +64,45 @@ type domainAnswer struct {
 	recheck bool      // a caller saw the host fail: the next caller waits for a lookup
 }
 
-// domainLookup is one caller's question to the resolver, with its own
+// DomainLookup is one caller's question to the resolver, with its own
 // freshness window. One behaviour for all: a fresh answer costs no I/O; a
 // stale one is served while one background lookup renews it; a failed
 // lookup keeps the last good host and is not retried for retryDelay, and
 // while no host is known that failure is answered at once. Only a caller
 // with no host to serve (or one marked for a recheck) waits for the lookup,
 // which is shared and runs on a context of its own.
-type domainLookup struct {
-	client           *Client
-	account, service string
-	refresh          time.Duration // an answer younger than this is served as is
-	timeout          time.Duration // bound on one Domain API lookup
-	retryDelay       time.Duration
-	clock            Clock
-	report           func(domainReport) // optional: told of every lookup's outcome
+type DomainLookup struct {
+	Client           *Client
+	Account, Service string
+	Refresh          time.Duration // an answer younger than this is served as is
+	Timeout          time.Duration // bound on one Domain API lookup
+	RetryDelay       time.Duration
+	Clock            Clock
+	Report           func(DomainReport) // optional: told of every lookup's outcome
 }
 
-// domainReport is the outcome of one Domain API lookup, for a log line.
-type domainReport struct {
+// DomainReport is the outcome of one Domain API lookup, for a log line.
+type DomainReport struct {
 	Service, Account string
 	Prev, Dial       string        // the last good and the new dial address ("" if none)
 	RetryIn          time.Duration // on failure
 	Err              error
 }
 
-func (q *domainLookup) key() domainKey {
-	u := q.client.csds
-	return domainKey{u.Scheme, u.Host, u.Path, q.account, q.service}
+func (q *DomainLookup) key() domainKey {
+	u := q.Client.csds
+	return domainKey{u.Scheme, u.Host, u.Path, q.Account, q.Service}
 }
 
 // resolve returns the service's host, asking the Domain API only when the
 // cached answer is not fresh.
-func (q *domainLookup) resolve(ctx context.Context) (domainAnswer, error) {
+func (q *DomainLookup) resolve(ctx context.Context) (domainAnswer, error) {
 	key := q.key()
-	now := q.clock.Now()
+	now := q.Clock.Now()
 	domainMu.RLock()
 	a, ok := domainAnswers[key]
 	domainMu.RUnlock()
-	if ok && a.base != "" && !a.recheck && now.Sub(a.fetched) < q.refresh {
+	if ok && a.base != "" && !a.recheck && now.Sub(a.fetched) < q.Refresh {
 		return a, nil // fresh: the fast path
 	}
 	if ok && a.base != "" && !a.recheck {
@@ -111,7 +111,7 @@ func (q *domainLookup) resolve(ctx context.Context) (domainAnswer, error) {
 		a = domainAnswers[key]
 		start := a.base != "" && !now.Before(a.retryAt)
 		if start {
-			a.retryAt = now.Add(q.timeout + q.retryDelay) // in flight; fetch resets it
+			a.retryAt = now.Add(q.Timeout + q.RetryDelay) // in flight; fetch resets it
 			domainAnswers[key] = a
 		}
 		domainMu.Unlock()
@@ -143,19 +143,26 @@ func (q *domainLookup) resolve(ctx context.Context) (domainAnswer, error) {
 	}
 }
 
+// Dial returns the host:port to dial for the service, asking the Domain
+// API only when the cached answer is not fresh.
+func (q *DomainLookup) Dial(ctx context.Context) (string, error) {
+	a, err := q.resolve(ctx)
+	return a.dial, err
+}
+
 // start joins the lookup in flight for key, or starts one. q is a copy:
 // only this slow path allocates it.
-func (q domainLookup) start(key domainKey) <-chan singleflight.Result {
+func (q DomainLookup) start(key domainKey) <-chan singleflight.Result {
 	return domainFlight.DoChan(key.flightKey(), func() (any, error) { return q.fetch(key) })
 }
 
 // fetch asks the Domain API, on a context of its own so that the caller
 // that started it going away does not fail it for the others, and records
 // the outcome.
-func (q *domainLookup) fetch(key domainKey) (domainAnswer, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), q.timeout)
+func (q *DomainLookup) fetch(key domainKey) (domainAnswer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), q.Timeout)
 	defer cancel()
-	host, err := q.client.LookupService(ctx, key.account, key.service)
+	host, err := q.Client.LookupService(ctx, key.account, key.service)
 	var next domainAnswer
 	if err == nil {
 		var u *url.URL
@@ -165,7 +172,7 @@ func (q *domainLookup) fetch(key domainKey) (domainAnswer, error) {
 			next = domainAnswer{base: u.String(), dial: dialAddress(u)}
 		}
 	}
-	now := q.clock.Now()
+	now := q.Clock.Now()
 	domainMu.Lock()
 	prev, had := domainAnswers[key]
 	if !had && len(domainAnswers) >= maxDomainAnswers {
@@ -177,21 +184,21 @@ func (q *domainLookup) fetch(key domainKey) (domainAnswer, error) {
 	if err != nil {
 		// Keep the last good host; try again after a pause.
 		next = prev
-		next.retryAt, next.err, next.recheck = now.Add(q.retryDelay), err, false
+		next.retryAt, next.err, next.recheck = now.Add(q.RetryDelay), err, false
 	} else {
 		next.fetched = now
 	}
 	domainAnswers[key] = next
 	domainMu.Unlock()
 
-	if q.report != nil {
-		r := domainReport{Service: key.service, Account: key.account, Prev: prev.dial, Err: err}
+	if q.Report != nil {
+		r := DomainReport{Service: key.service, Account: key.account, Prev: prev.dial, Err: err}
 		if err != nil {
-			r.RetryIn = q.retryDelay
+			r.RetryIn = q.RetryDelay
 		} else {
 			r.Dial = next.dial
 		}
-		q.report(r)
+		q.Report(r)
 	}
 	return next, err
 }
@@ -207,6 +214,20 @@ func forgetDomain(key domainKey) {
 	domainMu.Unlock()
 }
 
+// DropDomainAnswers forgets every cached answer of the Domain API at base
+// (scheme://host[:port][/path], as csds is written). Tests use it: the cache
+// outlives a test, and a later test's server may get the same loopback
+// port.
+func DropDomainAnswers(base string) {
+	domainMu.Lock()
+	defer domainMu.Unlock()
+	for k := range domainAnswers {
+		if k.scheme+"://"+k.host+k.path == base {
+			delete(domainAnswers, k)
+		}
+	}
+}
+
 // LoginBaseURL returns the agentVep base URL for the account: the configured
 // domain, or the Domain API's answer through the shared cache.
 func (c *Client) LoginBaseURL(ctx context.Context, account string) (string, error) {
@@ -214,7 +235,7 @@ func (c *Client) LoginBaseURL(ctx context.Context, account string) (string, erro
 }
 
 // serviceBase is the configured domain, else the Domain API's answer to q.
-func (c *Client) serviceBase(ctx context.Context, q domainLookup) (string, error) {
+func (c *Client) serviceBase(ctx context.Context, q DomainLookup) (string, error) {
 	if c.domain != nil {
 		return c.domain.String(), nil
 	}
@@ -224,7 +245,7 @@ func (c *Client) serviceBase(ctx context.Context, q domainLookup) (string, error
 
 // forget marks q's cached answer for a recheck (none with a configured
 // domain).
-func (c *Client) forget(q domainLookup) {
+func (c *Client) forget(q DomainLookup) {
 	if c.domain == nil {
 		forgetDomain(q.key())
 	}
@@ -239,15 +260,15 @@ func (c *Client) ForgetDomain(account string) { c.forget(c.loginLookup(account))
 // default: logins come hours apart, so a stale host costs one background
 // lookup per login at most, and a moved host is seen within 10 minutes (a
 // connection error rechecks at once).
-func (c *Client) loginLookup(account string) domainLookup {
+func (c *Client) loginLookup(account string) DomainLookup {
 	clock := c.clock
 	if clock == nil {
-		clock = realClock{}
+		clock = RealClock{}
 	}
-	return domainLookup{
-		client: c, account: account, service: loginService,
-		refresh: DefaultDomainRefresh, timeout: DefaultDomainLookupTimeout, retryDelay: domainRetryDelay,
-		clock: clock,
+	return DomainLookup{
+		Client: c, Account: account, Service: loginService,
+		Refresh: DefaultDomainRefresh, Timeout: DefaultDomainLookupTimeout, RetryDelay: DomainRetryDelay,
+		Clock: clock,
 	}
 }
 

@@ -1,7 +1,7 @@
 // Copyright 2026 The lpauth Authors
 // SPDX-License-Identifier: Apache-2.0
 
-package lpauth
+package cc
 
 import (
 	"context"
@@ -19,10 +19,9 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 )
 
-// The AppJWT source: an application token from Sentinel, CC's OAuth 2.0
+// The AppJWT: an application token from Sentinel, CC's OAuth 2.0
 // authorisation server, through the client_credentials grant. Sentinel
-// issues no refresh token and has no revocation: a new token is fetched
-// before the current one expires, and nothing is released at stop.
+// issues no refresh token and has no revocation.
 //
 // The exchange goes through golang.org/x/oauth2/clientcredentials. What it
 // does well: the form body, the OAuth 2.0 error envelope (error,
@@ -49,13 +48,10 @@ import (
 //     first sends the secret in a Basic header and, after any error, sends
 //     the request again, which doubles every failed fetch.
 
-// AppJWTMode is the Identity.Mode of the AppJWT source.
-const AppJWTMode = "app_jwt"
-
 const (
-	// defaultAppJWTLifetime applies when neither expires_in nor exp says:
+	// DefaultAppJWTLifetime applies when neither expires_in nor exp says:
 	// "An AppJWT is valid for one hour".
-	defaultAppJWTLifetime = time.Hour
+	DefaultAppJWTLifetime = time.Hour
 	// minAppJWTLifetime keeps a nonsense lifetime the reply states (0,
 	// negative) from renewing in a tight loop.
 	minAppJWTLifetime = time.Second
@@ -67,153 +63,67 @@ const (
 	// skewRenewal after the fetch, and served a little beyond while a
 	// failed renewal is retried.
 	skewLifetime = skewRenewal * 5 / 4
-	// maxAppJWTCheckWindow bounds the window within which a 401 for a
-	// young token is the endpoint's own answer.
-	maxAppJWTCheckWindow = 30 * time.Second
 	// maxJWTLength bounds a token that goes into every request's header.
 	maxJWTLength = 16 << 10
 )
 
-// AppJWTConfig configures the AppJWT source.
-type AppJWTConfig struct {
+// AppCredentials identify an application to Sentinel.
+type AppCredentials struct {
 	AccountID    string
 	ClientID     string // OAuth2 client_credentials client id
 	ClientSecret string
 	// API is the Sentinel token endpoint version: "v1" or "v2"; "" = v2.
 	API string
-	// Now is the clock the token's age and expiry are measured with (the
-	// keeper's, so that Credential.Obtained is comparable); nil = time.Now.
-	Now func() time.Time
-}
-
-// Validate checks what the source needs, without naming a secret.
-func (c AppJWTConfig) Validate() error {
-	switch {
-	case c.AccountID == "":
-		return errors.New("app_jwt: no account_id")
-	case c.ClientID == "":
-		return errors.New("app_jwt: no client_id")
-	case c.ClientSecret == "":
-		return errors.New("app_jwt: no client_secret")
-	case c.API != "" && c.API != "v1" && c.API != "v2":
-		return fmt.Errorf("app_jwt: sentinel_api %q: want v1 or v2", c.API)
-	}
-	return nil
 }
 
 // String never shows the secret.
-func (c AppJWTConfig) String() string {
-	api := c.API
-	if api == "" {
-		api = "v2"
-	}
-	return fmt.Sprintf("account %s, AppJWT (%s) for client %q", c.AccountID, api, c.ClientID)
+func (a AppCredentials) String() string {
+	return fmt.Sprintf("account %s, client %q", a.AccountID, a.ClientID)
 }
 
 // GoString keeps %#v as safe as %v.
-func (c AppJWTConfig) GoString() string { return c.String() }
+func (a AppCredentials) GoString() string { return a.String() }
 
-// AppJWTSource obtains AppJWTs from Sentinel and renews each at 80 % of its
-// lifetime.
-type AppJWTSource struct {
-	cfg AppJWTConfig
-	now func() time.Time
-}
+// AppToken is an AppJWT as Sentinel issued it (or as storage kept it),
+// checked: a header-safe JWT, and its lifetime within bounds.
+type AppToken struct {
+	Token    string        // the JWT
+	Issuer   string        // scheme://host[:port] of the Sentinel host
+	Lifetime time.Duration // as the reply (or the JWT) states it, bounded
+	Expires  time.Time     // the arrival plus the lifetime
 
-// NewAppJWTSource returns the AppJWT source for cfg. Call cfg.Validate at
-// provisioning; Obtain refuses an invalid cfg too.
-func NewAppJWTSource(cfg AppJWTConfig) *AppJWTSource {
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
-	return &AppJWTSource{cfg: cfg, now: now}
-}
-
-// String never shows the secret.
-func (a *AppJWTSource) String() string { return a.cfg.String() }
-
-// GoString keeps %#v as safe as %v.
-func (a *AppJWTSource) GoString() string { return a.String() }
-
-// Identity names the account and the client id.
-func (a *AppJWTSource) Identity() Identity {
-	return Identity{Account: a.cfg.AccountID, Mode: AppJWTMode, Name: a.cfg.ClientID}
-}
-
-// appJWTMark marks a credential as this source's. Its expiry is the
-// credential's Expires; a renewal that fails is retried by the keeper, as
-// the retry policy says, until then.
-type appJWTMark struct{}
-
-// Obtain fetches a token.
-func (a *AppJWTSource) Obtain(ctx context.Context, c *Client) (*Credential, error) {
-	return a.fetch(ctx, c)
-}
-
-// Check answers an upstream 401 without asking Sentinel (it has no way to
-// ask): a token younger than the window is alive, so the 401 is the
-// endpoint's own (a missing scope, say); an older one is taken as gone, and
-// the keeper fetches one new token for every caller. Window = min(30 s,
-// half the token's lifetime), the age measured from cred.Obtained.
-func (a *AppJWTSource) Check(_ context.Context, _ *Client, cred *Credential) error {
-	window := min(maxAppJWTCheckWindow, cred.Lifetime/2)
-	age := a.now().Sub(cred.Obtained)
-	if age < window {
-		return nil
-	}
-	return &goneError{fmt.Errorf("token: refused upstream at age %s (past the %s window)", age.Round(time.Millisecond), window)}
-}
-
-// Renew fetches a new token. On failure the current one stays in use (it
-// is valid until it expires); the error never wraps ErrCredentialGone.
-func (a *AppJWTSource) Renew(ctx context.Context, c *Client, _ *Credential) (*Credential, error) {
-	return a.fetch(ctx, c)
-}
-
-// RenewAfter is the time left until 80 % of cred's lifetime, measured from
-// cred.Obtained (from its expiry less its lifetime, before the keeper has
-// set Obtained); never negative.
-func (a *AppJWTSource) RenewAfter(cred *Credential, _ time.Duration) time.Duration {
-	lifetime := cred.Lifetime
-	if lifetime <= 0 {
-		lifetime = defaultAppJWTLifetime
-	}
-	start := cred.Obtained
-	if start.IsZero() {
-		start = cred.Expires.Add(-lifetime)
-	}
-	return max(start.Add(lifetime/5*4).Sub(a.now()), 0)
-}
-
-// Release does nothing: Sentinel has no revocation.
-func (a *AppJWTSource) Release(context.Context, *Client, *Credential) error {
-	return ErrNothingToRelease
+	// ClockSkew: its end rested on this host's clock alone and came
+	// within a minute or had passed on arrival (see tokenLifetime).
+	ClockSkew bool
 }
 
 // tokenURL is Sentinel's token endpoint under base. v1 carries v and
 // grant_type in the query, as the docs show; x/oauth2 also puts grant_type
 // in the body.
-func (a *AppJWTSource) tokenURL(base string) string {
-	acct := url.PathEscape(a.cfg.AccountID)
-	if a.cfg.API == "v1" {
+func (a AppCredentials) tokenURL(base string) string {
+	acct := url.PathEscape(a.AccountID)
+	if a.API == "v1" {
 		return base + "/sentinel/api/account/" + acct + "/app/token?v=1.0&grant_type=client_credentials"
 	}
 	return base + "/sentinel/api/v2/account/" + acct + "/app/token"
 }
 
-// fetch is the client_credentials exchange.
-func (a *AppJWTSource) fetch(ctx context.Context, c *Client) (*Credential, error) {
-	if err := a.cfg.Validate(); err != nil {
-		return nil, err
+// AppToken is the client_credentials exchange with the account's Sentinel.
+// now is the clock the token's arrival, and so its expiry, is measured
+// with; nil = time.Now. Its errors never show the client secret or a
+// token: a refusal is an *APIError (Op "token"), an invalid reply a fixed
+// text.
+func (c *Client) AppToken(ctx context.Context, a AppCredentials, now func() time.Time) (*AppToken, error) {
+	if now == nil {
+		now = time.Now
 	}
-	base, err := c.SentinelBaseURL(ctx, a.cfg.AccountID)
+	base, err := c.SentinelBaseURL(ctx, a.AccountID)
 	if err != nil {
 		return nil, err
 	}
 	cc := clientcredentials.Config{
-		ClientID:     a.cfg.ClientID,
-		ClientSecret: a.cfg.ClientSecret,
+		ClientID:     a.ClientID,
+		ClientSecret: a.ClientSecret,
 		TokenURL:     a.tokenURL(base),
 		AuthStyle:    oauth2.AuthStyleInParams,
 	}
@@ -222,20 +132,20 @@ func (a *AppJWTSource) fetch(ctx context.Context, c *Client) (*Credential, error
 		err = a.tokenError(err)
 		var urlErr *url.Error
 		if errors.As(err, &urlErr) {
-			c.forgetSentinel(a.cfg.AccountID)
+			c.forgetSentinel(a.AccountID)
 		}
 		return nil, err
 	}
-	cred, err := a.credential(tok.AccessToken, tok.Extra("expires_in"), base)
+	t, err := appToken(tok.AccessToken, tok.Extra("expires_in"), base, now)
 	if err != nil {
 		return nil, fmt.Errorf("token: invalid reply: %w", err)
 	}
-	return cred, nil
+	return t, nil
 }
 
-// credential checks a token reply and builds the credential. Its errors are
+// appToken checks a token reply and builds the token. Its errors are
 // fixed texts: they never show the token.
-func (a *AppJWTSource) credential(token string, expiresIn any, issuer string) (*Credential, error) {
+func appToken(token string, expiresIn any, issuer string, now func() time.Time) (*AppToken, error) {
 	claims, err := parseJWT(token)
 	if err != nil {
 		return nil, err
@@ -244,12 +154,9 @@ func (a *AppJWTSource) credential(token string, expiresIn any, issuer string) (*
 	if err != nil {
 		return nil, err
 	}
-	now := a.now() // the reply's arrival
-	lifetime, skew := tokenLifetime(secs, claims, now)
-	cred := newCredential(token, issuer, lifetime, appJWTMark{})
-	cred.Expires = now.Add(lifetime)
-	cred.ClockSkew = skew
-	return cred, nil
+	arrived := now() // the reply's arrival
+	lifetime, skew := tokenLifetime(secs, claims, arrived)
+	return &AppToken{Token: token, Issuer: issuer, Lifetime: lifetime, Expires: arrived.Add(lifetime), ClockSkew: skew}, nil
 }
 
 // The checks of a token reply and of a stored token, as fixed texts.
@@ -265,8 +172,7 @@ var (
 	errReplyNotToken  = errors.New("not an OAuth token reply")
 	errReplyRead      = errors.New("reading the reply failed")
 
-	// Decode's
-	errStoredNotJSON   = errors.New("not JSON")
+	// StoredAppToken's
 	errStoredLifetime  = errors.New("lifetime out of range")
 	errStoredExpired   = errors.New("the token has expired")
 	errStoredNoIssuer  = errors.New("bad issuer")
@@ -405,7 +311,7 @@ func tokenLifetime(expiresIn float64, cl jwtClaims, now time.Time) (lifetime tim
 		shorter(secondsDuration(left))
 	}
 	if d == 0 {
-		d = defaultAppJWTLifetime
+		d = DefaultAppJWTLifetime
 	}
 	return min(max(d, minAppJWTLifetime), maxSessionTTL), false
 }
@@ -426,7 +332,7 @@ func secondsDuration(s float64) time.Duration {
 // is an *APIError (Op "token") so that the retry policy applies; a
 // transport error keeps its cause; anything else is an invalid reply with a
 // fixed text. None shows the client secret or a token.
-func (a *AppJWTSource) tokenError(err error) error {
+func (a AppCredentials) tokenError(err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil {
 		secrets := a.secretsIn(re.Body)
@@ -464,8 +370,8 @@ func (a *AppJWTSource) tokenError(err error) error {
 // secretsIn is what a token answer's text must not show: the client
 // secret (a server may echo the request) and any access_token the body
 // carries, as JSON or as a form.
-func (a *AppJWTSource) secretsIn(body []byte) []string {
-	secrets := []string{a.cfg.ClientSecret}
+func (a AppCredentials) secretsIn(body []byte) []string {
+	secrets := []string{a.ClientSecret}
 	var reply struct {
 		AccessToken json.RawMessage `json:"access_token"`
 	}
@@ -481,52 +387,27 @@ func (a *AppJWTSource) secretsIn(body []byte) []string {
 	return append(secrets, form["access_token"]...)
 }
 
-// storedAppJWT is an AppJWT as the cluster stores it.
-type storedAppJWT struct {
-	Token      string `json:"token"`
-	Issuer     string `json:"issuer"`
-	LifetimeMS int64  `json:"lifetime_ms"`
-	ExpiresMS  int64  `json:"expires_unix_ms"`
-}
-
-// Encode stores the token, its issuer, lifetime and expiry.
-func (a *AppJWTSource) Encode(cred *Credential) ([]byte, error) {
-	if _, ok := cred.state.(appJWTMark); !ok {
-		return nil, errors.New("app_jwt: not an AppJWT credential")
+// StoredAppToken rebuilds an AppJWT kept in storage (its lifetime and
+// expiry in Unix milliseconds) with the checks a token reply gets; an
+// expired one is refused, so that the reader fetches a new one. Its errors
+// are fixed texts.
+func StoredAppToken(token, issuer string, lifetimeMS, expiresMS int64, now time.Time) (*AppToken, error) {
+	if _, err := parseJWT(token); err != nil {
+		return nil, err
 	}
-	return json.Marshal(storedAppJWT{Token: cred.Token, Issuer: cred.Issuer, LifetimeMS: cred.Lifetime.Milliseconds(), ExpiresMS: cred.Expires.UnixMilli()})
-}
-
-// Decode rebuilds a stored AppJWT with the checks a token reply gets; an
-// expired one is refused, so that the reader fetches a new one.
-func (a *AppJWTSource) Decode(data []byte) (*Credential, error) {
-	var p storedAppJWT
-	if json.Unmarshal(data, &p) != nil {
-		return nil, fmt.Errorf("stored token: %w", errStoredNotJSON)
+	if lifetimeMS < minAppJWTLifetime.Milliseconds() || lifetimeMS > maxSessionTTL.Milliseconds() {
+		return nil, errStoredLifetime
 	}
-	if _, err := parseJWT(p.Token); err != nil {
-		return nil, fmt.Errorf("stored token: %w", err)
+	u, err := validateHost(issuer, "", hostConfigured)
+	if err != nil || issuer != u.String() {
+		return nil, errStoredNoIssuer
 	}
-	lifetime := time.Duration(p.LifetimeMS) * time.Millisecond
-	if p.LifetimeMS < minAppJWTLifetime.Milliseconds() || p.LifetimeMS > maxSessionTTL.Milliseconds() {
-		return nil, fmt.Errorf("stored token: %w", errStoredLifetime)
-	}
-	u, err := validateHost(p.Issuer, "", hostConfigured)
-	if err != nil || p.Issuer != u.String() {
-		return nil, fmt.Errorf("stored token: %w", errStoredNoIssuer)
-	}
-	now := a.now()
-	expires := time.UnixMilli(p.ExpiresMS)
+	expires := time.UnixMilli(expiresMS)
 	switch {
 	case !expires.After(now):
-		return nil, fmt.Errorf("stored token: %w", errStoredExpired)
+		return nil, errStoredExpired
 	case expires.Sub(now) > maxSessionTTL:
-		return nil, fmt.Errorf("stored token: %w", errStoredFarExpiry)
+		return nil, errStoredFarExpiry
 	}
-	cred := newCredential(p.Token, u.String(), lifetime, appJWTMark{})
-	cred.Expires = expires
-	return cred, nil
+	return &AppToken{Token: token, Issuer: u.String(), Lifetime: time.Duration(lifetimeMS) * time.Millisecond, Expires: expires}, nil
 }
-
-// Interface guards
-var _ Source = (*AppJWTSource)(nil)
