@@ -28,16 +28,16 @@ func skewedReply(now func() time.Time) func(http.ResponseWriter, *http.Request) 
 
 func TestAppJWTClockSkewRenewsEveryMinute(t *testing.T) {
 	s, clock, src, c := appJWTFixture(t, "v1")
-	s.setReply(skewedReply(clock.Now))
+	s.SetReply(skewedReply(clock.Now))
 	k := startedKeeper(t, src, clock, Settings{Client: c, RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second})
 	eventually(t, 5*time.Second, "the token at start", func() bool { return k.Current() != nil })
 	first := k.Current()
 	clock.Advance(59 * time.Second)
-	if n, kept := s.tokens.Load(), k.Current() == first; n != 1 || !kept {
+	if n, kept := s.Tokens.Load(), k.Current() == first; n != 1 || !kept {
 		t.Fatalf("in the first 59 s: %d fetches, first token kept %v; want 1 and true", n, kept)
 	}
 	clock.Advance(time.Second)
-	eventually(t, 5*time.Second, "the renewal a minute after the fetch", func() bool { return s.tokens.Load() == 2 && k.Current() != first })
+	eventually(t, 5*time.Second, "the renewal a minute after the fetch", func() bool { return s.Tokens.Load() == 2 && k.Current() != first })
 	second := k.Current()
 
 	// An upstream 401 still gets the usual check: the endpoint's own while
@@ -49,7 +49,7 @@ func TestAppJWTClockSkewRenewsEveryMinute(t *testing.T) {
 	if out := k.Unauthorized(bg(), second); out.Verdict != Retry || out.Credential == nil || out.Credential == second {
 		t.Errorf("a 401 past the window: verdict %d, want Retry with a new token", out.Verdict)
 	}
-	if n := s.tokens.Load(); n != 3 {
+	if n := s.Tokens.Load(); n != 3 {
 		t.Errorf("%d fetches, want 3", n)
 	}
 }
@@ -58,7 +58,7 @@ func TestAppJWTClockSkewRenewsEveryMinute(t *testing.T) {
 // fetch, and the log says clock skew.
 func TestAppJWTClockSkewThroughCaddy(t *testing.T) {
 	s := newSentinelStub(t)
-	s.setReply(skewedReply(time.Now))
+	s.SetReply(skewedReply(time.Now))
 	t.Setenv("LPAUTH_TEST_SKEW_SECRET", testAppSecret)
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	loadCaddy(t, fmt.Sprintf(`{
@@ -81,7 +81,7 @@ http://%s {
 	}
 	respond 200
 }
-`, adminAddr, portsGlobal, logFile, proxyAddr, testAppAccount, testAppClient, s.srv.URL))
+`, adminAddr, portsGlobal, logFile, proxyAddr, testAppAccount, testAppClient, s.Srv.URL))
 	var st Status
 	eventually(t, 10*time.Second, "the token at start in the admin API", func() bool {
 		resp, err := http.Get("http://" + adminAddr + "/lpauth/sessions")
@@ -99,7 +99,7 @@ http://%s {
 	if d := st.NextRefresh.Sub(st.LoggedInAt); d < 59*time.Second || d > 61*time.Second {
 		t.Errorf("next renewal %s after the fetch, want 60 s (status %+v)", d, st)
 	}
-	if n := s.tokens.Load(); n != 1 {
+	if n := s.Tokens.Load(); n != 1 {
 		t.Errorf("%d fetches, want 1", n)
 	}
 	eventually(t, 5*time.Second, "a warning naming clock skew", func() bool {

@@ -5,137 +5,35 @@ package lpauth
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/internal/cc"
+	"github.com/lpauth/caddy-lpauth/internal/sentinelstub"
 )
 
+// The Sentinel stand-in the AppJWT tests share (internal/sentinelstub).
 const (
-	testAppAccount = "le81823118"
-	testAppClient  = "test-client"
-	testAppSecret  = "s3cret-Value!/+="
+	testAppAccount = sentinelstub.Account
+	testAppClient  = sentinelstub.Client
+	testAppSecret  = sentinelstub.Secret
 )
 
-// sentinelStub answers Sentinel's token endpoints in the documented forms:
-// v2 POST /sentinel/api/v2/account/{id}/app/token, v1 the same without v2
-// and with ?v=1.0&grant_type=client_credentials; a form body with
-// client_id, client_secret and grant_type=client_credentials. A request in
-// another form gets 400 invalid_request and is counted as bad. reply
-// answers a good request; nil = a JWT valid for an hour with expires_in.
-// (internal/cc's tests have the same stub, for the exchange itself.)
-type sentinelStub struct {
-	srv     *httptest.Server
-	tokens  atomic.Int64 // good token requests
-	bad     atomic.Int64 // requests in a form the docs do not give
-	lookups atomic.Int64 // Domain API lookups of "sentinel"
+type sentinelStub = sentinelstub.Stub
 
-	mu      sync.Mutex
-	reply   func(w http.ResponseWriter, r *http.Request)
-	lastAPI string
-	lastUA  string
-}
+func newSentinelStub(t testing.TB) *sentinelStub { return sentinelstub.New(t, cc.DropDomainAnswers) }
 
-func newSentinelStub(t testing.TB) *sentinelStub {
-	t.Helper()
-	s := &sentinelStub{}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.srv.Close)
-	t.Cleanup(func() { cc.DropDomainAnswers(s.srv.URL) })
-	return s
-}
-
-func (s *sentinelStub) setReply(f func(w http.ResponseWriter, r *http.Request)) {
-	s.mu.Lock()
-	s.reply = f
-	s.mu.Unlock()
-}
-
-func (s *sentinelStub) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodGet && r.URL.Path == "/api/account/"+testAppAccount+"/service/sentinel/baseURI.json" && r.URL.RawQuery == "version=1.0" {
-		s.lookups.Add(1)
-		fmt.Fprintf(w, `{"service":"sentinel","account":%q,"baseURI":%q}`, testAppAccount, s.srv.Listener.Addr().String())
-		return
-	}
-	api := ""
-	switch {
-	case r.URL.Path == "/sentinel/api/v2/account/"+testAppAccount+"/app/token" && r.URL.RawQuery == "":
-		api = "v2"
-	case r.URL.Path == "/sentinel/api/account/"+testAppAccount+"/app/token" &&
-		r.URL.Query().Get("v") == "1.0" && r.URL.Query().Get("grant_type") == "client_credentials" && len(r.URL.Query()) == 2:
-		api = "v1"
-	}
-	ct := r.Header.Get("Content-Type")
-	if r.Method != http.MethodPost || api == "" || ct != "application/x-www-form-urlencoded" || r.ParseForm() != nil ||
-		r.PostForm.Get("client_id") != testAppClient || r.PostForm.Get("grant_type") != "client_credentials" ||
-		r.PostForm.Get("client_secret") == "" || r.Header.Get("Authorization") != "" {
-		s.bad.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write([]byte(`{"error":"invalid_request"}`))
-		return
-	}
-	if r.PostForm.Get("client_secret") != testAppSecret {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusUnauthorized)
-		_, _ = w.Write([]byte(`{"error":"invalid_client"}`))
-		return
-	}
-	s.tokens.Add(1)
-	s.mu.Lock()
-	s.lastAPI, s.lastUA = api, r.Header.Get("User-Agent")
-	reply := s.reply
-	s.mu.Unlock()
-	if reply == nil {
-		reply = jsonReply(200, map[string]any{"access_token": testJWT(map[string]any{"exp": time.Now().Add(time.Hour).Unix()}), "token_type": "Bearer", "expires_in": 3600})
-	}
-	reply(w, r)
-}
-
-// jsonReply answers status and v as JSON.
-func jsonReply(status int, v any) func(http.ResponseWriter, *http.Request) {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(v)
-	}
-}
-
-// rawReply answers status, content type and body as given.
-func rawReply(status int, contentType, body string, header ...string) func(http.ResponseWriter, *http.Request) {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		for i := 0; i+1 < len(header); i += 2 {
-			w.Header().Set(header[i], header[i+1])
-		}
-		w.Header().Set("Content-Type", contentType)
-		w.WriteHeader(status)
-		_, _ = w.Write([]byte(body))
-	}
-}
-
-var jwtSeq atomic.Int64
-
-// testJWT builds a JWT shaped like Sentinel's, with the claims given and a
-// signature nobody checks; each is unique.
-func testJWT(claims map[string]any) string {
-	enc := base64.RawURLEncoding
-	h, _ := json.Marshal(map[string]any{"kid": "appjwt-13-05-17", "typ": "JWT", "alg": "RS256"})
-	full := map[string]any{"aud": testAppAccount, "azp": testAppClient, "scope": "msg.consumer", "iss": "Sentinel", "jti": jwtSeq.Add(1)}
-	for k, v := range claims {
-		full[k] = v
-	}
-	p, _ := json.Marshal(full)
-	return enc.EncodeToString(h) + "." + enc.EncodeToString(p) + "." + enc.EncodeToString([]byte("signature"))
-}
+var (
+	jsonReply = sentinelstub.JSONReply
+	rawReply  = sentinelstub.RawReply
+	testJWT   = sentinelstub.JWT
+)
 
 func appJWTConfig(api string, now func() time.Time) AppJWTConfig {
 	return AppJWTConfig{AccountID: testAppAccount, ClientID: testAppClient, ClientSecret: testAppSecret, API: api, Now: now}
@@ -145,7 +43,7 @@ func appJWTConfig(api string, now func() time.Time) AppJWTConfig {
 // Domain API is not asked.
 func stubClient(t testing.TB, s *sentinelStub) *cc.Client {
 	t.Helper()
-	c, err := cc.NewClient(cc.ClientConfig{CSDS: s.srv.URL, Domain: s.srv.URL, UserAgent: "lpauth-test"})
+	c, err := cc.NewClient(cc.ClientConfig{CSDS: s.Srv.URL, Domain: s.Srv.URL, UserAgent: "lpauth-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,19 +78,20 @@ func TestAppJWTObtainV2(t *testing.T) {
 	clock := newFakeClock()
 	src := NewAppJWTSource(appJWTConfig("", clock.Now))
 	tok := testJWT(map[string]any{"exp": clock.Now().Add(2 * time.Hour).Unix()})
-	s.setReply(jsonReply(200, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 1200}))
+	s.SetReply(jsonReply(200, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 1200}))
 
 	cred, err := src.Obtain(bg(), stubClient(t, s))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.bad.Load() != 0 || s.tokens.Load() != 1 || s.lastAPI != "v2" {
-		t.Fatalf("requests: good %d, bad %d, api %q", s.tokens.Load(), s.bad.Load(), s.lastAPI)
+	api, ua := s.Last()
+	if s.Bad.Load() != 0 || s.Tokens.Load() != 1 || api != "v2" {
+		t.Fatalf("requests: good %d, bad %d, api %q", s.Tokens.Load(), s.Bad.Load(), api)
 	}
-	if s.lastUA != "lpauth-test" {
-		t.Errorf("User-Agent %q", s.lastUA)
+	if ua != "lpauth-test" {
+		t.Errorf("User-Agent %q", ua)
 	}
-	if cred.Token != tok || cred.AuthorizationValue() != "Bearer "+tok || cred.Issuer != s.srv.URL {
+	if cred.Token != tok || cred.AuthorizationValue() != "Bearer "+tok || cred.Issuer != s.Srv.URL {
 		t.Errorf("credential: issuer %q, token as sent: %v", cred.Issuer, cred.Token == tok)
 	}
 	if cred.Lifetime != 20*time.Minute {
@@ -207,7 +106,7 @@ func TestAppJWTObtainV2(t *testing.T) {
 	if err := src.Release(bg(), stubClient(t, s), cred); !errors.Is(err, ErrNothingToRelease) {
 		t.Errorf("release: %v, want ErrNothingToRelease", err)
 	}
-	if s.tokens.Load() != 1 {
+	if s.Tokens.Load() != 1 {
 		t.Errorf("release made a request")
 	}
 	if strings.Contains(cred.String(), tok) || strings.Contains(fmt.Sprintf("%#v %v", cred, cred), tok) {
@@ -238,7 +137,7 @@ func TestAppJWTErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSentinelStub(t)
-			s.setReply(tc.reply)
+			s.SetReply(tc.reply)
 			cfg := appJWTConfig("", nil)
 			cfg.ClientSecret = tc.secret
 			_, err := NewAppJWTSource(cfg).Obtain(bg(), stubClient(t, s))
@@ -261,7 +160,7 @@ func TestAppJWTErrors(t *testing.T) {
 
 	t.Run("OAuth error in a 200", func(t *testing.T) {
 		s := newSentinelStub(t)
-		s.setReply(rawReply(200, "application/json", `{"error":"invalid_client"}`))
+		s.SetReply(rawReply(200, "application/json", `{"error":"invalid_client"}`))
 		_, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), stubClient(t, s))
 		var apiErr *cc.APIError
 		if err == nil || errors.As(err, &apiErr) || !strings.Contains(err.Error(), "invalid_client") {
@@ -271,7 +170,7 @@ func TestAppJWTErrors(t *testing.T) {
 	t.Run("connection refused", func(t *testing.T) {
 		s := newSentinelStub(t)
 		c := stubClient(t, s)
-		s.srv.Close()
+		s.Srv.Close()
 		_, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), c)
 		var apiErr *cc.APIError
 		if err == nil || errors.As(err, &apiErr) || classify(err) != failTransient {
@@ -285,7 +184,7 @@ func TestAppJWTErrors(t *testing.T) {
 		if err := cfg.Validate(); err == nil {
 			t.Error("v3 accepted")
 		}
-		if _, err := NewAppJWTSource(cfg).Obtain(bg(), stubClient(t, s)); err == nil || s.tokens.Load()+s.bad.Load() != 0 {
+		if _, err := NewAppJWTSource(cfg).Obtain(bg(), stubClient(t, s)); err == nil || s.Tokens.Load()+s.Bad.Load() != 0 {
 			t.Errorf("obtain with an invalid config: %v", err)
 		}
 		cfg = appJWTConfig("", nil)
@@ -308,7 +207,7 @@ func TestAppJWTNoSecretInString(t *testing.T) {
 
 func TestAppJWTRenewAfter(t *testing.T) {
 	s, clock, src, c := appJWTFixture(t, "")
-	s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100}))
+	s.SetReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100}))
 	cred, err := src.Obtain(bg(), c)
 	if err != nil {
 		t.Fatal(err)
@@ -332,14 +231,14 @@ func TestAppJWTRenewAfter(t *testing.T) {
 
 	// A failed renewal: the error, and the current token kept (the keeper
 	// retries it: TestAppJWTKeeperRetriesFailedRenewal).
-	s.setReply(rawReply(500, "text/plain", "down"))
+	s.SetReply(rawReply(500, "text/plain", "down"))
 	next, err := src.Renew(bg(), c, cred)
 	if err == nil || next != nil || errors.Is(err, ErrCredentialGone) {
 		t.Fatalf("renew against a 500: %v, %v", next, err)
 	}
 
 	// A successful renewal: a new credential, with a fresh schedule.
-	s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 200}))
+	s.SetReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 200}))
 	next, err = src.Renew(bg(), c, cred)
 	if err != nil {
 		t.Fatal(err)
@@ -362,13 +261,13 @@ func TestAppJWTCheckWindow(t *testing.T) {
 		{3600, 30 * time.Second}, // min(30 s, 30 min)
 		{20, 10 * time.Second},   // min(30 s, 10 s)
 	} {
-		s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": tc.expiresIn}))
+		s.SetReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": tc.expiresIn}))
 		cred, err := src.Obtain(bg(), c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		cred.Obtained = clock.Now()
-		before := s.tokens.Load()
+		before := s.Tokens.Load()
 		clock.Advance(tc.window - time.Millisecond)
 		if err := src.Check(bg(), c, cred); err != nil {
 			t.Errorf("lifetime %ds: a token younger than the %s window: %v, want alive", tc.expiresIn, tc.window, err)
@@ -379,7 +278,7 @@ func TestAppJWTCheckWindow(t *testing.T) {
 			t.Errorf("lifetime %ds: a token at the %s window: %v, want gone", tc.expiresIn, tc.window, err)
 		}
 		noSecret(t, err, cred.Token)
-		if s.tokens.Load() != before {
+		if s.Tokens.Load() != before {
 			t.Errorf("Check made a request")
 		}
 	}
@@ -389,7 +288,7 @@ func TestAppJWTEncodeDecode(t *testing.T) {
 	s := newSentinelStub(t)
 	clock := newFakeClock()
 	src := NewAppJWTSource(appJWTConfig("", clock.Now))
-	s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 600}))
+	s.SetReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 600}))
 	cred, err := src.Obtain(bg(), stubClient(t, s))
 	if err != nil {
 		t.Fatal(err)
@@ -455,7 +354,7 @@ func TestAppJWTKeeper(t *testing.T) {
 	s := newSentinelStub(t)
 	clock := newFakeClock()
 	src := NewAppJWTSource(appJWTConfig("", clock.Now))
-	s.setReply(func(w http.ResponseWriter, r *http.Request) {
+	s.SetReply(func(w http.ResponseWriter, r *http.Request) {
 		jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100})(w, r)
 	})
 	k := NewKeeper(src, clock, false)
@@ -482,15 +381,15 @@ func TestAppJWTKeeper(t *testing.T) {
 			t.Fatal("callers got different or no credentials")
 		}
 	}
-	if n := s.tokens.Load(); n != 1 {
+	if n := s.Tokens.Load(); n != 1 {
 		t.Fatalf("%d fetches for 16 callers", n)
 	}
 	clock.Advance(79 * time.Second)
-	if n := s.tokens.Load(); n != 1 {
+	if n := s.Tokens.Load(); n != 1 {
 		t.Fatalf("renewed before 80 %%: %d fetches", n)
 	}
 	clock.Advance(time.Second)
-	eventually(t, 5*time.Second, "renewal at 80 %", func() bool { return s.tokens.Load() == 2 && k.Current() != first })
+	eventually(t, 5*time.Second, "renewal at 80 %", func() bool { return s.Tokens.Load() == 2 && k.Current() != first })
 	second := k.Current()
 
 	// A 401 for a token younger than the window goes to the client.
@@ -502,7 +401,7 @@ func TestAppJWTKeeper(t *testing.T) {
 	if out.Verdict != Retry || out.Credential == nil || out.Credential == second {
 		t.Errorf("a 401 past the window: verdict %d", out.Verdict)
 	}
-	if n := s.tokens.Load(); n != 3 {
+	if n := s.Tokens.Load(); n != 3 {
 		t.Errorf("%d fetches, want 3", n)
 	}
 }
@@ -512,12 +411,12 @@ func TestAppJWTKeeper(t *testing.T) {
 // expires: then it is dropped.
 func TestAppJWTKeeperRetriesFailedRenewal(t *testing.T) {
 	s, clock, src, c := appJWTFixture(t, "")
-	s.setReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100}))
+	s.SetReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100}))
 	k := startedKeeper(t, src, clock, Settings{Client: c, RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second})
 	eventually(t, 5*time.Second, "the token at start", func() bool { return k.Current() != nil })
 	cred := k.Current()
-	s.setReply(rawReply(500, "text/plain", "down"))
-	fetches := func() int64 { return s.tokens.Load() }
+	s.SetReply(rawReply(500, "text/plain", "down"))
+	fetches := func() int64 { return s.Tokens.Load() }
 	n := fetches()
 	step := func(d time.Duration, want int64, what string) {
 		t.Helper()

@@ -20,13 +20,13 @@ func TestAppJWTObtainV1ExpOnly(t *testing.T) {
 	clock := newFakeClock()
 	// The v1 example has no expires_in: the lifetime comes from exp.
 	tok := testJWT(map[string]any{"exp": clock.Now().Add(30 * time.Minute).Unix()})
-	s.setReply(jsonReply(200, map[string]any{"access_token": tok, "token_type": "Bearer"}))
+	s.SetReply(jsonReply(200, map[string]any{"access_token": tok, "token_type": "Bearer"}))
 	cred, err := stubClient(t, s).AppToken(bg(), testAppCreds("v1"), clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.bad.Load() != 0 || s.lastAPI != "v1" {
-		t.Fatalf("bad requests %d, api %q", s.bad.Load(), s.lastAPI)
+	if api, _ := s.Last(); s.Bad.Load() != 0 || api != "v1" {
+		t.Fatalf("bad requests %d, api %q", s.Bad.Load(), api)
 	}
 	if cred.Lifetime != 30*time.Minute {
 		t.Errorf("lifetime %s, want 30m from exp", cred.Lifetime)
@@ -35,24 +35,24 @@ func TestAppJWTObtainV1ExpOnly(t *testing.T) {
 
 func TestAppJWTDomainAPI(t *testing.T) {
 	s := newSentinelStub(t)
-	c, err := NewClient(ClientConfig{CSDS: s.srv.URL})
+	c, err := NewClient(ClientConfig{CSDS: s.Srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	base, err := c.SentinelBaseURL(bg(), testAppAccount)
-	if err != nil || base != s.srv.URL {
-		t.Fatalf("SentinelBaseURL = %q, %v; want %q", base, err, s.srv.URL)
+	if err != nil || base != s.Srv.URL {
+		t.Fatalf("SentinelBaseURL = %q, %v; want %q", base, err, s.Srv.URL)
 	}
 	for range 3 {
 		if _, err := c.AppToken(bg(), testAppCreds(""), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := s.lookups.Load(); n != 1 {
+	if n := s.Lookups.Load(); n != 1 {
 		t.Errorf("%d Domain API lookups, want 1 (cached)", n)
 	}
-	if s.tokens.Load() != 3 || s.bad.Load() != 0 {
-		t.Errorf("tokens %d bad %d", s.tokens.Load(), s.bad.Load())
+	if s.Tokens.Load() != 3 || s.Bad.Load() != 0 {
+		t.Errorf("tokens %d bad %d", s.Tokens.Load(), s.Bad.Load())
 	}
 }
 
@@ -106,7 +106,7 @@ func TestAppJWTLifetime(t *testing.T) {
 			for k, v := range tc.reply {
 				reply[k] = v
 			}
-			s.setReply(jsonReply(200, reply))
+			s.SetReply(jsonReply(200, reply))
 			cred, err := stubClient(t, s).AppToken(bg(), testAppCreds(""), func() time.Time { return now })
 			if err != nil {
 				t.Fatal(err)
@@ -136,7 +136,7 @@ func TestAppJWTLifetime(t *testing.T) {
 func TestAppJWTFormReply(t *testing.T) {
 	s := newSentinelStub(t)
 	tok := testJWT(nil)
-	s.setReply(rawReply(200, "application/x-www-form-urlencoded", "access_token="+tok+"&token_type=Bearer&expires_in=90"))
+	s.SetReply(rawReply(200, "application/x-www-form-urlencoded", "access_token="+tok+"&token_type=Bearer&expires_in=90"))
 	cred, err := stubClient(t, s).AppToken(bg(), testAppCreds(""), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ func TestAppJWTMalformedReplies(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSentinelStub(t)
-			s.setReply(rawReply(200, "application/json", tc.body))
+			s.SetReply(rawReply(200, "application/json", tc.body))
 			cred, err := stubClient(t, s).AppToken(bg(), testAppCreds(""), nil)
 			if err == nil {
 				t.Fatalf("accepted: lifetime %s", cred.Lifetime)
