@@ -48,14 +48,14 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 // listedKeepers returns the keepers, optionally of one account, in a
 // stable order: those of the running configs, then those a reload let go
 // that are still finishing requests.
-func listedKeepers(account string) []*Keeper {
+func listedKeepers(account string) []*keeper {
 	return append(sortedKeepers(account, forEachKeeper), sortedKeepers(account, forEachDraining)...)
 }
 
 // liveKeepers returns the keepers a relogin may act on: those of the
 // running configs that no newer identity of their user has replaced.
-func liveKeepers(account string) []*Keeper {
-	var live []*Keeper
+func liveKeepers(account string) []*keeper {
+	var live []*keeper
 	for _, k := range sortedKeepers(account, forEachKeeper) {
 		if k.successor() == nil {
 			live = append(live, k)
@@ -64,9 +64,9 @@ func liveKeepers(account string) []*Keeper {
 	return live
 }
 
-func sortedKeepers(account string, each func(func(*Keeper))) []*Keeper {
-	var ks []*Keeper
-	each(func(k *Keeper) {
+func sortedKeepers(account string, each func(func(*keeper))) []*keeper {
+	var ks []*keeper
+	each(func(k *keeper) {
 		if account == "" || k.Identity().Account == account {
 			ks = append(ks, k)
 		}
@@ -92,8 +92,8 @@ func (a *AdminAPI) sessions(w http.ResponseWriter, r *http.Request) error {
 	return writeAdminJSON(w, out)
 }
 
-// ReloginResult is one keeper's answer to a forced re-login.
-type ReloginResult struct {
+// reloginResult is one keeper's answer to a forced re-login.
+type reloginResult struct {
 	Status
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
@@ -108,14 +108,14 @@ func (a *AdminAPI) relogin(w http.ResponseWriter, r *http.Request) error {
 	if len(ks) == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no live lpauth identity for account %q (replaced ones finishing their requests are not logged in again)", account)}
 	}
-	results := make([]ReloginResult, len(ks))
+	results := make([]reloginResult, len(ks))
 	var wg sync.WaitGroup
 	for i, k := range ks {
 		wg.Go(func() {
 			// Not the admin request's context: a client that hangs up
 			// must not leave the keeper half way.
 			_, err := k.Relogin(context.Background())
-			results[i] = ReloginResult{Status: k.Status(), OK: err == nil}
+			results[i] = reloginResult{Status: k.Status(), OK: err == nil}
 			if err != nil {
 				results[i].Error = err.Error()
 			}

@@ -19,12 +19,12 @@ func TestClusterAppJWTOneFetchAtStartAndPerRenewal(t *testing.T) {
 	clock := newFakeClock()
 	emu, srv := emulator(t, ccemu.Config{Clock: clock, TokenLifetime: 10 * time.Minute})
 	dir := t.TempDir()
-	cfg := AppJWTConfig{AccountID: ccemu.DefaultAccountID, ClientID: ccemu.DefaultClientID, ClientSecret: ccemu.DefaultClientSecret, Now: clock.Now}
-	ks := make([]*Keeper, 3)
+	cfg := appJWTConfig{AccountID: ccemu.DefaultAccountID, ClientID: ccemu.DefaultClientID, ClientSecret: ccemu.DefaultClientSecret, Now: clock.Now}
+	ks := make([]*keeper, 3)
 	for i := range ks {
-		ks[i] = NewKeeper(NewAppJWTSource(cfg), clock, true)
+		ks[i] = newKeeper(newAppJWTSource(cfg), clock, true)
 		store := clusterStore(&certmagic.FileStorage{Path: dir}, cfg.AccountID, []string{cfg.AccountID, "app_jwt", cfg.ClientID, "v2", srv.URL, ""}, cfg.ClientSecret, nil)
-		use, err := ks[i].Attach("test", Settings{Client: testClient(t, srv), RefreshInterval: DefaultRefreshInterval, LoginTimeout: 5 * time.Second, Store: store}, nil)
+		use, err := ks[i].Attach("test", settings{Client: testClient(t, srv), RefreshInterval: defaultRefreshInterval, LoginTimeout: 5 * time.Second, Store: store}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -270,7 +270,7 @@ func TestAppJWTOperability(t *testing.T) {
 	}
 	s := st[0]
 	now := time.Now()
-	if !s.LoggedIn || s.Mode != "app_jwt" || s.Username != ccemu.DefaultClientID ||
+	if !s.LoggedIn || s.Kind != "app_jwt" || s.Username != ccemu.DefaultClientID ||
 		s.Expires.Before(now.Add(9*time.Minute)) || s.Expires.After(now.Add(10*time.Minute)) ||
 		s.NextRefresh.Before(now.Add(7*time.Minute)) || s.NextRefresh.After(now.Add(8*time.Minute)) {
 		t.Fatalf("status %+v: want app_jwt, expiry in 10m and renewal at 80%% (8m)", s)

@@ -29,7 +29,7 @@ func skewedReply(now func() time.Time) func(http.ResponseWriter, *http.Request) 
 func TestAppJWTClockSkewRenewsEveryMinute(t *testing.T) {
 	s, clock, src, c := appJWTFixture(t, "v1")
 	s.SetReply(skewedReply(clock.Now))
-	k := startedKeeper(t, src, clock, Settings{Client: c, RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second})
+	k := startedKeeper(t, src, clock, settings{Client: c, RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second})
 	eventually(t, 5*time.Second, "the token at start", func() bool { return k.Current() != nil })
 	first := k.Current()
 	clock.Advance(59 * time.Second)
@@ -42,11 +42,11 @@ func TestAppJWTClockSkewRenewsEveryMinute(t *testing.T) {
 
 	// An upstream 401 still gets the usual check: the endpoint's own while
 	// the token is young, a new token once it is older than 30 s.
-	if out := k.Unauthorized(bg(), second); out.Verdict != PassThrough {
+	if out := k.Unauthorized(bg(), second); out.Verdict != verdictPassThrough {
 		t.Errorf("a 401 for a young token: verdict %d, want PassThrough", out.Verdict)
 	}
 	clock.Advance(31 * time.Second)
-	if out := k.Unauthorized(bg(), second); out.Verdict != Retry || out.Credential == nil || out.Credential == second {
+	if out := k.Unauthorized(bg(), second); out.Verdict != verdictRetry || out.Credential == nil || out.Credential == second {
 		t.Errorf("a 401 past the window: verdict %d, want Retry with a new token", out.Verdict)
 	}
 	if n := s.Tokens.Load(); n != 3 {

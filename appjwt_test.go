@@ -35,8 +35,8 @@ var (
 	testJWT   = sentinelstub.JWT
 )
 
-func appJWTConfig(api string, now func() time.Time) AppJWTConfig {
-	return AppJWTConfig{AccountID: testAppAccount, ClientID: testAppClient, ClientSecret: testAppSecret, API: api, Now: now}
+func testAppJWTConfig(api string, now func() time.Time) appJWTConfig {
+	return appJWTConfig{AccountID: testAppAccount, ClientID: testAppClient, ClientSecret: testAppSecret, API: api, Now: now}
 }
 
 // stubClient speaks to the stub with it as the configured domain, so the
@@ -52,11 +52,11 @@ func stubClient(t testing.TB, s *sentinelStub) *cc.Client {
 
 // appJWTFixture is a stub, a clock the test moves, a source on that
 // clock and a client of the stub.
-func appJWTFixture(t testing.TB, api string) (*sentinelStub, *fakeClock, *AppJWTSource, *cc.Client) {
+func appJWTFixture(t testing.TB, api string) (*sentinelStub, *fakeClock, *appJWTSource, *cc.Client) {
 	t.Helper()
 	s := newSentinelStub(t)
 	clock := newFakeClock()
-	return s, clock, NewAppJWTSource(appJWTConfig(api, clock.Now)), stubClient(t, s)
+	return s, clock, newAppJWTSource(testAppJWTConfig(api, clock.Now)), stubClient(t, s)
 }
 
 // noSecret fails if err shows the client secret or any of the tokens.
@@ -76,7 +76,7 @@ func noSecret(t testing.TB, err error, tokens ...string) {
 func TestAppJWTObtainV2(t *testing.T) {
 	s := newSentinelStub(t)
 	clock := newFakeClock()
-	src := NewAppJWTSource(appJWTConfig("", clock.Now))
+	src := newAppJWTSource(testAppJWTConfig("", clock.Now))
 	tok := testJWT(map[string]any{"exp": clock.Now().Add(2 * time.Hour).Unix()})
 	s.SetReply(jsonReply(200, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 1200}))
 
@@ -100,10 +100,10 @@ func TestAppJWTObtainV2(t *testing.T) {
 	if got, want := cred.Expires, clock.Now().Add(20*time.Minute); !got.Equal(want) {
 		t.Errorf("expires %s, want %s", got, want)
 	}
-	if id := src.Identity(); id != (Identity{Account: testAppAccount, Mode: "app_jwt", Name: testAppClient}) {
+	if id := src.Identity(); id != (identity{Account: testAppAccount, Kind: "app_jwt", Name: testAppClient}) {
 		t.Errorf("identity %+v", id)
 	}
-	if err := src.Release(bg(), stubClient(t, s), cred); !errors.Is(err, ErrNothingToRelease) {
+	if err := src.Release(bg(), stubClient(t, s), cred); !errors.Is(err, errNothingToRelease) {
 		t.Errorf("release: %v, want ErrNothingToRelease", err)
 	}
 	if s.Tokens.Load() != 1 {
@@ -138,9 +138,9 @@ func TestAppJWTErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSentinelStub(t)
 			s.SetReply(tc.reply)
-			cfg := appJWTConfig("", nil)
+			cfg := testAppJWTConfig("", nil)
 			cfg.ClientSecret = tc.secret
-			_, err := NewAppJWTSource(cfg).Obtain(bg(), stubClient(t, s))
+			_, err := newAppJWTSource(cfg).Obtain(bg(), stubClient(t, s))
 			var apiErr *cc.APIError
 			if !errors.As(err, &apiErr) {
 				t.Fatalf("err %T %v, want *APIError", err, err)
@@ -161,7 +161,7 @@ func TestAppJWTErrors(t *testing.T) {
 	t.Run("OAuth error in a 200", func(t *testing.T) {
 		s := newSentinelStub(t)
 		s.SetReply(rawReply(200, "application/json", `{"error":"invalid_client"}`))
-		_, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), stubClient(t, s))
+		_, err := newAppJWTSource(testAppJWTConfig("", nil)).Obtain(bg(), stubClient(t, s))
 		var apiErr *cc.APIError
 		if err == nil || errors.As(err, &apiErr) || !strings.Contains(err.Error(), "invalid_client") {
 			t.Errorf("err = %v, want an invalid reply naming the code", err)
@@ -171,7 +171,7 @@ func TestAppJWTErrors(t *testing.T) {
 		s := newSentinelStub(t)
 		c := stubClient(t, s)
 		s.Srv.Close()
-		_, err := NewAppJWTSource(appJWTConfig("", nil)).Obtain(bg(), c)
+		_, err := newAppJWTSource(testAppJWTConfig("", nil)).Obtain(bg(), c)
 		var apiErr *cc.APIError
 		if err == nil || errors.As(err, &apiErr) || classify(err) != failTransient {
 			t.Errorf("err = %v", err)
@@ -180,14 +180,14 @@ func TestAppJWTErrors(t *testing.T) {
 	})
 	t.Run("invalid config", func(t *testing.T) {
 		s := newSentinelStub(t)
-		cfg := appJWTConfig("v3", nil)
+		cfg := testAppJWTConfig("v3", nil)
 		if err := cfg.Validate(); err == nil {
 			t.Error("v3 accepted")
 		}
-		if _, err := NewAppJWTSource(cfg).Obtain(bg(), stubClient(t, s)); err == nil || s.Tokens.Load()+s.Bad.Load() != 0 {
+		if _, err := newAppJWTSource(cfg).Obtain(bg(), stubClient(t, s)); err == nil || s.Tokens.Load()+s.Bad.Load() != 0 {
 			t.Errorf("obtain with an invalid config: %v", err)
 		}
-		cfg = appJWTConfig("", nil)
+		cfg = testAppJWTConfig("", nil)
 		cfg.ClientSecret = ""
 		if err := cfg.Validate(); err == nil {
 			t.Error("no secret accepted")
@@ -196,8 +196,8 @@ func TestAppJWTErrors(t *testing.T) {
 }
 
 func TestAppJWTNoSecretInString(t *testing.T) {
-	cfg := appJWTConfig("v1", nil)
-	src := NewAppJWTSource(cfg)
+	cfg := testAppJWTConfig("v1", nil)
+	src := newAppJWTSource(cfg)
 	for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v %#v", cfg, cfg), fmt.Sprint(src), fmt.Sprintf("%+v %#v", src, src)} {
 		if strings.Contains(s, testAppSecret) {
 			t.Errorf("shows the secret: %s", s)
@@ -233,7 +233,7 @@ func TestAppJWTRenewAfter(t *testing.T) {
 	// retries it: TestAppJWTKeeperRetriesFailedRenewal).
 	s.SetReply(rawReply(500, "text/plain", "down"))
 	next, err := src.Renew(bg(), c, cred)
-	if err == nil || next != nil || errors.Is(err, ErrCredentialGone) {
+	if err == nil || next != nil || errors.Is(err, errCredentialGone) {
 		t.Fatalf("renew against a 500: %v, %v", next, err)
 	}
 
@@ -274,7 +274,7 @@ func TestAppJWTCheckWindow(t *testing.T) {
 		}
 		clock.Advance(time.Millisecond)
 		err = src.Check(bg(), c, cred)
-		if !errors.Is(err, ErrCredentialGone) {
+		if !errors.Is(err, errCredentialGone) {
 			t.Errorf("lifetime %ds: a token at the %s window: %v, want gone", tc.expiresIn, tc.window, err)
 		}
 		noSecret(t, err, cred.Token)
@@ -287,7 +287,7 @@ func TestAppJWTCheckWindow(t *testing.T) {
 func TestAppJWTEncodeDecode(t *testing.T) {
 	s := newSentinelStub(t)
 	clock := newFakeClock()
-	src := NewAppJWTSource(appJWTConfig("", clock.Now))
+	src := newAppJWTSource(testAppJWTConfig("", clock.Now))
 	s.SetReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 600}))
 	cred, err := src.Obtain(bg(), stubClient(t, s))
 	if err != nil {
@@ -306,7 +306,7 @@ func TestAppJWTEncodeDecode(t *testing.T) {
 		!back.Expires.Equal(cred.Expires) || back.AuthorizationValue() != cred.AuthorizationValue() {
 		t.Errorf("round trip: issuer %q lifetime %s expires %s", back.Issuer, back.Lifetime, back.Expires)
 	}
-	if _, err := src.Encode(&Credential{Token: cred.Token}); err == nil {
+	if _, err := src.Encode(&credential{Token: cred.Token}); err == nil {
 		t.Error("Encode of a credential that is not an AppJWT")
 	}
 
@@ -353,12 +353,12 @@ func TestAppJWTEncodeDecode(t *testing.T) {
 func TestAppJWTKeeper(t *testing.T) {
 	s := newSentinelStub(t)
 	clock := newFakeClock()
-	src := NewAppJWTSource(appJWTConfig("", clock.Now))
+	src := newAppJWTSource(testAppJWTConfig("", clock.Now))
 	s.SetReply(func(w http.ResponseWriter, r *http.Request) {
 		jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100})(w, r)
 	})
-	k := NewKeeper(src, clock, false)
-	use, err := k.Attach("test", Settings{Client: stubClient(t, s), RefreshInterval: 5 * time.Minute, LoginTimeout: 5 * time.Second}, nil)
+	k := newKeeper(src, clock, false)
+	use, err := k.Attach("test", settings{Client: stubClient(t, s), RefreshInterval: 5 * time.Minute, LoginTimeout: 5 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestAppJWTKeeper(t *testing.T) {
 	t.Cleanup(func() { _ = k.Close() })
 
 	var wg sync.WaitGroup
-	creds := make([]*Credential, 16)
+	creds := make([]*credential, 16)
 	for i := range creds {
 		wg.Add(1)
 		go func() {
@@ -393,12 +393,12 @@ func TestAppJWTKeeper(t *testing.T) {
 	second := k.Current()
 
 	// A 401 for a token younger than the window goes to the client.
-	if out := k.Unauthorized(bg(), second); out.Verdict != PassThrough {
+	if out := k.Unauthorized(bg(), second); out.Verdict != verdictPassThrough {
 		t.Errorf("a 401 for a young token: verdict %d, want PassThrough", out.Verdict)
 	}
 	clock.Advance(31 * time.Second)
 	out := k.Unauthorized(bg(), second)
-	if out.Verdict != Retry || out.Credential == nil || out.Credential == second {
+	if out.Verdict != verdictRetry || out.Credential == nil || out.Credential == second {
 		t.Errorf("a 401 past the window: verdict %d", out.Verdict)
 	}
 	if n := s.Tokens.Load(); n != 3 {
@@ -412,7 +412,7 @@ func TestAppJWTKeeper(t *testing.T) {
 func TestAppJWTKeeperRetriesFailedRenewal(t *testing.T) {
 	s, clock, src, c := appJWTFixture(t, "")
 	s.SetReply(jsonReply(200, map[string]any{"access_token": testJWT(nil), "expires_in": 100}))
-	k := startedKeeper(t, src, clock, Settings{Client: c, RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second})
+	k := startedKeeper(t, src, clock, settings{Client: c, RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second})
 	eventually(t, 5*time.Second, "the token at start", func() bool { return k.Current() != nil })
 	cred := k.Current()
 	s.SetReply(rawReply(500, "text/plain", "down"))

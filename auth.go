@@ -19,78 +19,78 @@ import (
 	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
-// Source obtains one kind of credential and looks after it: the Login
+// source obtains one kind of credential and looks after it: the Login
 // Service session (user or application login) is one, an AppJWT from
-// Sentinel another. A Keeper drives a Source and adds everything that does
+// Sentinel another. A keeper drives a source and adds everything that does
 // not depend on the kind: one obtain at a time, invalidation of only the
 // credential that failed, the retry policy, timers, cluster storage, status
-// and events. A Source holds no state of its own between calls: whatever a
+// and events. A source holds no state of its own between calls: whatever a
 // credential needs later travels inside it.
 //
 // Every call takes the CC client of the configuration that applies at the
 // moment, and a context that bounds it.
-type Source interface {
+type source interface {
 	// Identity names the account and the user or application, for
 	// status, logs and metrics. It holds no secret.
-	Identity() Identity
+	Identity() identity
 
 	// Obtain gets a new credential.
-	Obtain(ctx context.Context, c *cc.Client) (*Credential, error)
+	Obtain(ctx context.Context, c *cc.Client) (*credential, error)
 
 	// Check tells whether cred still works, for an upstream 401 that came
 	// back with it: nil means alive (the 401 is the endpoint's own); an
-	// error that wraps ErrCredentialGone means gone, and a new one is
+	// error that wraps errCredentialGone means gone, and a new one is
 	// needed; any other error means the source cannot tell now.
-	Check(ctx context.Context, c *cc.Client, cred *Credential) error
+	Check(ctx context.Context, c *cc.Client, cred *credential) error
 
 	// Renew keeps cred alive, or replaces it: it returns the credential to
 	// use from now on (cred itself, or a new one). An error that wraps
-	// ErrCredentialGone means cred is gone; any other error leaves cred in
+	// errCredentialGone means cred is gone; any other error leaves cred in
 	// use until the next renewal.
-	Renew(ctx context.Context, c *cc.Client, cred *Credential) (*Credential, error)
+	Renew(ctx context.Context, c *cc.Client, cred *credential) (*credential, error)
 
 	// RenewAfter is how long after obtaining or renewing cred the next
 	// renewal is due, given the configured refresh interval.
-	RenewAfter(cred *Credential, refreshInterval time.Duration) time.Duration
+	RenewAfter(cred *credential, refreshInterval time.Duration) time.Duration
 
 	// Release ends cred on the server's side. A source with nothing to
-	// end (no revocation exists) returns ErrNothingToRelease, so that
+	// end (no revocation exists) returns errNothingToRelease, so that
 	// nobody reports a logout that did not happen.
-	Release(ctx context.Context, c *cc.Client, cred *Credential) error
+	Release(ctx context.Context, c *cc.Client, cred *credential) error
 
 	// Encode and Decode turn the source's part of a credential into bytes
 	// and back, for the cluster's shared storage (which encrypts them).
 	// Decode checks what it reads as strictly as Obtain checks a reply.
-	Encode(cred *Credential) ([]byte, error)
-	Decode(data []byte) (*Credential, error)
+	Encode(cred *credential) ([]byte, error)
+	Decode(data []byte) (*credential, error)
 }
 
-// ErrNothingToRelease is what Release returns for a credential the issuer
+// errNothingToRelease is what Release returns for a credential the issuer
 // cannot end (an AppJWT: Sentinel has no revocation).
-var ErrNothingToRelease = errors.New("nothing to release")
+var errNothingToRelease = errors.New("nothing to release")
 
-// ErrCredentialGone is wrapped by a Source's Check or Renew error when the
+// errCredentialGone is wrapped by a source's Check or Renew error when the
 // credential no longer works (a Login Service refresh answered 401).
-var ErrCredentialGone = errors.New("credential is gone")
+var errCredentialGone = errors.New("credential is gone")
 
-// Identity names whom a credential is for. It holds no secret.
-type Identity struct {
+// identity names whom a credential is for. It holds no secret.
+type identity struct {
 	Account string
-	Mode    string // "user", "application", ...
+	Kind    string // the kind of login: "user", "application" or "app_jwt" (appJWTKind)
 	Name    string // the user name, or the client id
 }
 
 // SameUser says whether two identities are the same CC user or application,
 // whatever their credentials: a login kind of the Login Service may change
 // with a rotation, an application token is never a user's.
-func (id Identity) SameUser(o Identity) bool {
-	return id.Account == o.Account && id.Name == o.Name && (id.Mode == AppJWTMode) == (o.Mode == AppJWTMode)
+func (id identity) SameUser(o identity) bool {
+	return id.Account == o.Account && id.Name == o.Name && (id.Kind == appJWTKind) == (o.Kind == appJWTKind)
 }
 
-// Credential is what a Source obtained: the token that goes into the
+// credential is what a source obtained: the token that goes into the
 // Authorization header, and the source's own state that keeps it alive. Its
 // secret fields are never shown by String.
-type Credential struct {
+type credential struct {
 	Token    string    // the bearer or JWT
 	Issuer   string    // scheme://host[:port] of the host that issued it
 	Obtained time.Time // when this process obtained (or adopted) it
@@ -119,8 +119,8 @@ type Credential struct {
 }
 
 // newCredential builds a credential; the source has checked token.
-func newCredential(token, issuer string, lifetime time.Duration, state any) *Credential {
-	c := &Credential{Token: token, Issuer: issuer, Lifetime: lifetime, state: state, authValue: "Bearer " + token}
+func newCredential(token, issuer string, lifetime time.Duration, state any) *credential {
+	c := &credential{Token: token, Issuer: issuer, Lifetime: lifetime, state: state, authValue: "Bearer " + token}
 	if u, err := url.Parse(issuer); err == nil {
 		c.issuerHost = u.Host
 	}
@@ -128,10 +128,10 @@ func newCredential(token, issuer string, lifetime time.Duration, state any) *Cre
 }
 
 // AuthorizationValue is the value of the Authorization header.
-func (c *Credential) AuthorizationValue() string { return c.authValue }
+func (c *credential) AuthorizationValue() string { return c.authValue }
 
 // String never shows a secret: a credential can end up in a %v by accident.
-func (c *Credential) String() string {
+func (c *credential) String() string {
 	if c == nil {
 		return "<no credential>"
 	}
@@ -139,26 +139,26 @@ func (c *Credential) String() string {
 }
 
 // GoString keeps %#v as safe as %v.
-func (c *Credential) GoString() string { return c.String() }
+func (c *credential) GoString() string { return c.String() }
 
-// LoginSource is the Login Service source: a user or application login
+// loginSource is the Login Service source: a user or application login
 // gives a bearer, a Session_id cookie and a csrf; a refresh every refresh
 // interval keeps the session alive (and answers 401 once it is gone); a
 // logout ends it.
-type LoginSource struct {
+type loginSource struct {
 	creds cc.Credentials
 }
 
-// NewLoginSource returns the Login Service source for creds.
-func NewLoginSource(creds cc.Credentials) *LoginSource { return &LoginSource{creds: creds} }
+// newLoginSource returns the Login Service source for creds.
+func newLoginSource(creds cc.Credentials) *loginSource { return &loginSource{creds: creds} }
 
 // Identity names the account and the CC user.
-func (l *LoginSource) Identity() Identity {
-	return Identity{Account: l.creds.AccountID, Mode: l.creds.Mode(), Name: l.creds.Username}
+func (l *loginSource) Identity() identity {
+	return identity{Account: l.creds.AccountID, Kind: l.creds.Kind(), Name: l.creds.Username}
 }
 
 // Obtain logs in.
-func (l *LoginSource) Obtain(ctx context.Context, c *cc.Client) (*Credential, error) {
+func (l *loginSource) Obtain(ctx context.Context, c *cc.Client) (*credential, error) {
 	s, err := c.Login(ctx, l.creds)
 	if err != nil {
 		return nil, err
@@ -167,13 +167,13 @@ func (l *LoginSource) Obtain(ctx context.Context, c *cc.Client) (*Credential, er
 }
 
 // Check refreshes the session: CC has no other way to ask.
-func (l *LoginSource) Check(ctx context.Context, c *cc.Client, cred *Credential) error {
+func (l *loginSource) Check(ctx context.Context, c *cc.Client, cred *credential) error {
 	_, err := l.Renew(ctx, c, cred)
 	return err
 }
 
 // Renew refreshes the session; a refresh 401 means it is gone.
-func (l *LoginSource) Renew(ctx context.Context, c *cc.Client, cred *Credential) (*Credential, error) {
+func (l *loginSource) Renew(ctx context.Context, c *cc.Client, cred *credential) (*credential, error) {
 	err := c.Refresh(ctx, l.creds.AccountID, cred.state.(*cc.Session))
 	var apiErr *cc.APIError
 	if errors.As(err, &apiErr) && apiErr.StatusCode == 401 {
@@ -186,12 +186,12 @@ func (l *LoginSource) Renew(ctx context.Context, c *cc.Client, cred *Credential)
 }
 
 // RenewAfter is the refresh interval: CC asks for a refresh every 3-5 min.
-func (l *LoginSource) RenewAfter(_ *Credential, refreshInterval time.Duration) time.Duration {
+func (l *loginSource) RenewAfter(_ *credential, refreshInterval time.Duration) time.Duration {
 	return refreshInterval
 }
 
 // Release logs out.
-func (l *LoginSource) Release(ctx context.Context, c *cc.Client, cred *Credential) error {
+func (l *loginSource) Release(ctx context.Context, c *cc.Client, cred *credential) error {
 	return c.Logout(ctx, l.creds.AccountID, cred.state.(*cc.Session))
 }
 
@@ -205,13 +205,13 @@ type storedSession struct {
 }
 
 // Encode stores the session's parts.
-func (l *LoginSource) Encode(cred *Credential) ([]byte, error) {
+func (l *loginSource) Encode(cred *credential) ([]byte, error) {
 	s := cred.state.(*cc.Session)
 	return json.Marshal(storedSession{Bearer: s.Bearer, CSRF: s.CSRF, SessionID: s.SessionID, BaseURL: s.BaseURL, TTL: s.TTL.Milliseconds()})
 }
 
 // Decode rebuilds a stored session with the checks a login reply gets.
-func (l *LoginSource) Decode(data []byte) (*Credential, error) {
+func (l *loginSource) Decode(data []byte) (*credential, error) {
 	var p storedSession
 	if err := json.Unmarshal(data, &p); err != nil {
 		return nil, fmt.Errorf("stored session: %w", err)
@@ -223,7 +223,7 @@ func (l *LoginSource) Decode(data []byte) (*Credential, error) {
 	return sessionCredential(s), nil
 }
 
-func sessionCredential(s *cc.Session) *Credential {
+func sessionCredential(s *cc.Session) *credential {
 	return newCredential(s.Bearer, s.BaseURL, s.TTL, s)
 }
 
@@ -233,11 +233,11 @@ type goneError struct{ err error }
 
 func (e *goneError) Error() string { return e.err.Error() }
 func (e *goneError) Unwrap() []error {
-	return []error{e.err, ErrCredentialGone}
+	return []error{e.err, errCredentialGone}
 }
 
 // Interface guard
-var _ Source = (*LoginSource)(nil)
+var _ source = (*loginSource)(nil)
 
 // The AppJWT source: an application token from Sentinel, CC's OAuth 2.0
 // authorisation server, through the client_credentials grant (the exchange
@@ -245,27 +245,27 @@ var _ Source = (*LoginSource)(nil)
 // refresh token and has no revocation: a new token is fetched before the
 // current one expires, and nothing is released at stop.
 
-// AppJWTMode is the Identity.Mode of the AppJWT source.
-const AppJWTMode = "app_jwt"
+// appJWTKind is the Identity.Kind of the AppJWT source.
+const appJWTKind = "app_jwt"
 
 // maxAppJWTCheckWindow bounds the window within which a 401 for a young
 // token is the endpoint's own answer.
 const maxAppJWTCheckWindow = 30 * time.Second
 
-// AppJWTConfig configures the AppJWT source.
-type AppJWTConfig struct {
+// appJWTConfig configures the AppJWT source.
+type appJWTConfig struct {
 	AccountID    string
 	ClientID     string // OAuth2 client_credentials client id
 	ClientSecret string
 	// API is the Sentinel token endpoint version: "v1" or "v2"; "" = v2.
 	API string
 	// Now is the clock the token's age and expiry are measured with (the
-	// keeper's, so that Credential.Obtained is comparable); nil = time.Now.
+	// keeper's, so that credential.Obtained is comparable); nil = time.Now.
 	Now func() time.Time
 }
 
 // Validate checks what the source needs, without naming a secret.
-func (c AppJWTConfig) Validate() error {
+func (c appJWTConfig) Validate() error {
 	switch {
 	case c.AccountID == "":
 		return errors.New("app_jwt: no account_id")
@@ -280,7 +280,7 @@ func (c AppJWTConfig) Validate() error {
 }
 
 // String never shows the secret.
-func (c AppJWTConfig) String() string {
+func (c appJWTConfig) String() string {
 	api := c.API
 	if api == "" {
 		api = "v2"
@@ -289,34 +289,34 @@ func (c AppJWTConfig) String() string {
 }
 
 // GoString keeps %#v as safe as %v.
-func (c AppJWTConfig) GoString() string { return c.String() }
+func (c appJWTConfig) GoString() string { return c.String() }
 
-// AppJWTSource obtains AppJWTs from Sentinel and renews each at 80 % of its
+// appJWTSource obtains AppJWTs from Sentinel and renews each at 80 % of its
 // lifetime.
-type AppJWTSource struct {
-	cfg AppJWTConfig
+type appJWTSource struct {
+	cfg appJWTConfig
 	now func() time.Time
 }
 
-// NewAppJWTSource returns the AppJWT source for cfg. Call cfg.Validate at
+// newAppJWTSource returns the AppJWT source for cfg. Call cfg.Validate at
 // provisioning; Obtain refuses an invalid cfg too.
-func NewAppJWTSource(cfg AppJWTConfig) *AppJWTSource {
+func newAppJWTSource(cfg appJWTConfig) *appJWTSource {
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
 	}
-	return &AppJWTSource{cfg: cfg, now: now}
+	return &appJWTSource{cfg: cfg, now: now}
 }
 
 // String never shows the secret.
-func (a *AppJWTSource) String() string { return a.cfg.String() }
+func (a *appJWTSource) String() string { return a.cfg.String() }
 
 // GoString keeps %#v as safe as %v.
-func (a *AppJWTSource) GoString() string { return a.String() }
+func (a *appJWTSource) GoString() string { return a.String() }
 
 // Identity names the account and the client id.
-func (a *AppJWTSource) Identity() Identity {
-	return Identity{Account: a.cfg.AccountID, Mode: AppJWTMode, Name: a.cfg.ClientID}
+func (a *appJWTSource) Identity() identity {
+	return identity{Account: a.cfg.AccountID, Kind: appJWTKind, Name: a.cfg.ClientID}
 }
 
 // appJWTMark marks a credential as this source's. Its expiry is the
@@ -325,7 +325,7 @@ func (a *AppJWTSource) Identity() Identity {
 type appJWTMark struct{}
 
 // Obtain fetches a token.
-func (a *AppJWTSource) Obtain(ctx context.Context, c *cc.Client) (*Credential, error) {
+func (a *appJWTSource) Obtain(ctx context.Context, c *cc.Client) (*credential, error) {
 	return a.fetch(ctx, c)
 }
 
@@ -334,7 +334,7 @@ func (a *AppJWTSource) Obtain(ctx context.Context, c *cc.Client) (*Credential, e
 // endpoint's own (a missing scope, say); an older one is taken as gone, and
 // the keeper fetches one new token for every caller. Window = min(30 s,
 // half the token's lifetime), the age measured from cred.Obtained.
-func (a *AppJWTSource) Check(_ context.Context, _ *cc.Client, cred *Credential) error {
+func (a *appJWTSource) Check(_ context.Context, _ *cc.Client, cred *credential) error {
 	window := min(maxAppJWTCheckWindow, cred.Lifetime/2)
 	age := a.now().Sub(cred.Obtained)
 	if age < window {
@@ -344,15 +344,15 @@ func (a *AppJWTSource) Check(_ context.Context, _ *cc.Client, cred *Credential) 
 }
 
 // Renew fetches a new token. On failure the current one stays in use (it
-// is valid until it expires); the error never wraps ErrCredentialGone.
-func (a *AppJWTSource) Renew(ctx context.Context, c *cc.Client, _ *Credential) (*Credential, error) {
+// is valid until it expires); the error never wraps errCredentialGone.
+func (a *appJWTSource) Renew(ctx context.Context, c *cc.Client, _ *credential) (*credential, error) {
 	return a.fetch(ctx, c)
 }
 
 // RenewAfter is the time left until 80 % of cred's lifetime, measured from
 // cred.Obtained (from its expiry less its lifetime, before the keeper has
 // set Obtained); never negative.
-func (a *AppJWTSource) RenewAfter(cred *Credential, _ time.Duration) time.Duration {
+func (a *appJWTSource) RenewAfter(cred *credential, _ time.Duration) time.Duration {
 	lifetime := cred.Lifetime
 	if lifetime <= 0 {
 		lifetime = cc.DefaultAppJWTLifetime
@@ -365,12 +365,12 @@ func (a *AppJWTSource) RenewAfter(cred *Credential, _ time.Duration) time.Durati
 }
 
 // Release does nothing: Sentinel has no revocation.
-func (a *AppJWTSource) Release(context.Context, *cc.Client, *Credential) error {
-	return ErrNothingToRelease
+func (a *appJWTSource) Release(context.Context, *cc.Client, *credential) error {
+	return errNothingToRelease
 }
 
 // fetch is the client_credentials exchange.
-func (a *AppJWTSource) fetch(ctx context.Context, c *cc.Client) (*Credential, error) {
+func (a *appJWTSource) fetch(ctx context.Context, c *cc.Client) (*credential, error) {
 	if err := a.cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -382,7 +382,7 @@ func (a *AppJWTSource) fetch(ctx context.Context, c *cc.Client) (*Credential, er
 }
 
 // appJWTCredential is the credential of a checked token.
-func appJWTCredential(t *cc.AppToken) *Credential {
+func appJWTCredential(t *cc.AppToken) *credential {
 	cred := newCredential(t.Token, t.Issuer, t.Lifetime, appJWTMark{})
 	cred.Expires = t.Expires
 	cred.ClockSkew = t.ClockSkew
@@ -398,7 +398,7 @@ type storedAppJWT struct {
 }
 
 // Encode stores the token, its issuer, lifetime and expiry.
-func (a *AppJWTSource) Encode(cred *Credential) ([]byte, error) {
+func (a *appJWTSource) Encode(cred *credential) ([]byte, error) {
 	if _, ok := cred.state.(appJWTMark); !ok {
 		return nil, errors.New("app_jwt: not an AppJWT credential")
 	}
@@ -410,7 +410,7 @@ var errStoredNotJSON = errors.New("not JSON")
 
 // Decode rebuilds a stored AppJWT with the checks a token reply gets; an
 // expired one is refused, so that the reader fetches a new one.
-func (a *AppJWTSource) Decode(data []byte) (*Credential, error) {
+func (a *appJWTSource) Decode(data []byte) (*credential, error) {
 	var p storedAppJWT
 	if json.Unmarshal(data, &p) != nil {
 		return nil, fmt.Errorf("stored token: %w", errStoredNotJSON)
@@ -423,4 +423,4 @@ func (a *AppJWTSource) Decode(data []byte) (*Credential, error) {
 }
 
 // Interface guards
-var _ Source = (*AppJWTSource)(nil)
+var _ source = (*appJWTSource)(nil)

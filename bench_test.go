@@ -24,7 +24,7 @@ import (
 	"github.com/lpauth/caddy-lpauth/ccemu"
 )
 
-func hotPathKeeper(b *testing.B) *Keeper {
+func hotPathKeeper(b *testing.B) *keeper {
 	_, srv := emulator(b, ccemu.Config{})
 	k := testKeeper(b, srv, userCreds(), nil, nil)
 	if _, err := k.Get(bg()); err != nil {
@@ -89,7 +89,7 @@ func BenchmarkHotPathFloorSharedSlice(b *testing.B) {
 //	go test -run '^$' -bench Handler -benchmem -count 6 .
 func BenchmarkHandler(b *testing.B) {
 	k := hotPathKeeper(b)
-	lp := &Handler{keeper: k, identity: &RequestIdentity{AccountID: ccemu.DefaultAccountID, keeper: k}, RetryBodyLimit: DefaultRetryBodyLimit}
+	lp := &Handler{keeper: k, identity: &RequestIdentity{AccountID: ccemu.DefaultAccountID, keeper: k}, RetryBodyLimit: defaultRetryBodyLimit}
 	static := &headers.Handler{Request: &headers.HeaderOps{Set: http.Header{"Authorization": {k.Current().AuthorizationValue()}}}}
 	if err := static.Provision(caddy.Context{}); err != nil {
 		b.Fatal(err)

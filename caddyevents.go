@@ -17,17 +17,17 @@ func init() {
 // Names of the Caddy events lpauth emits, one per change of a session's
 // state.
 const (
-	CaddyEventLogin       = "lpauth.login"
-	CaddyEventLoginFailed = "lpauth.login_failed"
-	CaddyEventSessionLost = "lpauth.session_lost"
-	CaddyEventLogout      = "lpauth.logout"
-	CaddyEventAdopted     = "lpauth.adopted"
-	CaddyEventStoreFailed = "lpauth.store_failed"
+	caddyEventLogin       = "lpauth.login"
+	caddyEventLoginFailed = "lpauth.login_failed"
+	caddyEventSessionLost = "lpauth.session_lost"
+	caddyEventLogout      = "lpauth.logout"
+	caddyEventAdopted     = "lpauth.adopted"
+	caddyEventStoreFailed = "lpauth.store_failed"
 )
 
 // eventEmitter publishes a keeper's state changes through Caddy's events
 // app, so that subscribers (`events { on lpauth.login_failed exec ... }`)
-// can act on them. Their origin is the module EventOriginID. Every event
+// can act on them. Their origin is the module eventOriginID. Every event
 // carries this data, none of it secret:
 //
 //	account_id  the CC account
@@ -73,10 +73,10 @@ type eventEmitter struct {
 	ctx caddy.Context
 }
 
-// EventOriginID is the module Caddy names as the origin of lpauth's events
+// eventOriginID is the module Caddy names as the origin of lpauth's events
 // (`{event.module}`). As events propagate up the module namespace, a
 // subscription to the modules `http.handlers.lpauth` receives them too.
-const EventOriginID = "http.handlers.lpauth.events"
+const eventOriginID = "http.handlers.lpauth.events"
 
 // eventOrigin stands for the handler as the origin of its events; it has
 // no configuration, and it is not an HTTP handler, though its ID sits
@@ -95,7 +95,7 @@ type eventOrigin struct{ ctx caddy.Context }
 // CaddyModule returns the Caddy module information.
 func (eventOrigin) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
-		ID:  EventOriginID,
+		ID:  eventOriginID,
 		New: func() caddy.Module { return new(eventOrigin) },
 	}
 }
@@ -123,7 +123,7 @@ func newEventEmitter(ctx caddy.Context) *eventEmitter {
 	// gives a lineage nothing else appends to. Its cancel would only clean
 	// up eventOrigin, which holds nothing.
 	own, _ := caddy.NewContext(base)
-	mod, err := own.LoadModuleByID(EventOriginID, nil)
+	mod, err := own.LoadModuleByID(eventOriginID, nil)
 	if err != nil {
 		return nil
 	}
@@ -133,13 +133,13 @@ func newEventEmitter(ctx caddy.Context) *eventEmitter {
 // emit publishes ev if its kind is a change of state (spec, its entry in
 // eventTable, names the Caddy event). Every event carries the identity;
 // spec adds the kind's own data.
-func (e *eventEmitter) emit(spec eventSpec, ev Event) {
+func (e *eventEmitter) emit(spec eventSpec, ev event) {
 	if e == nil || spec.caddyEvent == "" || !e.app.ShouldEmit(spec.caddyEvent) {
 		return
 	}
 	data := map[string]any{
 		"account_id": ev.Account,
-		"mode":       ev.Mode,
+		"mode":       ev.LoginKind,
 		"username":   ev.Username,
 		"host":       ev.Host,
 	}

@@ -22,11 +22,11 @@ import (
 // released through the very storage instance that took it, even if a reload
 // has replaced that configuration meanwhile.
 
-// SharedStore is where a cluster keeps its one credential, as opaque bytes
+// sharedStore is where a cluster keeps its one credential, as opaque bytes
 // the store encrypts. Load returns nil, nil when there is none or it cannot
 // be read (a blob that does not decrypt is absent, not an error that stops
 // traffic).
-type SharedStore interface {
+type sharedStore interface {
 	Load(ctx context.Context) ([]byte, error)
 	Save(ctx context.Context, data []byte) error
 	Delete(ctx context.Context) error
@@ -44,7 +44,7 @@ type sharedRecord struct {
 
 // sharedCred is a stored credential, decoded.
 type sharedCred struct {
-	cred        *Credential
+	cred        *credential
 	lastRenewal time.Time
 }
 
@@ -60,7 +60,7 @@ const storeTimeout = 5 * time.Second
 type clusterState struct {
 	// solo was obtained while the storage failed: known to no other
 	// instance.
-	solo *Credential
+	solo *credential
 }
 
 // This file is the one place where a cluster differs from a single
@@ -73,7 +73,7 @@ type clusterState struct {
 // cluster's: the stored one if it is usable, else a new one obtained under
 // the lock and stored for the others (adopted reports one another instance
 // obtained).
-func (k *Keeper) obtainCredential(s *Settings) (c *Credential, adopted bool, err error) {
+func (k *keeper) obtainCredential(s *settings) (c *credential, adopted bool, err error) {
 	if !k.clustered {
 		c, err := k.sourceObtain(s)
 		return c, false, err
@@ -88,7 +88,7 @@ func (k *Keeper) obtainCredential(s *Settings) (c *Credential, adopted bool, err
 		return sh.cred, true, nil // stored by the lock's holder while we waited for it
 	}
 	if err != nil {
-		if errors.Is(err, ErrClosed) {
+		if errors.Is(err, errClosed) {
 			return nil, false, err
 		}
 		k.storeFailed(s, "lock", err)
@@ -114,14 +114,14 @@ func (k *Keeper) obtainCredential(s *Settings) (c *Credential, adopted bool, err
 	return c, false, nil
 }
 
-// renewCredential keeps c alive: an error that wraps ErrCredentialGone
+// renewCredential keeps c alive: an error that wraps errCredentialGone
 // means c is gone, any other that the renewal failed and c is still in
 // use. A cluster renews at most once per interval: under the lock, a
 // credential another instance renewed recently is left alone, and one
 // another instance replaced is adopted. When c is gone the caller obtains
 // again, which takes the lock once more, so one instance obtains and the
 // others adopt.
-func (k *Keeper) renewCredential(s *Settings, c *Credential) error {
+func (k *keeper) renewCredential(s *settings, c *credential) error {
 	if !k.clustered {
 		_, err := k.sourceRenew(s, c)
 		return err
@@ -135,7 +135,7 @@ func (k *Keeper) renewCredential(s *Settings, c *Credential) error {
 		return nil
 	}
 	if err != nil {
-		if !errors.Is(err, ErrClosed) {
+		if !errors.Is(err, errClosed) {
 			k.storeFailed(s, "lock", err)
 		}
 		next, err := k.sourceRenew(s, c)
@@ -172,15 +172,15 @@ func (k *Keeper) renewCredential(s *Settings, c *Credential) error {
 // If c is alive it is then the user's one session (CC keeps one per user),
 // and the stored one, from before, is dead. (A session stored or renewed
 // since outlived c's login: that one is adopted.)
-func (k *Keeper) soloOutlives(c *Credential, sh *sharedCred) bool {
+func (k *keeper) soloOutlives(c *credential, sh *sharedCred) bool {
 	return k.isSolo(c) && !later(sh.cred.Obtained, sh.lastRenewal).After(c.Obtained)
 }
 
 // adoptInPlaceOf makes stored, read from the storage, the credential in
 // place of c.
-func (k *Keeper) adoptInPlaceOf(s *Settings, c, stored *Credential) {
+func (k *keeper) adoptInPlaceOf(s *settings, c, stored *credential) {
 	if k.cur.CompareAndSwap(c, stored) {
-		k.emit(s, k.event(EventAdopted, stored))
+		k.emit(s, k.event(eventAdopted, stored))
 		k.adopting(s, stored)
 	}
 }
@@ -189,7 +189,7 @@ func (k *Keeper) adoptInPlaceOf(s *Settings, c, stored *Credential) {
 // obtained or renewed after since (so not one of those that ended then),
 // or nil: read without the lock, for a keeper that may adopt only such a
 // one.
-func (k *Keeper) storedSince(s *Settings, since time.Time) *Credential {
+func (k *keeper) storedSince(s *settings, since time.Time) *credential {
 	if !k.clustered {
 		return nil
 	}
@@ -210,7 +210,7 @@ func later(a, b time.Time) time.Time {
 // adoptNewer replaces failed with the stored credential if another
 // instance has already replaced it. One storage read serves every 401
 // meanwhile.
-func (k *Keeper) adoptNewer(s *Settings, failed *Credential) *Credential {
+func (k *keeper) adoptNewer(s *settings, failed *credential) *credential {
 	if !k.clustered {
 		return nil
 	}
@@ -220,7 +220,7 @@ func (k *Keeper) adoptNewer(s *Settings, failed *Credential) *Credential {
 		return nil
 	}
 	if k.cur.CompareAndSwap(failed, sh.cred) {
-		k.emit(s, k.event(EventAdopted, sh.cred))
+		k.emit(s, k.event(eventAdopted, sh.cred))
 		k.adopting(s, sh.cred)
 		k.mu.Lock()
 		if !k.closed {
@@ -233,7 +233,7 @@ func (k *Keeper) adoptNewer(s *Settings, failed *Credential) *Credential {
 
 // releaseCredential ends c when the keeper closes; a cluster's is removed
 // from the storage too, so that no instance adopts it.
-func (k *Keeper) releaseCredential(s *Settings, c *Credential) error {
+func (k *keeper) releaseCredential(s *settings, c *credential) error {
 	if !k.clustered {
 		return k.release(s, c)
 	}
@@ -252,7 +252,7 @@ func (k *Keeper) releaseCredential(s *Settings, c *Credential) error {
 // abandon disposes of c, obtained by this process but not to be used (the
 // keeper closed while obtaining it): released, unless it is stored for the
 // other instances of a cluster.
-func (k *Keeper) abandon(s *Settings, c *Credential) {
+func (k *keeper) abandon(s *settings, c *credential) {
 	if !k.clustered {
 		_ = k.release(s, c)
 	}
@@ -274,7 +274,7 @@ const (
 // a credential that adopt accepts while it waits, returns that one without
 // the lock (a lock acquired after all is released at once, in the
 // background, through the same storage instance).
-func (k *Keeper) lockOrAdopt(s *Settings, adopt func(*sharedCred) bool) (*sharedCred, error) {
+func (k *keeper) lockOrAdopt(s *settings, adopt func(*sharedCred) bool) (*sharedCred, error) {
 	ctx, cancel := context.WithCancel(k.ctx)
 	locked := make(chan error, 1)
 	go func() { locked <- k.lockShared(ctx, s) }()
@@ -314,7 +314,7 @@ func (k *Keeper) lockOrAdopt(s *Settings, adopt func(*sharedCred) bool) (*shared
 // died, which file_system storage does not always notice (a former holder's
 // freshness updater can keep a dead holder's lock file fresh). Such a lock is
 // broken, once; the jitter keeps waiting instances from breaking it together.
-func (k *Keeper) lockShared(parent context.Context, s *Settings) error {
+func (k *keeper) lockShared(parent context.Context, s *settings) error {
 	for attempt := 0; ; attempt++ {
 		bound := s.LoginTimeout + lockGrace + rand.N(lockGrace)
 		ctx, cancel := context.WithTimeout(parent, bound)
@@ -324,7 +324,7 @@ func (k *Keeper) lockShared(parent context.Context, s *Settings) error {
 		case err == nil:
 			return nil
 		case parent.Err() != nil:
-			return ErrClosed
+			return errClosed
 		case !errors.Is(err, context.DeadlineExceeded) || attempt > 0:
 			return err
 		}
@@ -333,7 +333,7 @@ func (k *Keeper) lockShared(parent context.Context, s *Settings) error {
 	}
 }
 
-func (k *Keeper) unlockShared(s *Settings) {
+func (k *keeper) unlockShared(s *settings) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	if err := s.Store.Unlock(ctx); err != nil {
@@ -341,7 +341,7 @@ func (k *Keeper) unlockShared(s *Settings) {
 	}
 }
 
-func (k *Keeper) loadShared(s *Settings) *sharedCred {
+func (k *keeper) loadShared(s *settings) *sharedCred {
 	sh, err := k.loadSharedQuietly(s)
 	if err != nil && k.ctx.Err() == nil {
 		k.storeFailed(s, "load", err)
@@ -350,7 +350,7 @@ func (k *Keeper) loadShared(s *Settings) *sharedCred {
 }
 
 // loadSharedQuietly is loadShared without reporting a failure.
-func (k *Keeper) loadSharedQuietly(s *Settings) (*sharedCred, error) {
+func (k *keeper) loadSharedQuietly(s *settings) (*sharedCred, error) {
 	ctx, cancel := context.WithTimeout(k.ctx, storeTimeout)
 	defer cancel()
 	data, err := s.Store.Load(ctx)
@@ -358,7 +358,7 @@ func (k *Keeper) loadSharedQuietly(s *Settings) (*sharedCred, error) {
 }
 
 // decodeShared reads a stored record; anything unreadable is absent.
-func (k *Keeper) decodeShared(data []byte, err error) *sharedCred {
+func (k *keeper) decodeShared(data []byte, err error) *sharedCred {
 	if err != nil || data == nil {
 		return nil
 	}
@@ -375,7 +375,7 @@ func (k *Keeper) decodeShared(data []byte, err error) *sharedCred {
 }
 
 // saveShared stores c for the other instances and reports whether it could.
-func (k *Keeper) saveShared(s *Settings, c *Credential, lastRenewal time.Time) bool {
+func (k *keeper) saveShared(s *settings, c *credential, lastRenewal time.Time) bool {
 	enc, err := k.src.Encode(c)
 	if err == nil {
 		var data []byte
@@ -397,14 +397,14 @@ func (k *Keeper) saveShared(s *Settings, c *Credential, lastRenewal time.Time) b
 // instance and outage).
 
 // obtainedAlone notes that c, about to be used, is in no storage.
-func (k *Keeper) obtainedAlone(c *Credential) {
+func (k *keeper) obtainedAlone(c *credential) {
 	k.mu.Lock()
 	k.cluster.solo = c
 	k.mu.Unlock()
 }
 
 // isSolo says whether c is the credential this keeper obtained alone.
-func (k *Keeper) isSolo(c *Credential) bool {
+func (k *keeper) isSolo(c *credential) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.cluster.solo != nil && k.cluster.solo.Token == c.Token
@@ -412,13 +412,13 @@ func (k *Keeper) isSolo(c *Credential) bool {
 
 // takeSolo forgets c as obtained alone (it is stored now, or gone, or
 // released elsewhere) and reports whether it was.
-func (k *Keeper) takeSolo(c *Credential) bool {
+func (k *keeper) takeSolo(c *credential) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.takeSoloLocked(c)
 }
 
-func (k *Keeper) takeSoloLocked(c *Credential) bool {
+func (k *keeper) takeSoloLocked(c *credential) bool {
 	if k.cluster.solo == nil || k.cluster.solo.Token != c.Token {
 		return false
 	}
@@ -430,7 +430,7 @@ func (k *Keeper) takeSoloLocked(c *Credential) bool {
 // use: the one obtained alone, if any and not stored itself, is released,
 // once, in the background (the caller may be a request), with the settings
 // of the operation that adopts.
-func (k *Keeper) adopting(s *Settings, stored *Credential) {
+func (k *keeper) adopting(s *settings, stored *credential) {
 	k.mu.Lock()
 	solo := k.cluster.solo
 	k.cluster.solo = nil
@@ -440,8 +440,8 @@ func (k *Keeper) adopting(s *Settings, stored *Credential) {
 	}
 }
 
-func (k *Keeper) storeFailed(s *Settings, op string, err error) {
-	ev := k.event(EventStoreFailed, nil)
+func (k *keeper) storeFailed(s *settings, op string, err error) {
+	ev := k.event(eventStoreFailed, nil)
 	ev.Err = &storeError{op: op, err: err}
 	k.emit(s, ev)
 }

@@ -37,7 +37,7 @@ const (
 	sessionKeyNS = "lpauth/sessions"
 )
 
-// storageStore is a SharedStore over a certmagic.Storage (any caddy.storage
+// storageStore is a sharedStore over a certmagic.Storage (any caddy.storage
 // module: file_system, redis, ...).
 type storageStore struct {
 	storage certmagic.Storage
@@ -92,9 +92,9 @@ func safeKeyPart(s string) string {
 	return b.String()
 }
 
-// ParseEncryptionKey reads an encryption_key: 32 bytes in base64 (standard
+// parseEncryptionKey reads an encryption_key: 32 bytes in base64 (standard
 // or URL alphabet, padded or not) or hex, e.g. `openssl rand -base64 32`.
-func ParseEncryptionKey(s string) ([]byte, error) {
+func parseEncryptionKey(s string) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
 		if k, err := enc.DecodeString(s); err == nil && len(k) == 32 {

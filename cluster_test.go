@@ -21,12 +21,12 @@ import (
 
 // clusterKeepers builds n keepers, as n Caddy instances would have, each
 // with its own client, sharing one file_system storage directory.
-func clusterKeepers(t *testing.T, srv *httptest.Server, dir string, n int, clock cc.Clock, tune func(*Settings)) []*Keeper {
+func clusterKeepers(t *testing.T, srv *httptest.Server, dir string, n int, clock cc.Clock, tune func(*settings)) []*keeper {
 	t.Helper()
-	ks := make([]*Keeper, n)
+	ks := make([]*keeper, n)
 	for i := range ks {
 		storage := &certmagic.FileStorage{Path: dir}
-		ks[i] = testKeeper(t, srv, userCreds(), clock, func(tu *Settings) {
+		ks[i] = testKeeper(t, srv, userCreds(), clock, func(tu *settings) {
 			tu.Store = loginClusterStore(storage, userCreds(), srv.URL, nil)
 			tu.LogoutOnStop = false
 			if tune != nil {
@@ -71,7 +71,7 @@ func TestClusterOneLoginOneRelogin(t *testing.T) {
 		for range 10 {
 			wg.Go(func() {
 				out := k.Unauthorized(bg(), failed)
-				if (out.Verdict != Retry && out.Verdict != RetryLate) || out.Credential.Token == first.Token {
+				if (out.Verdict != verdictRetry && out.Verdict != verdictRetryLate) || out.Credential.Token == first.Token {
 					t.Errorf("after expiry: %+v", out)
 				}
 			})
@@ -102,10 +102,10 @@ func TestClusterOneLoginOneRelogin(t *testing.T) {
 }
 
 // storeOf returns the storage a clustered keeper uses now.
-func storeOf(k *Keeper) *storageStore { return k.settings().Store.(*storageStore) }
+func storeOf(k *keeper) *storageStore { return k.settings().Store.(*storageStore) }
 
 // storageDirOf returns the directory of a keeper's file storage.
-func storageDirOf(k *Keeper) string {
+func storageDirOf(k *keeper) string {
 	return storeOf(k).storage.(*certmagic.FileStorage).Path
 }
 
@@ -113,7 +113,7 @@ func TestClusterRefreshOncePerIntervalAndOneReloginAfterRefresh401(t *testing.T)
 	t.Parallel()
 	clock := newFakeClock()
 	emu, srv := emulator(t, ccemu.Config{Clock: clock})
-	ks := clusterKeepers(t, srv, t.TempDir(), 3, clock, func(tu *Settings) { tu.RefreshInterval = 5 * time.Minute })
+	ks := clusterKeepers(t, srv, t.TempDir(), 3, clock, func(tu *settings) { tu.RefreshInterval = 5 * time.Minute })
 	for _, k := range ks {
 		if _, err := k.Get(bg()); err != nil {
 			t.Fatal(err)
@@ -193,7 +193,7 @@ func TestClusterEncryptionKey(t *testing.T) {
 	t.Parallel()
 	_, srv := emulator(t, ccemu.Config{})
 	storage := &certmagic.FileStorage{Path: t.TempDir()}
-	key, err := ParseEncryptionKey("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	key, err := parseEncryptionKey("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestClusterEncryptionKey(t *testing.T) {
 	if got, _ := b.Load(bg()); !bytes.Equal(got, payload) {
 		t.Fatalf("the same key cannot read the blob: %q", got)
 	}
-	otherKey, _ := ParseEncryptionKey(strings.Repeat("ab", 32))
+	otherKey, _ := parseEncryptionKey(strings.Repeat("ab", 32))
 	if st, _ := loginClusterStore(storage, userCreds(), srv.URL, otherKey).Load(bg()); st != nil {
 		t.Fatal("another key read the blob")
 	}
@@ -214,7 +214,7 @@ func TestClusterEncryptionKey(t *testing.T) {
 		t.Fatal("a derived key read a blob written with an encryption_key")
 	}
 	for _, bad := range []string{"short", strings.Repeat("a", 44), ""} {
-		if _, err := ParseEncryptionKey(bad); err == nil {
+		if _, err := parseEncryptionKey(bad); err == nil {
 			t.Errorf("encryption key %q accepted", bad)
 		}
 	}
@@ -232,7 +232,7 @@ func TestClusterLogoutOnlyWhenAsked(t *testing.T) {
 	if n := emu.Counters().Logouts; n != 0 {
 		t.Fatalf("cluster mode logged out on stop by default: %d", n)
 	}
-	k2 := clusterKeepers(t, srv, dir, 1, nil, func(tu *Settings) { tu.LogoutOnStop = true })[0]
+	k2 := clusterKeepers(t, srv, dir, 1, nil, func(tu *settings) { tu.LogoutOnStop = true })[0]
 	if _, err := k2.Get(bg()); err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ type resolved struct {
 	loginTimeout    time.Duration
 	retryBodyLimit  int64
 	encryptionKey   []byte
-	jwt             AppJWTConfig // client_id set: an AppJWT instead of a login
+	jwt             appJWTConfig // client_id set: an AppJWT instead of a login
 	authScheme      string       // "Bearer ", or "" for the bare token
 }
 
@@ -73,7 +73,7 @@ func (h *Handler) resolve() (resolved, error) {
 		CAFile:    expand("ca_file", h.CAFile),
 		UserAgent: "caddy-lpauth",
 	}
-	r.jwt = AppJWTConfig{
+	r.jwt = appJWTConfig{
 		AccountID:    r.creds.AccountID,
 		ClientID:     expand("client_id", h.ClientID),
 		ClientSecret: expand("client_secret", h.ClientSecret),
@@ -85,7 +85,7 @@ func (h *Handler) resolve() (resolved, error) {
 		return r, firstErr
 	}
 	if encKey != "" {
-		k, err := ParseEncryptionKey(encKey)
+		k, err := parseEncryptionKey(encKey)
 		if err != nil {
 			return r, fmt.Errorf("lpauth: encryption_key: %w", err)
 		}
@@ -164,17 +164,17 @@ func (h *Handler) resolveAppJWT(r *resolved) error {
 // resolveTuning fills and checks the tuning values.
 func (h *Handler) resolveTuning(r *resolved) error {
 	var err error
-	if r.refreshInterval, err = durationIn("refresh_interval", h.RefreshInterval, DefaultRefreshInterval, refreshIntervalRange); err != nil {
+	if r.refreshInterval, err = durationIn("refresh_interval", h.RefreshInterval, defaultRefreshInterval, refreshIntervalRange); err != nil {
 		return fmt.Errorf("lpauth: %w", err)
 	}
-	if r.loginTimeout, err = durationIn("login_timeout", h.LoginTimeout, DefaultLoginTimeout, loginTimeoutRange); err != nil {
+	if r.loginTimeout, err = durationIn("login_timeout", h.LoginTimeout, defaultLoginTimeout, loginTimeoutRange); err != nil {
 		return fmt.Errorf("lpauth: %w", err)
 	}
 	switch {
 	case h.RetryBodyLimit < 0 || h.RetryBodyLimit > maxRetryBodyLimit:
 		return fmt.Errorf("lpauth: retry_body_limit must be between 1 and %d bytes (64MiB), got %d", int64(maxRetryBodyLimit), h.RetryBodyLimit)
 	case h.RetryBodyLimit == 0:
-		r.retryBodyLimit = DefaultRetryBodyLimit
+		r.retryBodyLimit = defaultRetryBodyLimit
 	default:
 		r.retryBodyLimit = h.RetryBodyLimit
 	}
@@ -280,14 +280,14 @@ func identityFieldsOf(r resolved, storage json.RawMessage) identityFields {
 // refuseSecondHolder fails the load of a config (owner) that would hold
 // two Login Service sessions of one CC user: CC keeps one session per user,
 // so each login would end the other's session.
-func refuseSecondHolder(owner any, id Identity, fields identityFields) error {
-	if id.Mode == AppJWTMode {
+func refuseSecondHolder(owner any, id identity, fields identityFields) error {
+	if id.Kind == appJWTKind {
 		return nil
 	}
 	var err error
 	keepers.Range(func(_, v any) bool {
 		o := v.(pooledKeeper)
-		if o.Identity().Mode == AppJWTMode || !o.Identity().SameUser(id) || !o.AttachedTo(owner) {
+		if o.Identity().Kind == appJWTKind || !o.Identity().SameUser(id) || !o.AttachedTo(owner) {
 			return true
 		}
 		for i, f := range fields {

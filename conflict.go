@@ -19,7 +19,7 @@ import (
 // ShortLivedWindow is how long a session must live for its death to be an
 // ordinary one. A Login Service session found dead (its refresh answered
 // 401) younger than this was most likely ended by another login of the
-// same user.
+// same user. Exported for the tests of the built binary (e2e/).
 const ShortLivedWindow = 60 * time.Second
 
 // ConflictAfter short-lived sessions in a row start the conflict wait: the
@@ -43,8 +43,8 @@ type conflict struct {
 	lastPeek   time.Time // cluster: the last read of the storage while waiting
 }
 
-// ErrConflict is wrapped by the error of a keeper in the conflict wait.
-var ErrConflict = errors.New("CC keeps one session per user, and another client is logged in as this user")
+// errConflict is wrapped by the error of a keeper in the conflict wait.
+var errConflict = errors.New("CC keeps one session per user, and another client is logged in as this user")
 
 // conflictError is why a keeper in the conflict wait does not log in.
 type conflictError struct {
@@ -54,10 +54,10 @@ type conflictError struct {
 
 func (e *conflictError) Error() string {
 	return fmt.Sprintf("%d sessions in a row ended less than %s after login (last refresh: %v): %s",
-		e.shortLived, ShortLivedWindow, e.cause, ErrConflict.Error())
+		e.shortLived, ShortLivedWindow, e.cause, errConflict.Error())
 }
 
-func (e *conflictError) Unwrap() []error { return []error{ErrConflict, e.cause} }
+func (e *conflictError) Unwrap() []error { return []error{errConflict, e.cause} }
 
 // sessionDiedLocked is told that the Login Service session c is dead (CC
 // answered its refresh 401) and fills in ev, the session_lost event. It
@@ -67,8 +67,8 @@ func (e *conflictError) Unwrap() []error { return []error{ErrConflict, e.cause} 
 // After the ConflictAfter-th short-lived session in a row it starts the
 // wait: the next login waits as after a configuration error, never less
 // than the window.
-func (k *Keeper) sessionDiedLocked(c *Credential, err error, ev *Event) {
-	if k.id.Mode == AppJWTMode || k.closed || k.successor() != nil ||
+func (k *keeper) sessionDiedLocked(c *credential, err error, ev *event) {
+	if k.id.Kind == appJWTKind || k.closed || k.successor() != nil ||
 		k.dead.has(c.Token) || !sameToken(k.cur.Load(), c) {
 		return
 	}
@@ -97,14 +97,14 @@ func (k *Keeper) sessionDiedLocked(c *Credential, err error, ev *Event) {
 }
 
 // inConflictLocked says whether the keeper is waiting out a conflict now.
-func (k *Keeper) inConflictLocked() bool {
+func (k *keeper) inConflictLocked() bool {
 	return k.conflict.waiting && k.retry.next.After(k.clock.Now())
 }
 
 // peekDuringConflict is the cluster's way out of the wait: the wait blocks
 // logins, not adopting the session another member stored since this
 // keeper's last loss. At most one storage read per ConflictPeekEvery.
-func (k *Keeper) peekDuringConflict() *Credential {
+func (k *keeper) peekDuringConflict() *credential {
 	k.mu.Lock()
 	now := k.clock.Now()
 	if !k.inConflictLocked() || now.Sub(k.conflict.lastPeek) < ConflictPeekEvery {
@@ -133,13 +133,13 @@ func (k *Keeper) peekDuringConflict() *Credential {
 	k.cur.Store(c)
 	k.scheduleRenewalLocked(c, s.RefreshInterval)
 	k.mu.Unlock()
-	k.emit(s, k.event(EventAdopted, c))
+	k.emit(s, k.event(eventAdopted, c))
 	k.adopting(s, c)
 	return c
 }
 
 // sameToken says whether a and b are the same session or token, whatever
 // their pointers: an adopted credential is a new pointer to the same token.
-func sameToken(a, b *Credential) bool {
+func sameToken(a, b *credential) bool {
 	return a != nil && b != nil && a.Token == b.Token
 }

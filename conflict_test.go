@@ -18,11 +18,11 @@ import (
 // lostEvents records the session_lost events a keeper reports.
 type lostEvents struct {
 	mu   sync.Mutex
-	list []Event
+	list []event
 }
 
-func (l *lostEvents) observe(ev Event) {
-	if ev.Kind == EventSessionLost {
+func (l *lostEvents) observe(ev event) {
+	if ev.Kind == eventSessionLost {
 		l.mu.Lock()
 		l.list = append(l.list, ev)
 		l.mu.Unlock()
@@ -41,7 +41,7 @@ func (l *lostEvents) shortLived() int {
 	return n
 }
 
-func (l *lostEvents) last() Event {
+func (l *lostEvents) last() event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.list[len(l.list)-1]
@@ -58,7 +58,7 @@ func outsideLogin(t *testing.T, srv *httptest.Server, creds cc.Credentials) {
 
 // loseSession ends k's session from outside after it lived `lived` on the
 // keeper's clock and returns what the keeper makes of the 401 that follows.
-func loseSession(t *testing.T, srv *httptest.Server, k *Keeper, clock *fakeClock, lived time.Duration) Outcome {
+func loseSession(t *testing.T, srv *httptest.Server, k *keeper, clock *fakeClock, lived time.Duration) outcome {
 	t.Helper()
 	c, err := k.Get(bg())
 	if err != nil {
@@ -69,11 +69,11 @@ func loseSession(t *testing.T, srv *httptest.Server, k *Keeper, clock *fakeClock
 	return k.Unauthorized(bg(), c)
 }
 
-func conflictKeeper(t *testing.T, clock *fakeClock) (*ccemu.Emulator, *httptest.Server, *Keeper, *lostEvents) {
+func conflictKeeper(t *testing.T, clock *fakeClock) (*ccemu.Emulator, *httptest.Server, *keeper, *lostEvents) {
 	t.Helper()
 	emu, srv := emulator(t, ccemu.Config{})
 	lost := new(lostEvents)
-	k := testKeeper(t, srv, userCreds(), clock, func(s *Settings) { s.Observer = lost.observe })
+	k := testKeeper(t, srv, userCreds(), clock, func(s *settings) { s.Observer = lost.observe })
 	eventually(t, 5*time.Second, "the login at start", func() bool { return k.Current() != nil })
 	return emu, srv, k, lost
 }
@@ -90,7 +90,7 @@ func TestConflictThirdShortLivedSessionStartsTheWait(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		logins := emu.Counters().Logins
 		out := loseSession(t, srv, k, clock, time.Second)
-		if out.Verdict != Retry {
+		if out.Verdict != verdictRetry {
 			t.Fatalf("short-lived session %d: verdict %v (%v), want Retry with a new login", i, out.Verdict, out.Err)
 		}
 		if got := emu.Counters().Logins; got != logins+2 { // the outside one and ours
@@ -103,8 +103,8 @@ func TestConflictThirdShortLivedSessionStartsTheWait(t *testing.T) {
 
 	logins := emu.Counters().LoginAttempts
 	out := loseSession(t, srv, k, clock, 2*time.Second)
-	var u *UnavailableError
-	if out.Verdict != Unavailable || !errors.As(out.Err, &u) || !errors.Is(out.Err, ErrConflict) {
+	var u *unavailableError
+	if out.Verdict != verdictUnavailable || !errors.As(out.Err, &u) || !errors.Is(out.Err, errConflict) {
 		t.Fatalf("third short-lived session: %+v, want Unavailable for a conflict", out)
 	}
 	if u.RetryAfter < ShortLivedWindow || u.RetryAfter > ShortLivedWindow*11/10 {
@@ -119,7 +119,7 @@ func TestConflictThirdShortLivedSessionStartsTheWait(t *testing.T) {
 	}
 	// Requests meanwhile: 503 at once, never a wait, never a login.
 	start := time.Now()
-	if _, err := k.Get(bg()); !errors.Is(err, ErrConflict) {
+	if _, err := k.Get(bg()); !errors.Is(err, errConflict) {
 		t.Fatalf("Get in the wait: %v", err)
 	}
 	if time.Since(start) > time.Second || emu.Counters().LoginAttempts != logins+1 {
@@ -159,7 +159,7 @@ func TestConflictThirdShortLivedSessionStartsTheWait(t *testing.T) {
 	clock.Advance(u.RetryAfter)
 	eventually(t, 5*time.Second, "the login at the end of the wait", func() bool { return k.Current() != nil })
 	for i, lived := range []time.Duration{ShortLivedWindow, time.Second, time.Second} {
-		if out := loseSession(t, srv, k, clock, lived); out.Verdict != Retry {
+		if out := loseSession(t, srv, k, clock, lived); out.Verdict != verdictRetry {
 			t.Fatalf("loss %d after a session lived the window: %+v, want Retry", i+1, out)
 		}
 	}
@@ -172,7 +172,7 @@ func TestConflictLongLivedSessionsAreReplacedAtOnce(t *testing.T) {
 	clock := newFakeClock()
 	_, srv, k, lost := conflictKeeper(t, clock)
 	for i := range 5 {
-		if out := loseSession(t, srv, k, clock, 3*time.Hour); out.Verdict != Retry {
+		if out := loseSession(t, srv, k, clock, 3*time.Hour); out.Verdict != verdictRetry {
 			t.Fatalf("loss %d: %+v", i+1, out)
 		}
 	}
@@ -192,11 +192,11 @@ func TestConflictExclusions(t *testing.T) {
 		loseSession(t, srv, k, clock, time.Second)
 		c, _ := k.Get(bg())
 		emu.FailNextRefreshes(1, 500)
-		if out := k.Unauthorized(bg(), c); out.Verdict != Unavailable || !errors.Is(out.Err, ErrUnverified) {
+		if out := k.Unauthorized(bg(), c); out.Verdict != verdictUnavailable || !errors.Is(out.Err, errUnverified) {
 			t.Fatalf("a 500 on the check: %+v", out)
 		}
 		clock.Advance(aliveTrust)
-		if out := loseSession(t, srv, k, clock, time.Second); out.Verdict != Retry {
+		if out := loseSession(t, srv, k, clock, time.Second); out.Verdict != verdictRetry {
 			t.Fatalf("the second short-lived session after an unverified check: %+v, want Retry", out)
 		}
 		if n := lost.shortLived(); n != 2 {
@@ -216,7 +216,7 @@ func TestConflictExclusions(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The old session, ended by the relogin, comes back in a 401.
-		if out := k.Unauthorized(bg(), old); out.Verdict != RetryLate {
+		if out := k.Unauthorized(bg(), old); out.Verdict != verdictRetryLate {
 			t.Fatalf("a 401 for the session the relogin replaced: %+v", out)
 		}
 		if n := lost.shortLived(); n != 2 {
@@ -261,7 +261,7 @@ func TestConflictTwoHoldersStopFighting(t *testing.T) {
 	eventually(t, 5*time.Second, "b's login", func() bool { return b.Current() != nil })
 	for range 20 {
 		clock.Advance(100 * time.Millisecond)
-		for _, k := range []*Keeper{a, b} {
+		for _, k := range []*keeper{a, b} {
 			if c := k.Current(); c != nil && dataCall(t, srv, c) == http.StatusUnauthorized {
 				k.Unauthorized(bg(), c)
 			}

@@ -80,7 +80,7 @@ var (
 )
 
 // lpauthEventNames are subscribed to by name, as a user would.
-var lpauthEventNames = []string{CaddyEventLogin, CaddyEventLoginFailed, CaddyEventSessionLost, CaddyEventLogout, CaddyEventAdopted, CaddyEventStoreFailed}
+var lpauthEventNames = []string{caddyEventLogin, caddyEventLoginFailed, caddyEventSessionLost, caddyEventLogout, caddyEventAdopted, caddyEventStoreFailed}
 
 // eventsGlobal is the `events` global option: each lpauth event by name
 // into the recorder tagged "named", and every event of any origin into
@@ -111,7 +111,7 @@ func lpauthEvents(tag string) []recordedEvent {
 	defer recorded.Unlock()
 	var out []recordedEvent
 	for _, e := range recorded.list {
-		if e.tag == tag && e.origin == EventOriginID {
+		if e.tag == tag && e.origin == eventOriginID {
 			out = append(out, e)
 		}
 	}
@@ -243,7 +243,7 @@ func loggedInRecording(t *testing.T, extra string) (*ccemu.Emulator, *httptest.S
 
 func TestEventsLoginThenSessionLostAndRelogin(t *testing.T) {
 	emu, srv, evs := loggedInRecording(t, "")
-	if evs[0].name != CaddyEventLogin || evs[0].data["replaced"] != false {
+	if evs[0].name != caddyEventLogin || evs[0].data["replaced"] != false {
 		t.Fatalf("first event %s %v, want lpauth.login with replaced false", evs[0].name, evs[0].data)
 	}
 	checkIdentity(t, evs[0], hostport(srv))
@@ -253,7 +253,7 @@ func TestEventsLoginThenSessionLostAndRelogin(t *testing.T) {
 		t.Fatalf("request after expiry: %d", r.status)
 	}
 	evs = awaitEvents(t, 3)
-	if got := namesOf(evs[1:]); got[0] != CaddyEventSessionLost || got[1] != CaddyEventLogin {
+	if got := namesOf(evs[1:]); got[0] != caddyEventSessionLost || got[1] != caddyEventLogin {
 		t.Fatalf("after expiry: %v, want session_lost then login", got)
 	}
 	if evs[2].data["replaced"] != true {
@@ -285,7 +285,7 @@ func TestEventsLoginFailed(t *testing.T) {
 	evs := awaitEvents(t, 1)
 	seen := time.Now()
 	e := evs[0]
-	if e.name != CaddyEventLoginFailed {
+	if e.name != caddyEventLoginFailed {
 		t.Fatalf("event %s, want lpauth.login_failed", e.name)
 	}
 	checkIdentity(t, e, "") // no host: no session was obtained
@@ -310,7 +310,7 @@ func TestEventsLogoutAtStop(t *testing.T) {
 	// Stopping cancels the config's context before the keeper logs out.
 	unloadCaddy(t)
 	evs := awaitEvents(t, 2)
-	if evs[1].name != CaddyEventLogout {
+	if evs[1].name != caddyEventLogout {
 		t.Fatalf("at stop: %v, want login then logout", namesOf(evs))
 	}
 	checkIdentity(t, evs[1], hostport(srv))
@@ -363,11 +363,11 @@ func TestEventsAdoptedInCluster(t *testing.T) {
 	}
 	evs := awaitEvents(t, 2)
 	got := namesOf(evs)
-	if !(got[0] == CaddyEventLogin && got[1] == CaddyEventAdopted) && !(got[0] == CaddyEventAdopted && got[1] == CaddyEventLogin) {
+	if !(got[0] == caddyEventLogin && got[1] == caddyEventAdopted) && !(got[0] == caddyEventAdopted && got[1] == caddyEventLogin) {
 		t.Fatalf("events %v, want one login and one adopted", got)
 	}
 	for _, e := range evs {
-		if e.data["mode"] != AppJWTMode || e.data["username"] != ccemu.DefaultClientID || e.data["account_id"] != ccemu.DefaultAccountID {
+		if e.data["mode"] != appJWTKind || e.data["username"] != ccemu.DefaultClientID || e.data["account_id"] != ccemu.DefaultAccountID {
 			t.Errorf("%s: data %v, want the AppJWT identity", e.name, e.data)
 		}
 	}
@@ -391,7 +391,7 @@ func TestEventsAppJWTLoginAtStart(t *testing.T) {
 	loadCaddy(t, strings.Replace(appJWTSite(srv, ""), "skip_install_trust", "skip_install_trust\n\t"+eventsGlobal(), 1))
 	evs := awaitEvents(t, 1) // no request sent: the fetch at start
 	e := evs[0]
-	if e.name != CaddyEventLogin || e.data["mode"] != AppJWTMode || e.data["username"] != ccemu.DefaultClientID || e.data["replaced"] != false {
+	if e.name != caddyEventLogin || e.data["mode"] != appJWTKind || e.data["username"] != ccemu.DefaultClientID || e.data["replaced"] != false {
 		t.Fatalf("event %s %v, want lpauth.login for the AppJWT client", e.name, e.data)
 	}
 	if h, _ := e.data["host"].(string); !strings.Contains(h, hostport(srv)) {
@@ -422,13 +422,13 @@ func TestEventsAppJWTReloginReportsNoLogout(t *testing.T) {
 		t.Fatalf("relogin: %d %s; %d tokens", resp.StatusCode, body, emu.Counters().TokenRequestsOK)
 	}
 	evs := awaitEvents(t, 2)
-	forEachKeeper(func(k *Keeper) { k.releases.Wait() }) // a release would run in the background
+	forEachKeeper(func(k *keeper) { k.releases.Wait() }) // a release would run in the background
 	for _, e := range lpauthEvents("all") {
-		if e.name == CaddyEventLogout {
+		if e.name == caddyEventLogout {
 			t.Errorf("an AppJWT relogin emitted %s %v", e.name, e.data)
 		}
 	}
-	if evs[1].name != CaddyEventLogin {
+	if evs[1].name != caddyEventLogin {
 		t.Errorf("second event %s, want lpauth.login", evs[1].name)
 	}
 	logs, _ := os.ReadFile(logFile)
@@ -457,10 +457,10 @@ func TestEventsStoreFailed(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "store_failed and login", func() bool {
 		got := namesOf(lpauthEvents("named"))
-		return slices.Contains(got, CaddyEventStoreFailed) && slices.Contains(got, CaddyEventLogin)
+		return slices.Contains(got, caddyEventStoreFailed) && slices.Contains(got, caddyEventLogin)
 	})
 	for _, e := range lpauthEvents("named") {
-		if e.name != CaddyEventStoreFailed {
+		if e.name != caddyEventStoreFailed {
 			checkIdentity(t, e, hostport(srv))
 			continue
 		}

@@ -47,25 +47,25 @@ func testClient(t testing.TB, srv *httptest.Server) *cc.Client {
 // testKeeper builds a keeper of the Login Service source against srv, with
 // one started configuration; it is closed when the test ends. With tune
 // setting a Store, the keeper is clustered.
-func testKeeper(t testing.TB, srv *httptest.Server, creds cc.Credentials, clock cc.Clock, tune func(*Settings)) *Keeper {
+func testKeeper(t testing.TB, srv *httptest.Server, creds cc.Credentials, clock cc.Clock, tune func(*settings)) *keeper {
 	t.Helper()
 	s := testSettings(t, srv)
 	if tune != nil {
 		tune(&s)
 	}
-	return startedKeeper(t, NewLoginSource(creds), clock, s)
+	return startedKeeper(t, newLoginSource(creds), clock, s)
 }
 
 // testSettings are the settings testKeeper starts from.
-func testSettings(t testing.TB, srv *httptest.Server) Settings {
-	return Settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, LogoutOnStop: true}
+func testSettings(t testing.TB, srv *httptest.Server) settings {
+	return settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, LogoutOnStop: true}
 }
 
 // startedKeeper is a keeper of src with one started configuration of
 // settings s (clustered if s has a Store), closed when the test ends.
-func startedKeeper(t testing.TB, src Source, clock cc.Clock, s Settings) *Keeper {
+func startedKeeper(t testing.TB, src source, clock cc.Clock, s settings) *keeper {
 	t.Helper()
-	k := NewKeeper(src, clock, s.Store != nil)
+	k := newKeeper(src, clock, s.Store != nil)
 	use, err := k.Attach("test", s, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func dataCall(t testing.TB, srv *httptest.Server, cred any) int {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/account/"+ccemu.DefaultAccountID+"/probe", nil)
 	switch c := cred.(type) {
-	case *Credential:
+	case *credential:
 		req.Header.Set("Authorization", c.AuthorizationValue())
 	case *cc.Session:
 		req.Header.Set("Authorization", "Bearer "+c.Bearer)

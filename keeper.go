@@ -29,50 +29,50 @@ const releaseTimeout = 3 * time.Second
 // up, so the waiter sees the real reason.
 const obtainWaitSlack = 50 * time.Millisecond
 
-// ErrClosed is returned once the keeper has begun closing.
-var ErrClosed = errors.New("session keeper is closed")
+// errClosed is returned once the keeper has begun closing.
+var errClosed = errors.New("session keeper is closed")
 
-// ErrUnverified is wrapped by the error of an Unavailable verdict when the
+// errUnverified is wrapped by the error of an Unavailable verdict when the
 // check after a 401 could not tell whether the credential is alive (the
 // Login Service failed or timed out).
-var ErrUnverified = errors.New("cannot tell whether the CC session is alive")
+var errUnverified = errors.New("cannot tell whether the CC session is alive")
 
-// UnavailableError means no credential can be had now.
-type UnavailableError struct {
+// unavailableError means no credential can be had now.
+type unavailableError struct {
 	RetryAfter time.Duration // until the next attempt may start
 	Err        error         // why
 }
 
-func (e *UnavailableError) Error() string {
+func (e *unavailableError) Error() string {
 	return fmt.Sprintf("lpauth: no CC session (next attempt in %s): %v", e.RetryAfter.Round(time.Second), e.Err)
 }
 
-func (e *UnavailableError) Unwrap() error { return e.Err }
+func (e *unavailableError) Unwrap() error { return e.Err }
 
-// Keeper owns one credential of one identity: it obtains it on demand
+// keeper owns one credential of one identity: it obtains it on demand
 // (once, however many callers ask at the same time), renews it on a timer,
 // obtains a new one when the old one is gone, backs off after failures as
 // CC's retry policy asks, and releases it on Close. How a credential is
-// obtained, checked, renewed and released is its Source's business; whether
+// obtained, checked, renewed and released is its source's business; whether
 // the credential is this process's own or the cluster's is fixed when the
 // keeper is made (cluster.go is where that makes a difference). The settings it works with are those of
 // the configuration that applies (see Attach).
-type Keeper struct {
-	src       Source
-	id        Identity
+type keeper struct {
+	src       source
+	id        identity
 	clock     cc.Clock
 	clustered bool // shares its credential through a storage (cluster.go)
-	cur       atomic.Pointer[Credential]
+	cur       atomic.Pointer[credential]
 	flight    singleflight.Group
 
 	ctx    context.Context // ends at Close; obtains and renewals run on it
 	cancel context.CancelFunc
 
-	applied atomic.Pointer[Use] // whose settings apply, while its config lives
+	applied atomic.Pointer[use] // whose settings apply, while its config lives
 
 	mu       sync.Mutex
-	uses     []*Use    // the configurations attached, oldest first
-	fallback *Settings // the last that applied, once none is live
+	uses     []*use    // the configurations attached, oldest first
+	fallback *settings // the last that applied, once none is live
 	lastSeq  uint64
 	closed   bool
 	obtained bool        // an obtain has succeeded before
@@ -87,7 +87,7 @@ type Keeper struct {
 	// this one's (a rotated password or secret): once set, this keeper
 	// never obtains again, and a 401 it sees is answered from the heir's
 	// credential.
-	heir     atomic.Pointer[Keeper]
+	heir     atomic.Pointer[keeper]
 	inflight atomic.Int64 // requests holding this keeper's credential
 
 	releases sync.WaitGroup // releases running in the background
@@ -98,69 +98,70 @@ type Keeper struct {
 	obtainHook func(refused error)
 }
 
-// NewKeeper returns a keeper of src's credential. It does no network I/O:
+// newKeeper returns a keeper of src's credential. It does no network I/O:
 // the first Get obtains. A nil clock means the real one. A clustered keeper
 // (one credential for every instance sharing a storage) needs every
 // configuration attached to it to carry a Store, a local one none.
-func NewKeeper(src Source, clock cc.Clock, clustered bool) *Keeper {
+func newKeeper(src source, clock cc.Clock, clustered bool) *keeper {
 	if clock == nil {
 		clock = cc.RealClock{}
 	}
-	k := &Keeper{src: src, id: src.Identity(), clock: clock, clustered: clustered}
+	k := &keeper{src: src, id: src.Identity(), clock: clock, clustered: clustered}
 	k.ctx, k.cancel = context.WithCancel(context.Background())
 	return k
 }
 
 // Identity names the account and user the keeper's credential is for.
-func (k *Keeper) Identity() Identity { return k.id }
+func (k *keeper) Identity() identity { return k.id }
 
 // Current returns the live credential, or nil. It takes no lock.
-func (k *Keeper) Current() *Credential { return k.cur.Load() }
+func (k *keeper) Current() *credential { return k.cur.Load() }
 
 // Get returns the live credential, obtaining one if there is none. It waits
 // for an obtain at most the login timeout, and not at all while backing
-// off; then it returns an *UnavailableError. A caller that goes away does
+// off; then it returns an *unavailableError. A caller that goes away does
 // not cancel the obtain others wait for.
-func (k *Keeper) Get(ctx context.Context) (*Credential, error) {
+func (k *keeper) Get(ctx context.Context) (*credential, error) {
 	if c := k.cur.Load(); c != nil {
 		return c, nil
 	}
 	return k.awaitObtain(ctx)
 }
 
-// Verdict is what to do with a request whose upstream answered 401.
-type Verdict int
+// verdict is what to do with a request whose upstream answered 401.
+type verdict int
 
 // The verdicts.
 const (
-	// Retry the request once with Outcome.Credential, a new one.
-	Retry Verdict = iota
-	// RetryLate: the 401 came back for a credential that had already been
+	// verdictRetry: retry the request once with outcome.Credential, a new
+	// one.
+	verdictRetry verdict = iota
+	// verdictRetryLate: the 401 came back for a credential that had already been
 	// replaced (here or, in a cluster, by another instance); retry once
 	// with the current one.
-	RetryLate
-	// PassThrough: the credential is alive, so the 401 is the endpoint's
+	verdictRetryLate
+	// verdictPassThrough: the credential is alive, so the 401 is the endpoint's
 	// own (a permission, a missing resource) and goes to the client.
-	PassThrough
-	// Unavailable: no credential can be had, or the check after the 401
-	// could not tell whether the credential is alive (Outcome.Err wraps
-	// ErrUnverified); Outcome.Err, an *UnavailableError, says why and
+	verdictPassThrough
+	// verdictUnavailable: no credential can be had, or the check after the 401
+	// could not tell whether the credential is alive (outcome.Err wraps
+	// errUnverified); outcome.Err, an *unavailableError, says why and
 	// when to come back. The 401 cannot be passed on: it may be the
 	// session's, which the client cannot act on.
-	Unavailable
+	verdictUnavailable
 )
 
-// Outcome is the keeper's answer to an upstream 401.
-type Outcome struct {
-	Verdict    Verdict
-	Credential *Credential // for Retry and RetryLate
-	Err        error       // for Unavailable: an *UnavailableError
+// outcome is the keeper's answer to an upstream 401.
+type outcome struct {
+	Verdict    verdict
+	Credential *credential // for verdictRetry and verdictRetryLate
+	Err        error       // for verdictUnavailable: an *unavailableError
 }
 
 // Unauthorized is called when upstream answered 401 to a request sent with
 // failed. Only failed is invalidated, and only once it is known to be gone:
 // one check, and one new obtain, serve every 401 meanwhile.
-func (k *Keeper) Unauthorized(ctx context.Context, failed *Credential) Outcome {
+func (k *keeper) Unauthorized(ctx context.Context, failed *credential) outcome {
 	if h := k.successor(); h != nil {
 		// On its way out: the CC user's credential is the heir's now. A
 		// login with this keeper's credentials may fail (the password
@@ -170,43 +171,43 @@ func (k *Keeper) Unauthorized(ctx context.Context, failed *Credential) Outcome {
 		}
 		c, err := h.Get(ctx)
 		if err != nil {
-			return Outcome{Verdict: Unavailable, Err: err}
+			return outcome{Verdict: verdictUnavailable, Err: err}
 		}
-		return Outcome{Verdict: RetryLate, Credential: c}
+		return outcome{Verdict: verdictRetryLate, Credential: c}
 	}
 	cur := k.cur.Load()
 	if cur != nil && !sameToken(cur, failed) {
-		return Outcome{Verdict: RetryLate, Credential: cur}
+		return outcome{Verdict: verdictRetryLate, Credential: cur}
 	}
 	if cur != nil {
 		if c := k.adoptNewer(k.settings(), failed); c != nil {
-			return Outcome{Verdict: RetryLate, Credential: c}
+			return outcome{Verdict: verdictRetryLate, Credential: c}
 		}
 		switch err := k.check(failed); {
 		case err == nil:
-			return Outcome{Verdict: PassThrough}
-		case !errors.Is(err, ErrCredentialGone):
-			return Outcome{Verdict: Unavailable, Err: err}
+			return outcome{Verdict: verdictPassThrough}
+		case !errors.Is(err, errCredentialGone):
+			return outcome{Verdict: verdictUnavailable, Err: err}
 		}
 	}
 	c, err := k.awaitObtain(ctx)
 	if err != nil {
-		return Outcome{Verdict: Unavailable, Err: err}
+		return outcome{Verdict: verdictUnavailable, Err: err}
 	}
-	return Outcome{Verdict: Retry, Credential: c}
+	return outcome{Verdict: verdictRetry, Credential: c}
 }
 
 // UnauthorizedLater handles a 401 that cannot be retried (its body was
 // streamed) in the background, so that the next requests find a live
 // credential.
-func (k *Keeper) UnauthorizedLater(failed *Credential) {
+func (k *keeper) UnauthorizedLater(failed *credential) {
 	go k.Unauthorized(k.ctx, failed)
 }
 
 // Relogin replaces the credential with a new one now, through the same
 // single obtain, skipping any backoff (an operator asked for it). The old
 // credential is released once the new one is in place.
-func (k *Keeper) Relogin(ctx context.Context) (*Credential, error) {
+func (k *keeper) Relogin(ctx context.Context) (*credential, error) {
 	old := k.cur.Load()
 	k.mu.Lock()
 	if old != nil {
@@ -235,10 +236,12 @@ const (
 	StateConflict   = "conflict"    // sessions keep ending soon after login (one session per user); no login before backoff_until
 )
 
-// Status describes the credential for operators. It holds no secret.
+// Status describes the credential for operators: the admin API's JSON. It
+// holds no secret. Exported, with the State values, for the tests of the
+// built binary (e2e/), which decode the admin API into it.
 type Status struct {
 	AccountID           string    `json:"account_id"`
-	Mode                string    `json:"login_mode"`
+	Kind                string    `json:"login_mode"`
 	Username            string    `json:"username"`
 	Host                string    `json:"host,omitempty"`
 	State               string    `json:"state"` // ready, logging_in, backing_off or conflict
@@ -259,8 +262,8 @@ type Status struct {
 }
 
 // Status reports the keeper's state.
-func (k *Keeper) Status() Status {
-	st := Status{AccountID: k.id.Account, Mode: k.id.Mode, Username: k.id.Name, Replaced: k.successor() != nil, InFlight: max(k.inflight.Load(), 0)}
+func (k *keeper) Status() Status {
+	st := Status{AccountID: k.id.Account, Kind: k.id.Kind, Username: k.id.Name, Replaced: k.successor() != nil, InFlight: max(k.inflight.Load(), 0)}
 	if c := k.cur.Load(); c != nil {
 		st.LoggedIn, st.LoggedInAt, st.Host, st.Expires = true, c.Obtained, c.Issuer, c.Expires
 	}
@@ -291,18 +294,18 @@ func (k *Keeper) Status() Status {
 }
 
 // Client returns the CC client of the configuration that applies.
-func (k *Keeper) Client() *cc.Client { return k.settings().Client }
+func (k *keeper) Client() *cc.Client { return k.settings().Client }
 
 // Close stops the timers and releases the credential (if the settings that
 // applied last say so), bounded by a few seconds. Nothing is obtained
 // afterwards.
-func (k *Keeper) Close() error { return k.CloseAfterRequests(0, nil) }
+func (k *keeper) Close() error { return k.CloseAfterRequests(0, nil) }
 
 // CloseAfterRequests is Close, with the release put off until the requests
 // that hold the credential (BeginRequest, not yet EndRequest) have
 // finished: at most wait, and no longer once stop is closed. Meanwhile the
 // credential is still served to them and nothing new is obtained.
-func (k *Keeper) CloseAfterRequests(wait time.Duration, stop <-chan struct{}) error {
+func (k *keeper) CloseAfterRequests(wait time.Duration, stop <-chan struct{}) error {
 	k.mu.Lock()
 	if k.closed {
 		k.mu.Unlock()
@@ -326,7 +329,7 @@ func (k *Keeper) CloseAfterRequests(wait time.Duration, stop <-chan struct{}) er
 
 // closeClients closes the idle connections of every CC client the keeper
 // still holds: the attached configurations' and the last that applied.
-func (k *Keeper) closeClients() {
+func (k *keeper) closeClients() {
 	k.mu.Lock()
 	clients := make([]*cc.Client, 0, len(k.uses)+1)
 	for _, u := range k.uses {
@@ -346,7 +349,7 @@ func (k *Keeper) closeClients() {
 // heirHolds says whether the keeper that replaced this one serves c's
 // token itself (a cluster's stored session, adopted with the new
 // credentials): releasing it would end the heir's session.
-func (k *Keeper) heirHolds(c *Credential) bool {
+func (k *keeper) heirHolds(c *credential) bool {
 	h := k.successor()
 	if h == nil {
 		return false
@@ -357,18 +360,18 @@ func (k *Keeper) heirHolds(c *Credential) bool {
 
 // BeginRequest counts a request that holds the keeper's credential until
 // its EndRequest, so that a release waits for it (CloseAfterRequests).
-func (k *Keeper) BeginRequest() { k.inflight.Add(1) }
+func (k *keeper) BeginRequest() { k.inflight.Add(1) }
 
 // EndRequest ends what BeginRequest began.
-func (k *Keeper) EndRequest() { k.inflight.Add(-1) }
+func (k *keeper) EndRequest() { k.inflight.Add(-1) }
 
 // InFlight is the number of requests holding the credential now.
-func (k *Keeper) InFlight() int64 { return k.inflight.Load() }
+func (k *keeper) InFlight() int64 { return k.inflight.Load() }
 
 // drainPoll is how often a release waiting for requests looks again.
 const drainPoll = 10 * time.Millisecond
 
-func (k *Keeper) drain(wait time.Duration, stop <-chan struct{}) {
+func (k *keeper) drain(wait time.Duration, stop <-chan struct{}) {
 	if wait <= 0 || k.inflight.Load() <= 0 {
 		return
 	}
@@ -391,9 +394,9 @@ func (k *Keeper) drain(wait time.Duration, stop <-chan struct{}) {
 // whose configuration has started in place of this one's: from now on this
 // keeper obtains nothing (obtain refuses, whatever starts it: a 401, a
 // retry, a renewal), and Get and Unauthorized answer from next (or with an
-// *UnavailableError while next has no credential). The current credential
+// *unavailableError while next has no credential). The current credential
 // is still served to the requests that hold it, until Close.
-func (k *Keeper) Supersede(next *Keeper) {
+func (k *keeper) Supersede(next *keeper) {
 	if next != k && next != nil {
 		k.heir.Store(next)
 	}
@@ -401,7 +404,7 @@ func (k *Keeper) Supersede(next *Keeper) {
 
 // successor is the keeper that last replaced this one, following a chain
 // of replacements while they drain; nil if none.
-func (k *Keeper) successor() *Keeper {
+func (k *keeper) successor() *keeper {
 	h := k.heir.Load()
 	for i := 0; h != nil && i < 8; i++ {
 		n := h.heir.Load()
@@ -418,7 +421,7 @@ func (k *Keeper) successor() *Keeper {
 var errReplaced = errors.New("lpauth: this identity was replaced by a newer configuration")
 
 // releaseInBackground releases c without making the caller wait for it.
-func (k *Keeper) releaseInBackground(s *Settings, c *Credential) {
+func (k *keeper) releaseInBackground(s *settings, c *credential) {
 	k.releases.Add(1)
 	go func() {
 		defer k.releases.Done()
@@ -427,24 +430,24 @@ func (k *Keeper) releaseInBackground(s *Settings, c *Credential) {
 }
 
 // release ends c through the source and reports it.
-func (k *Keeper) release(s *Settings, c *Credential) error {
+func (k *keeper) release(s *settings, c *credential) error {
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	start := k.clock.Now()
 	err := k.src.Release(ctx, s.Client, c)
-	if errors.Is(err, ErrNothingToRelease) {
+	if errors.Is(err, errNothingToRelease) {
 		return nil // nothing was sent: nothing to report
 	}
-	ev := k.event(EventLogout, c)
+	ev := k.event(eventLogout, c)
 	ev.Duration = k.clock.Now().Sub(start)
 	if err != nil {
-		ev.Kind, ev.Err = EventLogoutFailed, err
+		ev.Kind, ev.Err = eventLogoutFailed, err
 	}
 	k.emit(s, ev)
 	return err
 }
 
-func (k *Keeper) awaitObtain(ctx context.Context) (*Credential, error) {
+func (k *keeper) awaitObtain(ctx context.Context) (*credential, error) {
 	if h := k.successor(); h != nil {
 		return h.Get(ctx)
 	}
@@ -462,43 +465,43 @@ func (k *Keeper) awaitObtain(ctx context.Context) (*Credential, error) {
 		if r.Err != nil {
 			return nil, k.unavailable(r.Err)
 		}
-		return r.Val.(*Credential), nil
+		return r.Val.(*credential), nil
 	case <-ctx.Done():
-		return nil, &UnavailableError{RetryAfter: time.Second, Err: ctx.Err()}
+		return nil, &unavailableError{RetryAfter: time.Second, Err: ctx.Err()}
 	case <-wait.C:
-		return nil, &UnavailableError{RetryAfter: time.Second, Err: errors.New("login still in progress")}
+		return nil, &unavailableError{RetryAfter: time.Second, Err: errors.New("login still in progress")}
 	}
 }
 
 // unavailableNow says why no obtain may start now: closed, or backing off.
-func (k *Keeper) unavailableNow() error {
+func (k *keeper) unavailableNow() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed {
-		return &UnavailableError{RetryAfter: time.Second, Err: ErrClosed}
+		return &unavailableError{RetryAfter: time.Second, Err: errClosed}
 	}
 	if wait := k.retry.next.Sub(k.clock.Now()); wait > 0 {
-		return &UnavailableError{RetryAfter: wait, Err: k.retry.lastErr}
+		return &unavailableError{RetryAfter: wait, Err: k.retry.lastErr}
 	}
 	return nil
 }
 
-func (k *Keeper) unavailable(err error) error {
-	var u *UnavailableError
+func (k *keeper) unavailable(err error) error {
+	var u *unavailableError
 	if errors.As(err, &u) {
 		return u
 	}
-	if u, ok := k.unavailableNow().(*UnavailableError); ok {
+	if u, ok := k.unavailableNow().(*unavailableError); ok {
 		u.Err = err
 		return u
 	}
-	return &UnavailableError{RetryAfter: time.Second, Err: err}
+	return &unavailableError{RetryAfter: time.Second, Err: err}
 }
 
 // obtain is the body of the single obtain in flight. One settings snapshot
 // serves it from start to end: a reload meanwhile does not change the
 // client, the timeout or the storage instance half way.
-func (k *Keeper) obtain() (any, error) {
+func (k *keeper) obtain() (any, error) {
 	if c := k.cur.Load(); c != nil {
 		return c, nil // another obtain finished just before this one began
 	}
@@ -526,7 +529,7 @@ func (k *Keeper) obtain() (any, error) {
 		if !adopted {
 			k.abandon(s, c)
 		}
-		return nil, ErrClosed
+		return nil, errClosed
 	}
 	k.retry.failures, k.retry.class, k.retry.next, k.retry.lastErr = 0, 0, time.Time{}, nil
 	k.conflict.waiting = false
@@ -538,9 +541,9 @@ func (k *Keeper) obtain() (any, error) {
 	relogin := k.obtained
 	k.obtained = true
 	k.mu.Unlock()
-	kind := EventLogin
+	kind := eventLogin
 	if adopted {
-		kind = EventAdopted
+		kind = eventAdopted
 	}
 	ev := k.event(kind, c)
 	ev.Duration, ev.Relogin = took, relogin
@@ -550,7 +553,7 @@ func (k *Keeper) obtain() (any, error) {
 
 // sourceObtain asks the source for a new credential, bounded by the login
 // timeout.
-func (k *Keeper) sourceObtain(s *Settings) (*Credential, error) {
+func (k *keeper) sourceObtain(s *settings) (*credential, error) {
 	ctx, cancel := context.WithTimeout(k.ctx, s.LoginTimeout)
 	defer cancel()
 	c, err := k.src.Obtain(ctx, s.Client)
@@ -563,7 +566,7 @@ func (k *Keeper) sourceObtain(s *Settings) (*Credential, error) {
 // failedObtainLocked records a failed obtain and schedules the next attempt
 // in the background, so the credential comes back without a request paying
 // for it.
-func (k *Keeper) failedObtainLocked(err error) Event {
+func (k *keeper) failedObtainLocked(err error) event {
 	class := classify(err)
 	if class != k.retry.class {
 		k.retry.failures = 0
@@ -580,12 +583,12 @@ func (k *Keeper) failedObtainLocked(err error) Event {
 		}
 		k.retry.stop = k.clock.AfterFunc(delay, k.retryObtain)
 	}
-	ev := k.event(EventLoginFailed, nil)
+	ev := k.event(eventLoginFailed, nil)
 	ev.Err, ev.Failures, ev.NextAttempt = err, k.retry.failures, k.retry.next
 	return ev
 }
 
-func (k *Keeper) retryObtain() {
+func (k *keeper) retryObtain() {
 	if k.cur.Load() == nil {
 		k.startObtain()
 	}
@@ -593,7 +596,7 @@ func (k *Keeper) retryObtain() {
 
 // startObtain starts the single obtain in the background (or joins the one
 // in flight), unless none may start now.
-func (k *Keeper) startObtain() {
+func (k *keeper) startObtain() {
 	refused := k.unavailableNow()
 	if k.successor() != nil {
 		refused = errReplaced
@@ -616,20 +619,20 @@ type checkResult struct {
 
 // answer is the result as check returns it at now.
 func (r checkResult) answer(now time.Time) error {
-	if r.err == nil || errors.Is(r.err, ErrCredentialGone) {
+	if r.err == nil || errors.Is(r.err, errCredentialGone) {
 		return r.err
 	}
-	return &UnavailableError{RetryAfter: max(r.until.Sub(now), time.Second), Err: &unverifiedError{r.err}}
+	return &unavailableError{RetryAfter: max(r.until.Sub(now), time.Second), Err: &unverifiedError{r.err}}
 }
 
 // check asks the source, through one check shared by every caller
 // meanwhile, whether c is alive: nil if it is, an error wrapping
-// ErrCredentialGone if it is gone (it is dropped, if still current), else
-// an *UnavailableError wrapping ErrUnverified. Whatever it finds answers
+// errCredentialGone if it is gone (it is dropped, if still current), else
+// an *unavailableError wrapping errUnverified. Whatever it finds answers
 // further 401s with c for aliveTrust: a check that fails must not be
 // repeated for every 401 (a refresh storm while CC is down), nor count as
 // a death (a login storm on a CC hiccup).
-func (k *Keeper) check(c *Credential) error {
+func (k *keeper) check(c *credential) error {
 	k.mu.Lock()
 	r := k.checked
 	k.mu.Unlock()
@@ -642,7 +645,7 @@ func (k *Keeper) check(c *Credential) error {
 		start := k.clock.Now()
 		err := k.src.Check(ctx, s.Client, c)
 		cancel()
-		k.renewed(s, c, k.clock.Now().Sub(start), errors.Is(err, ErrCredentialGone), err)
+		k.renewed(s, c, k.clock.Now().Sub(start), errors.Is(err, errCredentialGone), err)
 		// Remembered only from a check made for a 401: a periodic
 		// renewal a moment ago says nothing about a 401 now.
 		r := checkResult{token: c.Token, until: k.clock.Now().Add(aliveTrust), err: err}
@@ -655,14 +658,14 @@ func (k *Keeper) check(c *Credential) error {
 }
 
 // sourceRenew renews c through the source; a new credential the source
-// returns takes c's place. An error that wraps ErrCredentialGone means c is
+// returns takes c's place. An error that wraps errCredentialGone means c is
 // gone (and dropped); any other leaves c in use.
-func (k *Keeper) sourceRenew(s *Settings, c *Credential) (*Credential, error) {
+func (k *keeper) sourceRenew(s *settings, c *credential) (*credential, error) {
 	ctx, cancel := context.WithTimeout(k.ctx, s.LoginTimeout)
 	start := k.clock.Now()
 	next, err := k.src.Renew(ctx, s.Client, c)
 	cancel()
-	k.renewed(s, c, k.clock.Now().Sub(start), errors.Is(err, ErrCredentialGone), err)
+	k.renewed(s, c, k.clock.Now().Sub(start), errors.Is(err, errCredentialGone), err)
 	if err != nil {
 		return c, err
 	}
@@ -674,14 +677,14 @@ func (k *Keeper) sourceRenew(s *Settings, c *Credential) (*Credential, error) {
 }
 
 // renewed records a renewal or check of c and, if c is gone, drops it.
-func (k *Keeper) renewed(s *Settings, c *Credential, took time.Duration, gone bool, err error) {
-	ev := k.event(EventRefresh, c)
+func (k *keeper) renewed(s *settings, c *credential, took time.Duration, gone bool, err error) {
+	ev := k.event(eventRefresh, c)
 	ev.Duration = took
 	switch {
 	case gone:
-		ev.Kind, ev.Err = EventSessionLost, err
+		ev.Kind, ev.Err = eventSessionLost, err
 	case err != nil:
-		ev.Kind, ev.Err = EventRefreshFailed, err
+		ev.Kind, ev.Err = eventRefreshFailed, err
 	}
 	k.mu.Lock()
 	k.renewal.last, k.renewal.lastResult = k.clock.Now(), "ok"
@@ -702,7 +705,7 @@ func (k *Keeper) renewed(s *Settings, c *Credential, took time.Duration, gone bo
 }
 
 // dropCurrent drops the current credential if it is c's token.
-func (k *Keeper) dropCurrent(c *Credential) {
+func (k *keeper) dropCurrent(c *credential) {
 	if cur := k.cur.Load(); sameToken(cur, c) {
 		k.cur.CompareAndSwap(cur, nil)
 	}
@@ -710,7 +713,7 @@ func (k *Keeper) dropCurrent(c *Credential) {
 
 // adoptable says whether a credential read from elsewhere may be adopted:
 // not one this keeper already found gone.
-func (k *Keeper) adoptable(c *Credential) bool {
+func (k *keeper) adoptable(c *credential) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return !k.dead.has(c.Token)
@@ -735,15 +738,15 @@ func (d *deadTokens) has(token string) bool {
 	return token != "" && slices.Contains(d.list[:], token)
 }
 
-func (k *Keeper) event(kind EventKind, c *Credential) Event {
-	ev := Event{Kind: kind, Account: k.id.Account, Mode: k.id.Mode, Username: k.id.Name, Clustered: k.clustered}
+func (k *keeper) event(kind eventKind, c *credential) event {
+	ev := event{Kind: kind, Account: k.id.Account, LoginKind: k.id.Kind, Username: k.id.Name, Clustered: k.clustered}
 	if c != nil {
 		ev.Host, ev.Lifetime, ev.ClockSkew = c.Issuer, c.Lifetime, c.ClockSkew
 	}
 	return ev
 }
 
-func (k *Keeper) emit(s *Settings, ev Event) {
+func (k *keeper) emit(s *settings, ev event) {
 	if s.Observer != nil {
 		s.Observer(ev)
 	}
@@ -764,5 +767,5 @@ func (e *timeoutError) Timeout() bool { return true }
 // unverifiedError is a check that could not tell; it keeps the cause.
 type unverifiedError struct{ err error }
 
-func (e *unverifiedError) Error() string   { return ErrUnverified.Error() + ": " + e.err.Error() }
-func (e *unverifiedError) Unwrap() []error { return []error{e.err, ErrUnverified} }
+func (e *unverifiedError) Error() string   { return errUnverified.Error() + ": " + e.err.Error() }
+func (e *unverifiedError) Unwrap() []error { return []error{e.err, errUnverified} }

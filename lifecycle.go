@@ -17,7 +17,7 @@ import (
 // and stop applying when its context is done, which Caddy does before it
 // cleans up any module: so a failed reload, provisioned and then cancelled,
 // changes nothing, and a storage instance is let go before it is closed.
-func attachConfig(ctx caddy.Context, k *Keeper, s Settings) error {
+func attachConfig(ctx caddy.Context, k *keeper, s settings) error {
 	events, err := configOf(ctx)
 	if err != nil {
 		return err
@@ -45,7 +45,7 @@ func configOf(ctx caddy.Context) (*caddyevents.App, error) {
 }
 
 // startOnEvent starts a Use when its config's "started" event arrives.
-type startOnEvent struct{ use *Use }
+type startOnEvent struct{ use *use }
 
 func (s startOnEvent) Handle(context.Context, caddy.Event) error {
 	s.use.Start()
@@ -57,8 +57,8 @@ func (s startOnEvent) Handle(context.Context, caddy.Event) error {
 // that user that the starting configuration owner does not use: they belong
 // to the configuration being replaced (the password or secret changed), and
 // must not log in again while their requests finish.
-func replaceOthersOf(k *Keeper, owner any) {
-	forEachKeeper(func(o *Keeper) {
+func replaceOthersOf(k *keeper, owner any) {
+	forEachKeeper(func(o *keeper) {
 		if o != k && o.Identity().SameUser(k.Identity()) && !o.AttachedTo(owner) {
 			o.Supersede(k)
 		}

@@ -27,7 +27,7 @@ func TestLoginWarnsWhenRefreshIntervalReachesSessionTTL(t *testing.T) {
 	} {
 		core, logs := observer.New(zapcore.InfoLevel)
 		h := &Handler{logger: zap.New(core)}
-		h.observer(nil, tc.interval)(Event{Kind: EventLogin, Account: "1", Lifetime: tc.ttl})
+		h.observer(nil, tc.interval)(event{Kind: eventLogin, Account: "1", Lifetime: tc.ttl})
 		warned := logs.FilterMessageSnippet("refresh_interval is not below").Len() == 1
 		if warned != tc.warn {
 			t.Errorf("refresh_interval %s, sessionTTl %s: warned %v, want %v", tc.interval, tc.ttl, warned, tc.warn)
@@ -43,14 +43,14 @@ func TestLoginWarnsWhenRefreshIntervalReachesSessionTTL(t *testing.T) {
 func TestClockSkewWarning(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		ev   Event
+		ev   event
 		warn bool
 	}{
-		{Event{Kind: EventLogin, Mode: AppJWTMode, ClockSkew: true}, true},
-		{Event{Kind: EventAdopted, Mode: AppJWTMode, ClockSkew: true}, true},
-		{Event{Kind: EventRefresh, Mode: AppJWTMode, ClockSkew: true}, true},
-		{Event{Kind: EventLogin, Mode: AppJWTMode, Lifetime: time.Hour}, false},
-		{Event{Kind: EventLoginFailed, Mode: AppJWTMode}, false},
+		{event{Kind: eventLogin, LoginKind: appJWTKind, ClockSkew: true}, true},
+		{event{Kind: eventAdopted, LoginKind: appJWTKind, ClockSkew: true}, true},
+		{event{Kind: eventRefresh, LoginKind: appJWTKind, ClockSkew: true}, true},
+		{event{Kind: eventLogin, LoginKind: appJWTKind, Lifetime: time.Hour}, false},
+		{event{Kind: eventLoginFailed, LoginKind: appJWTKind}, false},
 	} {
 		core, logs := observer.New(zapcore.WarnLevel)
 		h := &Handler{logger: zap.New(core)}

@@ -88,16 +88,16 @@ func registerMetrics(reg *prometheus.Registry) error {
 }
 
 // The counts of eventTable's kinds.
-func countLogin(ev Event) {
+func countLogin(ev event) {
 	metricLogins.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
 	metricLoginDuration.WithLabelValues(ev.Account).Observe(ev.Duration.Seconds())
 }
 
-func countRefresh(ev Event) {
+func countRefresh(ev event) {
 	metricRefreshes.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
 }
 
-func countLogout(ev Event) {
+func countLogout(ev event) {
 	metricLogouts.WithLabelValues(ev.Account, resultOf(ev.Err)).Inc()
 }
 
@@ -127,7 +127,7 @@ func resultOf(err error) string {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &timeout) && timeout.Timeout():
 		return "timeout"
-	case errors.Is(err, context.Canceled), errors.Is(err, ErrClosed):
+	case errors.Is(err, context.Canceled), errors.Is(err, errClosed):
 		return "canceled"
 	}
 	var netErr net.Error
@@ -144,7 +144,7 @@ func (c *sessionAgeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.des
 
 func (c *sessionAgeCollector) Collect(ch chan<- prometheus.Metric) {
 	oldest := map[string]time.Time{}
-	forEachKeeper(func(k *Keeper) {
+	forEachKeeper(func(k *keeper) {
 		if s := k.Current(); s != nil {
 			acct := k.Identity().Account
 			if t, ok := oldest[acct]; !ok || s.Obtained.Before(t) {

@@ -32,9 +32,9 @@ func init() {
 
 // Defaults of the tuning fields.
 const (
-	DefaultRefreshInterval = 5 * time.Minute
-	DefaultRetryBodyLimit  = 1 << 20
-	DefaultLoginTimeout    = 10 * time.Second
+	defaultRefreshInterval = 5 * time.Minute
+	defaultRetryBodyLimit  = 1 << 20
+	defaultLoginTimeout    = 10 * time.Second
 )
 
 // keepers holds one session keeper per identity. It keeps state across
@@ -143,7 +143,7 @@ type Handler struct {
 	// (some CC examples send an AppJWT so). Default: Bearer
 	AuthScheme string `json:"auth_scheme,omitempty"`
 
-	keeper     *Keeper
+	keeper     *keeper
 	identity   *RequestIdentity
 	authPrefix string                     // the auth_scheme word and a space, or "" for the bare token
 	authCache  *atomic.Pointer[authValue] // nil for Bearer: the credential's own value serves
@@ -157,14 +157,15 @@ type Handler struct {
 
 // IdentityVar is the Caddy request variable under which lpauth leaves a
 // *RequestIdentity for the handlers and upstream sources after it.
+// Exported for other Caddy modules; IdentityFrom reads it for them.
 const IdentityVar = "lpauth.identity"
 
 // RequestIdentity tells later handlers which account the request's session
 // belongs to and how to reach that account's CC services. It holds no
-// secret.
+// secret. Exported for other Caddy modules, which get it with IdentityFrom.
 type RequestIdentity struct {
 	AccountID string
-	keeper    *Keeper
+	keeper    *keeper
 }
 
 // String shows the account, for a {http.vars.lpauth.identity} placeholder.
@@ -174,7 +175,8 @@ func (ri *RequestIdentity) String() string { return ri.AccountID }
 func (ri *RequestIdentity) Client() *cc.Client { return ri.keeper.Client() }
 
 // IdentityFrom returns what lpauth left in the request, or nil if no lpauth
-// handler ran before.
+// handler ran before. Exported for other Caddy modules (an upstream source
+// or a handler after lpauth).
 func IdentityFrom(r *http.Request) *RequestIdentity {
 	ri, _ := caddyhttp.GetVar(r.Context(), IdentityVar).(*RequestIdentity)
 	return ri
@@ -189,9 +191,9 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 }
 
 // forEachKeeper calls f for every live keeper.
-func forEachKeeper(f func(*Keeper)) {
+func forEachKeeper(f func(*keeper)) {
 	keepers.Range(func(_, v any) bool {
-		f(v.(pooledKeeper).Keeper)
+		f(v.(pooledKeeper).keeper)
 		return true
 	})
 }
@@ -199,7 +201,7 @@ func forEachKeeper(f func(*Keeper)) {
 // pooledKeeper lets the usage pool log the session out when the last
 // config using it is unloaded.
 type pooledKeeper struct {
-	*Keeper
+	*keeper
 	fields identityFields // what made its identity, hashed
 }
 
@@ -226,10 +228,10 @@ func (p pooledKeeper) Destruct() error {
 		return nil
 	}
 	releasing.Add(1)
-	draining.Store(p.Keeper, struct{}{})
+	draining.Store(p.keeper, struct{}{})
 	go func() {
 		defer releasing.Done()
-		defer draining.Delete(p.Keeper)
+		defer draining.Delete(p.keeper)
 		_ = p.CloseAfterRequests(drainLimit, exitStarted)
 	}()
 	return nil
@@ -238,12 +240,12 @@ func (p pooledKeeper) Destruct() error {
 // draining holds the keepers a reload let go while requests still held
 // their credential, until their release is done: out of the pool, but
 // still serving those requests, so the admin API lists them.
-var draining sync.Map // *Keeper -> struct{}
+var draining sync.Map // *keeper -> struct{}
 
 // forEachDraining calls f for every keeper in draining.
-func forEachDraining(f func(*Keeper)) {
+func forEachDraining(f func(*keeper)) {
 	draining.Range(func(k, _ any) bool {
-		f(k.(*Keeper))
+		f(k.(*keeper))
 		return true
 	})
 }
@@ -270,7 +272,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("lpauth: %w", err)
 	}
-	settings := Settings{
+	settings := settings{
 		Client:          client,
 		RefreshInterval: cfg.refreshInterval,
 		LoginTimeout:    cfg.loginTimeout,
@@ -280,13 +282,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.LogoutOnStop != nil {
 		settings.LogoutOnStop = *h.LogoutOnStop
 	}
-	var src Source = NewLoginSource(cfg.creds)
+	var src source = newLoginSource(cfg.creds)
 	public, secret := []string{cfg.creds.AccountID, cfg.creds.Username, cfg.creds.AppKey}, cfg.creds.Password
 	if cfg.creds.AppKey != "" {
 		secret = cfg.creds.Secret
 	}
 	if cfg.jwt.ClientID != "" {
-		src = NewAppJWTSource(cfg.jwt)
+		src = newAppJWTSource(cfg.jwt)
 		settings.LogoutOnStop = false // nothing to release
 		public, secret = []string{cfg.jwt.AccountID, "app_jwt", cfg.jwt.ClientID, cfg.jwt.API}, cfg.jwt.ClientSecret
 	}
@@ -315,13 +317,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	settings.CAFile = cfg.client.CAFile
 	key := identityKey(cfg, storageRaw)
 	val, _, err := keepers.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledKeeper{NewKeeper(src, nil, storageRaw != nil), fields}, nil
+		return pooledKeeper{newKeeper(src, nil, storageRaw != nil), fields}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("lpauth: %w", err)
 	}
 	h.poolKey = key
-	h.keeper = val.(pooledKeeper).Keeper
+	h.keeper = val.(pooledKeeper).keeper
 	if err := attachConfig(ctx, h.keeper, settings); err != nil {
 		return err
 	}

@@ -667,7 +667,7 @@ func TestProxyUpgradedConnectionWorks(t *testing.T) {
 	}
 	// An upgraded connection may last for hours: a logout after a reload
 	// does not wait for it.
-	forEachKeeper(func(k *Keeper) {
+	forEachKeeper(func(k *keeper) {
 		if n := k.InFlight(); n != 0 {
 			t.Errorf("an open upgraded connection counts as %d requests in flight", n)
 		}

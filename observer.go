@@ -20,28 +20,28 @@ import (
 type eventSpec struct {
 	// log returns the level and message of its log line, and any fields
 	// of its own; level zapcore.InvalidLevel logs nothing.
-	log func(Event) (zapcore.Level, string, []zap.Field)
+	log func(event) (zapcore.Level, string, []zap.Field)
 	// count records it in the metrics (nil: none).
-	count func(Event)
+	count func(event)
 	// caddyEvent is the Caddy event it emits ("" for none: not a change of
 	// the session's state); data adds its own fields to the event's data.
 	caddyEvent string
-	data       func(Event, map[string]any)
+	data       func(event, map[string]any)
 }
 
 // eventTable describes every event kind. No log field, metric label or
 // event datum carries a secret.
 var eventTable = [...]eventSpec{
-	EventLogin: {
-		log: func(ev Event) (zapcore.Level, string, []zap.Field) {
+	eventLogin: {
+		log: func(ev event) (zapcore.Level, string, []zap.Field) {
 			return zapcore.InfoLevel, "logged in to CC", []zap.Field{zap.Bool("relogin", ev.Relogin)}
 		},
 		count:      countLogin,
-		caddyEvent: CaddyEventLogin,
-		data:       func(ev Event, d map[string]any) { d["replaced"] = ev.Relogin },
+		caddyEvent: caddyEventLogin,
+		data:       func(ev event, d map[string]any) { d["replaced"] = ev.Relogin },
 	},
-	EventLoginFailed: {
-		log: func(ev Event) (zapcore.Level, string, []zap.Field) {
+	eventLoginFailed: {
+		log: func(ev event) (zapcore.Level, string, []zap.Field) {
 			fields := []zap.Field{zap.Int("consecutive_failures", ev.Failures), zap.Time("next_attempt", ev.NextAttempt)}
 			if classify(ev.Err) == failConfig {
 				return zapcore.ErrorLevel, "CC login refused: check account_id, username and credentials; retrying slowly so the user is not locked", fields
@@ -49,8 +49,8 @@ var eventTable = [...]eventSpec{
 			return zapcore.WarnLevel, "CC login failed", fields
 		},
 		count:      countLogin,
-		caddyEvent: CaddyEventLoginFailed,
-		data: func(ev Event, d map[string]any) {
+		caddyEvent: caddyEventLoginFailed,
+		data: func(ev event, d map[string]any) {
 			status := 0
 			var apiErr *cc.APIError
 			if errors.As(ev.Err, &apiErr) {
@@ -64,16 +64,16 @@ var eventTable = [...]eventSpec{
 			d["reason"] = errText(ev.Err)
 		},
 	},
-	EventRefresh: {
+	eventRefresh: {
 		log:   fixedLog(zapcore.DebugLevel, "refreshed CC session"),
 		count: countRefresh,
 	},
-	EventRefreshFailed: {
+	eventRefreshFailed: {
 		log:   fixedLog(zapcore.WarnLevel, "CC session refresh failed; will try again"),
 		count: countRefresh,
 	},
-	EventSessionLost: {
-		log: func(ev Event) (zapcore.Level, string, []zap.Field) {
+	eventSessionLost: {
+		log: func(ev event) (zapcore.Level, string, []zap.Field) {
 			fields := []zap.Field{zap.Duration("lived", ev.Lived), zap.Bool("short_lived", ev.ShortLived)}
 			if !ev.ShortLived {
 				return zapcore.WarnLevel, "CC session is gone; logging in again", fields
@@ -83,14 +83,14 @@ var eventTable = [...]eventSpec{
 			}
 			return zapcore.ErrorLevel, shortLivedMessage(ev), fields
 		},
-		count: func(ev Event) {
+		count: func(ev event) {
 			countRefresh(ev)
 			if ev.ShortLived {
 				metricShortLived.WithLabelValues(ev.Account).Inc()
 			}
 		},
-		caddyEvent: CaddyEventSessionLost,
-		data: func(ev Event, d map[string]any) {
+		caddyEvent: caddyEventSessionLost,
+		data: func(ev event, d map[string]any) {
 			d["lived_seconds"] = ev.Lived.Seconds()
 			d["short_lived"] = ev.ShortLived
 			if !ev.NextAttempt.IsZero() {
@@ -98,13 +98,13 @@ var eventTable = [...]eventSpec{
 			}
 		},
 	},
-	EventLogout: {
+	eventLogout: {
 		log:        fixedLog(zapcore.InfoLevel, "logged out of CC"),
 		count:      countLogout,
-		caddyEvent: CaddyEventLogout,
+		caddyEvent: caddyEventLogout,
 	},
-	EventLogoutFailed: {
-		log: func(ev Event) (zapcore.Level, string, []zap.Field) {
+	eventLogoutFailed: {
+		log: func(ev event) (zapcore.Level, string, []zap.Field) {
 			var apiErr *cc.APIError
 			switch {
 			case errors.As(ev.Err, &apiErr) && apiErr.StatusCode == 401:
@@ -121,23 +121,23 @@ var eventTable = [...]eventSpec{
 		},
 		count: countLogout,
 	},
-	EventAdopted: {
+	eventAdopted: {
 		log:        fixedLog(zapcore.InfoLevel, "adopted the cluster's CC session"),
-		caddyEvent: CaddyEventAdopted,
+		caddyEvent: caddyEventAdopted,
 	},
-	EventStoreFailed: {
+	eventStoreFailed: {
 		log:        fixedLog(zapcore.WarnLevel, "cluster storage failed; continuing on this instance's own"),
-		caddyEvent: CaddyEventStoreFailed,
-		data:       func(ev Event, d map[string]any) { d["reason"] = errText(ev.Err) },
+		caddyEvent: caddyEventStoreFailed,
+		data:       func(ev event, d map[string]any) { d["reason"] = errText(ev.Err) },
 	},
 }
 
-func fixedLog(level zapcore.Level, msg string) func(Event) (zapcore.Level, string, []zap.Field) {
-	return func(Event) (zapcore.Level, string, []zap.Field) { return level, msg, nil }
+func fixedLog(level zapcore.Level, msg string) func(event) (zapcore.Level, string, []zap.Field) {
+	return func(event) (zapcore.Level, string, []zap.Field) { return level, msg, nil }
 }
 
 // specOf is ev's entry in eventTable; an unknown kind shows nothing.
-func specOf(ev Event) eventSpec {
+func specOf(ev event) eventSpec {
 	if int(ev.Kind) < len(eventTable) {
 		return eventTable[ev.Kind]
 	}
@@ -146,19 +146,19 @@ func specOf(ev Event) eventSpec {
 
 // observer counts and logs what the keeper reports, in this config's log,
 // and emits the session's changes of state as Caddy events (nil: none).
-func (h *Handler) observer(events *eventEmitter, refreshInterval time.Duration) func(Event) {
-	return func(ev Event) {
+func (h *Handler) observer(events *eventEmitter, refreshInterval time.Duration) func(event) {
+	return func(ev event) {
 		spec := specOf(ev)
 		if spec.count != nil {
 			spec.count(ev)
 		}
 		h.logEvent(spec, ev)
 		events.emit(spec, ev)
-		if ev.Kind == EventLogin && ev.Mode != AppJWTMode && ev.Lifetime > 0 && refreshInterval >= ev.Lifetime { // an AppJWT is renewed by its lifetime
+		if ev.Kind == eventLogin && ev.LoginKind != appJWTKind && ev.Lifetime > 0 && refreshInterval >= ev.Lifetime { // an AppJWT is renewed by its lifetime
 			h.logger.Warn("refresh_interval is not below the session's idle lifetime CC announced; the session may expire between refreshes",
 				zap.String("account_id", ev.Account), zap.Duration("refresh_interval", refreshInterval), zap.Duration("session_ttl", ev.Lifetime))
 		}
-		if ev.ClockSkew && (ev.Kind == EventLogin || ev.Kind == EventAdopted || ev.Kind == EventRefresh) {
+		if ev.ClockSkew && (ev.Kind == eventLogin || ev.Kind == eventAdopted || ev.Kind == eventRefresh) {
 			h.logger.Warn("suspected clock skew: by this host's clock the AppJWT's exp was under a minute away or already past, and Sentinel's reply gave no iat and no shorter expires_in; renewing the token a minute after each fetch. Check this host's clock",
 				zap.String("account_id", ev.Account), zap.String("client_id", ev.Username))
 		}
@@ -166,7 +166,7 @@ func (h *Handler) observer(events *eventEmitter, refreshInterval time.Duration) 
 }
 
 // logEvent writes ev's log line: the fields every event has, then its own.
-func (h *Handler) logEvent(spec eventSpec, ev Event) {
+func (h *Handler) logEvent(spec eventSpec, ev event) {
 	level, msg, own := spec.log(ev)
 	if level == zapcore.InvalidLevel {
 		return
@@ -177,7 +177,7 @@ func (h *Handler) logEvent(spec eventSpec, ev Event) {
 	}
 	fields := []zap.Field{
 		zap.String("account_id", ev.Account),
-		zap.String("login", ev.Mode),
+		zap.String("login", ev.LoginKind),
 		zap.String("username", ev.Username),
 	}
 	if ev.Host != "" {
@@ -204,7 +204,7 @@ const ConflictWaitPhrase = "sessions keep ending, so no new login before"
 // shortLivedMessage is the one line an operator reads when a session of a
 // user ended soon after its login: the user, how long it lived, CC's
 // answer, the likely cause and the fix.
-func shortLivedMessage(ev Event) string {
+func shortLivedMessage(ev event) string {
 	msg := fmt.Sprintf("session of %s ended %s after login (refresh: %v): CC keeps one session per user; "+
 		"likely another client or another Caddy without shared storage is logged in as this user",
 		ev.Username, ev.Lived.Round(time.Millisecond), ev.Err)

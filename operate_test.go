@@ -141,7 +141,7 @@ func TestAdminSessionsAndForcedRelogin(t *testing.T) {
 		t.Fatalf("%d sessions listed, want 1: %s", len(st), raw)
 	}
 	s := st[0]
-	if !s.LoggedIn || s.State != StateReady || s.Mode != "user" || s.AccountID != acct || s.Host != srv.URL ||
+	if !s.LoggedIn || s.State != StateReady || s.Kind != "user" || s.AccountID != acct || s.Host != srv.URL ||
 		s.LoggedInAt.IsZero() || s.NextRefresh.Before(time.Now().Add(59*time.Minute)) || s.ConsecutiveFailures != 0 {
 		t.Fatalf("status %+v", s)
 	}
@@ -246,7 +246,7 @@ func TestAdminListsReplacedIdentityUntilReleased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var results []ReloginResult
+	var results []reloginResult
 	if err := json.NewDecoder(resp.Body).Decode(&results); err != nil || len(results) != 1 || results[0].Replaced {
 		t.Fatalf("relogin answered %v %+v; want the live identity only", err, results)
 	}

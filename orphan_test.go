@@ -39,7 +39,7 @@ func TestClusterSoloSessionsReleasedAfterStorageOutage(t *testing.T) {
 	down.Store(true)
 	emu.ExpireSessions()
 	for _, k := range ks {
-		if out := k.Unauthorized(bg(), k.Current()); out.Verdict != Retry {
+		if out := k.Unauthorized(bg(), k.Current()); out.Verdict != verdictRetry {
 			t.Fatalf("401 after an expiry with the storage down: %+v, want a retry with a session of its own", out)
 		}
 	}
@@ -91,7 +91,7 @@ func TestClusterLiveSoloSessionIsStoredAfterStorageOutage(t *testing.T) {
 	down.Store(true)
 	emu.ExpireSessions()
 	for _, k := range ks {
-		if out := k.Unauthorized(bg(), k.Current()); out.Verdict != Retry {
+		if out := k.Unauthorized(bg(), k.Current()); out.Verdict != verdictRetry {
 			t.Fatalf("401 after an expiry with the storage down: %+v, want a retry with a session of its own", out)
 		}
 	}
@@ -104,7 +104,7 @@ func TestClusterLiveSoloSessionIsStoredAfterStorageOutage(t *testing.T) {
 	for range 3 {
 		clock.Advance(time.Minute)
 	}
-	var shared *Credential
+	var shared *credential
 	eventually(t, 5*time.Second, "every instance to hold one session", func() bool { // a re-login runs in the background
 		shared = ks[0].Current()
 		for _, k := range ks {
@@ -124,14 +124,14 @@ func TestClusterLiveSoloSessionIsStoredAfterStorageOutage(t *testing.T) {
 
 // outageKeepers are n logged-in keepers of one cluster on file storage,
 // refreshing every minute of clock, whose storage fails while down is set.
-func outageKeepers(t *testing.T, srv *httptest.Server, clock cc.Clock, down *atomic.Bool, n int) []*Keeper {
+func outageKeepers(t *testing.T, srv *httptest.Server, clock cc.Clock, down *atomic.Bool, n int) []*keeper {
 	t.Helper()
 	dir := t.TempDir()
-	ks := make([]*Keeper, n)
+	ks := make([]*keeper, n)
 	for i := range ks {
 		var calls atomic.Int32
-		ks[i] = testKeeper(t, srv, userCreds(), clock, func(tu *Settings) {
-			tu.Store = &guardedStore{SharedStore: loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil), closed: down, calls: &calls}
+		ks[i] = testKeeper(t, srv, userCreds(), clock, func(tu *settings) {
+			tu.Store = &guardedStore{sharedStore: loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil), closed: down, calls: &calls}
 			tu.LogoutOnStop, tu.RefreshInterval = false, time.Minute
 		})
 		if _, err := ks[i].Get(bg()); err != nil {

@@ -48,7 +48,7 @@ func expandField(repl *caddy.Replacer, field, value string, secret bool) (string
 
 // setCredentialPlaceholders sets the placeholders that describe the
 // credential.
-func setCredentialPlaceholders(repl *caddy.Replacer, c *Credential) {
+func setCredentialPlaceholders(repl *caddy.Replacer, c *credential) {
 	if repl != nil && c != nil {
 		repl.Set("http.lpauth.domain", (*issuerHost)(c))
 		repl.Set("http.lpauth.session_age", (*credentialAge)(c))
@@ -57,12 +57,12 @@ func setCredentialPlaceholders(repl *caddy.Replacer, c *Credential) {
 
 // issuerHost and credentialAge render the placeholders when they are used:
 // pointers box into an interface without allocating, strings do not.
-type issuerHost Credential
+type issuerHost credential
 
 func (h *issuerHost) String() string { return h.issuerHost }
 
 // credentialAge is the credential's age in whole seconds.
-type credentialAge Credential
+type credentialAge credential
 
 func (a *credentialAge) String() string {
 	return strconv.FormatInt(int64(time.Since(a.Obtained)/time.Second), 10)

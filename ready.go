@@ -68,7 +68,7 @@ type Ready struct {
 // readyIdentity is one identity of a readiness answer. It holds no secret.
 type readyIdentity struct {
 	AccountID           string    `json:"account_id"`
-	Mode                string    `json:"mode"`
+	Kind                string    `json:"mode"`
 	Name                string    `json:"name"`
 	Host                string    `json:"host"` // as configured: domain, else csds
 	State               string    `json:"state"`
@@ -102,7 +102,7 @@ func (rd *Ready) Provision(ctx caddy.Context) error {
 func (rd *Ready) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	report := readyReport{Ready: true, Identities: []readyIdentity{}}
-	var seen []*Keeper
+	var seen []*keeper
 	for _, h := range rd.handlers.get(srv, rd.lpauthHandlersOf) {
 		k := h.keeper
 		if k == nil || slices.Contains(seen, k) {
@@ -141,9 +141,9 @@ func (rd *Ready) lpauthHandlersOf(srv *caddyhttp.Server) []*Handler {
 }
 
 // readyIdentityOf reports k's state without waiting for it.
-func readyIdentityOf(k *Keeper) readyIdentity {
+func readyIdentityOf(k *keeper) readyIdentity {
 	st := k.Status()
-	id := readyIdentity{AccountID: st.AccountID, Mode: st.Mode, Name: st.Username, ConsecutiveFailures: st.ConsecutiveFailures, State: st.State}
+	id := readyIdentity{AccountID: st.AccountID, Kind: st.Kind, Name: st.Username, ConsecutiveFailures: st.ConsecutiveFailures, State: st.State}
 	if st.State == StateBackingOff || st.State == StateConflict {
 		id.BackoffUntil = st.BackoffUntil.UTC().Truncate(time.Second)
 	}

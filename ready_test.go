@@ -50,7 +50,7 @@ func states(rep readyReport) string {
 		if id.AccountID != ccemu.DefaultAccountID {
 			parts = append(parts, "account "+id.AccountID+"!")
 		}
-		parts = append(parts, id.Mode+":"+id.Name+"="+id.State)
+		parts = append(parts, id.Kind+":"+id.Name+"="+id.State)
 	}
 	return strings.Join(parts, " ")
 }

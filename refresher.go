@@ -38,14 +38,14 @@ type renewalSchedule struct {
 // background. A credential with an end whose renewal fails is served until
 // that end, the renewal retried as the retry policy says meanwhile; then it
 // is dropped and a new one obtained.
-func (k *Keeper) renewTick() {
+func (k *keeper) renewTick() {
 	c := k.cur.Load()
 	if c == nil {
 		return // the next obtain schedules the next renewal
 	}
 	if !c.Expires.IsZero() && !k.clock.Now().Before(c.Expires) {
 		if k.cur.CompareAndSwap(c, nil) {
-			ev := k.event(EventSessionLost, c)
+			ev := k.event(eventSessionLost, c)
 			ev.Err = errExpired
 			k.emit(k.settings(), ev)
 		}
@@ -54,7 +54,7 @@ func (k *Keeper) renewTick() {
 	}
 	s := k.settings()
 	err := k.renewCredential(s, c)
-	if errors.Is(err, ErrCredentialGone) {
+	if errors.Is(err, errCredentialGone) {
 		k.retryObtain()
 		return
 	}
@@ -79,11 +79,11 @@ func (k *Keeper) renewTick() {
 var errExpired = errors.New("credential expired; its renewal failed until its end")
 
 // scheduleRenewalLocked plans the next renewal of c, replacing any planned.
-func (k *Keeper) scheduleRenewalLocked(c *Credential, every time.Duration) {
+func (k *keeper) scheduleRenewalLocked(c *credential, every time.Duration) {
 	k.scheduleLocked(k.src.RenewAfter(c, every), every)
 }
 
-func (k *Keeper) scheduleLocked(d, every time.Duration) {
+func (k *keeper) scheduleLocked(d, every time.Duration) {
 	r := &k.renewal
 	if r.stop != nil {
 		r.stop()
@@ -91,7 +91,7 @@ func (k *Keeper) scheduleLocked(d, every time.Duration) {
 	r.stop, r.every, r.next = k.clock.AfterFunc(d, k.renewTick), every, k.clock.Now().Add(d)
 }
 
-func (k *Keeper) stopTimersLocked() {
+func (k *keeper) stopTimersLocked() {
 	for _, stop := range []func() bool{k.retry.stop, k.renewal.stop} {
 		if stop != nil {
 			stop()

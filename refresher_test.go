@@ -21,7 +21,7 @@ func TestKeeperOneLoginForManyCallers(t *testing.T) {
 	emu.DelayNextLogins(1, 200*time.Millisecond)
 	k := testKeeper(t, srv, userCreds(), nil, nil)
 	var wg sync.WaitGroup
-	got := make([]*Credential, 64)
+	got := make([]*credential, 64)
 	for i := range got {
 		wg.Go(func() {
 			s, err := k.Get(bg())
@@ -47,7 +47,7 @@ func TestKeeperOneLoginForManyCallers(t *testing.T) {
 func TestKeeperNoLoginBeforeStart(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	k := NewKeeper(NewLoginSource(userCreds()), nil, false)
+	k := newKeeper(newLoginSource(userCreds()), nil, false)
 	t.Cleanup(func() { _ = k.Close() })
 	var started atomic.Int32
 	k.obtainHook = func(error) { started.Add(1) } // told before an obtain starts, in Attach's goroutine
@@ -71,7 +71,7 @@ func TestKeeperUnauthorized(t *testing.T) {
 	// The session is alive: the 401 is the endpoint's and no login follows,
 	// however many requests see it.
 	for range 10 {
-		if out := k.Unauthorized(bg(), s1); out.Verdict != PassThrough || out.Credential != nil || out.Err != nil {
+		if out := k.Unauthorized(bg(), s1); out.Verdict != verdictPassThrough || out.Credential != nil || out.Err != nil {
 			t.Fatalf("401 with a live session: %+v; want the 401 passed on", out)
 		}
 	}
@@ -88,11 +88,11 @@ func TestKeeperUnauthorized(t *testing.T) {
 	}
 	emu.ExpireSessions()
 	var wg sync.WaitGroup
-	retries := make([]*Credential, 32)
+	retries := make([]*credential, 32)
 	for i := range retries {
 		wg.Go(func() {
 			out := k.Unauthorized(bg(), s1)
-			if out.Verdict != Retry && out.Verdict != RetryLate {
+			if out.Verdict != verdictRetry && out.Verdict != verdictRetryLate {
 				t.Errorf("after an expiry: %+v, want a retry", out)
 			}
 			retries[i] = out.Credential
@@ -112,7 +112,7 @@ func TestKeeperUnauthorized(t *testing.T) {
 	// A late 401 for the old token: retry with the current one, no login,
 	// no refresh.
 	before := emu.Counters()
-	if out := k.Unauthorized(bg(), s1); out.Verdict != RetryLate || out.Credential != s2 {
+	if out := k.Unauthorized(bg(), s1); out.Verdict != verdictRetryLate || out.Credential != s2 {
 		t.Fatalf("late 401: %+v, want RetryLate with the current credential", out)
 	}
 	if after := emu.Counters(); after.LoginAttempts != before.LoginAttempts || after.Refreshes != before.Refreshes {
@@ -126,7 +126,7 @@ func TestKeeperRefreshKeepsIdleSessionAlive(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
 	emu, srv := emulator(t, ccemu.Config{SessionTTL: 8 * time.Hour, Clock: clock})
-	k := testKeeper(t, srv, userCreds(), clock, func(tu *Settings) { tu.RefreshInterval = 5 * time.Minute })
+	k := testKeeper(t, srv, userCreds(), clock, func(tu *settings) { tu.RefreshInterval = 5 * time.Minute })
 	s, err := k.Get(bg())
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +145,7 @@ func TestKeeperRefreshKeepsIdleSessionAlive(t *testing.T) {
 	// above is not vacuous.
 	clock2 := newFakeClock()
 	emu2, srv2 := emulator(t, ccemu.Config{SessionTTL: 8 * time.Hour, Clock: clock2})
-	k2 := testKeeper(t, srv2, userCreds(), clock2, func(tu *Settings) { tu.RefreshInterval = 10 * time.Hour })
+	k2 := testKeeper(t, srv2, userCreds(), clock2, func(tu *settings) { tu.RefreshInterval = 10 * time.Hour })
 	s2, err := k2.Get(bg())
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestKeeperRefreshKeepsIdleSessionAlive(t *testing.T) {
 func TestKeeperRefresh401LogsInAgainInBackground(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	k := testKeeper(t, srv, userCreds(), nil, func(tu *Settings) { tu.RefreshInterval = time.Second })
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *settings) { tu.RefreshInterval = time.Second })
 	s1, err := k.Get(bg())
 	if err != nil {
 		t.Fatal(err)
@@ -181,11 +181,11 @@ func TestKeeperLoginTimeout(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	emu.DelayNextLogins(1, 20*time.Second)
-	k := testKeeper(t, srv, userCreds(), nil, func(tu *Settings) { tu.LoginTimeout = time.Second })
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *settings) { tu.LoginTimeout = time.Second })
 	start := time.Now()
 	_, err := k.Get(bg())
 	took := time.Since(start)
-	var u *UnavailableError
+	var u *unavailableError
 	if !errors.As(err, &u) {
 		t.Fatalf("hung login: %v, want UnavailableError", err)
 	}
@@ -230,7 +230,7 @@ func TestKeeperCloseLogsOut(t *testing.T) {
 	if got := dataCall(t, srv, s); got != 401 {
 		t.Fatalf("bearer after logout: %d", got)
 	}
-	if _, err := k.Get(bg()); !errors.Is(err, ErrClosed) {
+	if _, err := k.Get(bg()); !errors.Is(err, errClosed) {
 		t.Fatalf("session after close: %v, want ErrClosed", err)
 	}
 	if n := emu.Counters().LoginAttempts; n != 1 {
@@ -276,7 +276,7 @@ func TestKeeperRetrySchedules(t *testing.T) {
 			k := testKeeper(t, srv, tc.creds, clock, nil)
 			_, err := k.Get(bg())
 			for i, want := range tc.waits {
-				var u *UnavailableError
+				var u *unavailableError
 				if !errors.As(err, &u) {
 					t.Fatalf("failure %d: %v, want UnavailableError", i+1, err)
 				}
@@ -320,14 +320,14 @@ func TestRetryDelayJitterBounds(t *testing.T) {
 func TestKeeperPeriodicRefreshDoesNotMaskExpiry(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	k := testKeeper(t, srv, userCreds(), nil, func(tu *Settings) { tu.RefreshInterval = time.Second })
+	k := testKeeper(t, srv, userCreds(), nil, func(tu *settings) { tu.RefreshInterval = time.Second })
 	s1, err := k.Get(bg())
 	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 3*time.Second, "a periodic refresh", func() bool { return emu.Counters().RefreshesOK >= 1 })
 	emu.ExpireSessions()
-	if out := k.Unauthorized(bg(), s1); out.Verdict != Retry || out.Credential == nil || out.Credential == s1 {
+	if out := k.Unauthorized(bg(), s1); out.Verdict != verdictRetry || out.Credential == nil || out.Credential == s1 {
 		t.Fatalf("401 right after a periodic refresh and an expiry: %+v; want a retry with a new credential", out)
 	}
 }

@@ -58,7 +58,7 @@ func TestKeeperReplacedNeverLogsInAgain(t *testing.T) {
 	}
 
 	out := old.Unauthorized(bg(), oldCred)
-	if out.Verdict != RetryLate || out.Credential != heir.Current() {
+	if out.Verdict != verdictRetryLate || out.Credential != heir.Current() {
 		t.Fatalf("verdict %v (%v), want a retry with the heir's credential", out.Verdict, out.Err)
 	}
 	if got := dataCall(t, srv, out.Credential); got != http.StatusOK {
@@ -103,9 +103,9 @@ func TestKeeperReleaseWaitsForRequests(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	var loggedOut atomic.Int64 // when the logout ended, in Unix nanoseconds
-	k := testKeeper(t, srv, userCreds(), nil, func(s *Settings) {
-		s.Observer = func(ev Event) {
-			if ev.Kind == EventLogout {
+	k := testKeeper(t, srv, userCreds(), nil, func(s *settings) {
+		s.Observer = func(ev event) {
+			if ev.Kind == eventLogout {
 				loggedOut.Store(time.Now().UnixNano())
 			}
 		}
@@ -116,7 +116,7 @@ func TestKeeperReleaseWaitsForRequests(t *testing.T) {
 	k.BeginRequest()
 	closed := make(chan struct{})
 	go func() { _ = k.CloseAfterRequests(10*time.Second, nil); close(closed) }()
-	eventually(t, 5*time.Second, "the release to begin", func() bool { return errors.Is(k.unavailableNow(), ErrClosed) })
+	eventually(t, 5*time.Second, "the release to begin", func() bool { return errors.Is(k.unavailableNow(), errClosed) })
 	start := time.Now()
 	k.EndRequest()
 	<-closed
@@ -151,9 +151,9 @@ func TestKeeperReleaseWaitsForRequests(t *testing.T) {
 func TestKeeperReplacedAppJWTFetchesNothing(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
-	keeper := func() *Keeper {
-		cfg := AppJWTConfig{AccountID: ccemu.DefaultAccountID, ClientID: ccemu.DefaultClientID, ClientSecret: ccemu.DefaultClientSecret}
-		k := startedKeeper(t, NewAppJWTSource(cfg), nil, testSettings(t, srv))
+	keeper := func() *keeper {
+		cfg := appJWTConfig{AccountID: ccemu.DefaultAccountID, ClientID: ccemu.DefaultClientID, ClientSecret: ccemu.DefaultClientSecret}
+		k := startedKeeper(t, newAppJWTSource(cfg), nil, testSettings(t, srv))
 		eventually(t, 5*time.Second, "the token at start", func() bool { return k.Current() != nil })
 		return k
 	}
@@ -163,7 +163,7 @@ func TestKeeperReplacedAppJWTFetchesNothing(t *testing.T) {
 	old.Supersede(heir)
 	emu.RevokeTokens()
 	out := old.Unauthorized(bg(), oldCred)
-	if out.Verdict != RetryLate || out.Credential != heir.Current() {
+	if out.Verdict != verdictRetryLate || out.Credential != heir.Current() {
 		t.Fatalf("verdict %v (%v), want a retry with the heir's token", out.Verdict, out.Err)
 	}
 	if n := emu.Counters().TokenRequests; n != 2 {
@@ -207,7 +207,7 @@ func TestKeeperReplacedRetriesDeadAdoptedSessionWithANewOne(t *testing.T) {
 	failed := old.Current()
 	emu.ExpireSessions()
 	out := old.Unauthorized(bg(), failed)
-	if out.Verdict != Retry || out.Credential == nil || out.Credential.Token == failed.Token {
+	if out.Verdict != verdictRetry || out.Credential == nil || out.Credential.Token == failed.Token {
 		t.Fatalf("a 401 for the dead session the heir adopted: %+v, want Retry with a new session", out)
 	}
 	if got := dataCall(t, srv, out.Credential); got != http.StatusOK {
@@ -241,7 +241,7 @@ func TestKeeperReplacedReloginKeepsTheHeirsSession(t *testing.T) {
 // adoptedRotation is a cluster rotation: old logged in and stored its
 // session, heir adopted it (the same token, another credential) and
 // replaced old.
-func adoptedRotation(t *testing.T, srv *httptest.Server) (old, heir *Keeper) {
+func adoptedRotation(t *testing.T, srv *httptest.Server) (old, heir *keeper) {
 	t.Helper()
 	clustered := clusteredOn(t.TempDir(), srv, true)
 	old = testKeeper(t, srv, userCreds(), nil, clustered)
@@ -257,8 +257,8 @@ func adoptedRotation(t *testing.T, srv *httptest.Server) (old, heir *Keeper) {
 
 // clusteredOn makes a keeper's settings those of a cluster member on file
 // storage in dir.
-func clusteredOn(dir string, srv *httptest.Server, logoutOnStop bool) func(*Settings) {
-	return func(s *Settings) {
+func clusteredOn(dir string, srv *httptest.Server, logoutOnStop bool) func(*settings) {
+	return func(s *settings) {
 		s.Store = loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil)
 		s.LogoutOnStop = logoutOnStop
 	}

@@ -113,7 +113,7 @@ func TestWalkRoutesNestedLpauth(t *testing.T) {
 	walkRoutes(s.Routes, func(chain []caddyhttp.MatcherSets, h caddyhttp.MiddlewareHandler) bool {
 		kind := fmt.Sprintf("%T", h)
 		if lp, ok := h.(*Handler); ok {
-			kind = "lpauth:" + lp.keeper.Identity().Mode
+			kind = "lpauth:" + lp.keeper.Identity().Kind
 		}
 		visits = append(visits, seen{kind, chain})
 		return true
@@ -217,7 +217,7 @@ func TestLpauthHandlersOf(t *testing.T) {
 	var got []string
 	for _, h := range lpauthHandlersOf(s) {
 		id := h.keeper.Identity()
-		got = append(got, id.Mode+":"+id.Name)
+		got = append(got, id.Kind+":"+id.Name)
 	}
 	want := []string{
 		"user:" + ccemu.DefaultUsername,

@@ -104,17 +104,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return rec.writeHeld()
 	}
 	out := h.keeper.Unauthorized(r.Context(), cred)
-	if out.Verdict == PassThrough {
+	if out.Verdict == verdictPassThrough {
 		h.countUnauthorized("passed")
 		return rec.writeHeld() // the 401 is the endpoint's own
 	}
 	// Nothing of the held-back 401 may leak into what replaces it.
 	before.restore(w.Header())
 	switch out.Verdict {
-	case Unavailable:
+	case verdictUnavailable:
 		h.countUnauthorized("unavailable")
 		return h.unavailable(w, out.Err)
-	case RetryLate:
+	case verdictRetryLate:
 		h.countUnauthorized("retried_late")
 	default:
 		h.countUnauthorized("retried")
@@ -131,7 +131,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("http.lpauth.retried", true)
 	}
 	if c := h.logger.Check(zapcore.DebugLevel, "retrying after upstream 401"); c != nil {
-		c.Write(zap.String("account_id", h.identity.AccountID), zap.String("uri", r.RequestURI), zap.Bool("token_already_replaced", out.Verdict == RetryLate))
+		c.Write(zap.String("account_id", h.identity.AccountID), zap.String("uri", r.RequestURI), zap.Bool("token_already_replaced", out.Verdict == verdictRetryLate))
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -158,7 +158,7 @@ func (h *Handler) countUnauthorized(outcome string) {
 // slice is fresh per request, at the cost of one small allocation: Caddy's
 // header replace operations (request_header, header) edit values in place,
 // so a slice shared between requests would be a data race.
-func (h *Handler) setAuthorization(r *http.Request, c *Credential) {
+func (h *Handler) setAuthorization(r *http.Request, c *credential) {
 	if c == nil {
 		delete(r.Header, "Authorization") // the client's is never forwarded
 		return
@@ -168,13 +168,13 @@ func (h *Handler) setAuthorization(r *http.Request, c *Credential) {
 
 // authValue is a header value built for one credential.
 type authValue struct {
-	cred  *Credential
+	cred  *credential
 	value string
 }
 
 // authorizationValue is "<scheme> <token>" (or the bare token): the
 // credential's own for Bearer, else built once per credential and handler.
-func (h *Handler) authorizationValue(c *Credential) string {
+func (h *Handler) authorizationValue(c *credential) string {
 	if h.authCache == nil {
 		return c.authValue
 	}
@@ -317,7 +317,7 @@ func (b *trailerScrubber) Read(p []byte) (int, error) {
 // shape.
 func (h *Handler) unavailable(w http.ResponseWriter, err error) error {
 	wait := time.Second
-	var u *UnavailableError
+	var u *unavailableError
 	if errors.As(err, &u) && u.RetryAfter > wait {
 		wait = u.RetryAfter
 	}

@@ -12,10 +12,10 @@ import (
 	"github.com/lpauth/caddy-lpauth/internal/cc"
 )
 
-// Settings are what one configuration gives a keeper: the session-wide
+// settings are what one configuration gives a keeper: the session-wide
 // values (one per keeper at a time) and the configuration's own instances,
 // used only while that configuration runs.
-type Settings struct {
+type settings struct {
 	// Session-wide: compared between blocks of one configuration.
 	RefreshInterval time.Duration
 	LoginTimeout    time.Duration
@@ -30,17 +30,17 @@ type Settings struct {
 	Client *cc.Client
 	// Store, in cluster mode, is where the cluster keeps its one
 	// credential; nil on a single instance.
-	Store SharedStore
+	Store sharedStore
 	// Observer, if set, is told of everything that happens to the
 	// credential. It is called synchronously and must not block.
-	Observer func(Event)
+	Observer func(event)
 }
 
-// Use is one configuration's hold on a keeper, from Attach to Detach.
-type Use struct {
-	k        *Keeper
+// use is one configuration's hold on a keeper, from Attach to Detach.
+type use struct {
+	k        *keeper
 	owner    any
-	s        Settings
+	s        settings
 	done     <-chan struct{}
 	seq      uint64 // order of attachment
 	startSeq uint64 // order of start; 0 until started
@@ -55,9 +55,9 @@ type Use struct {
 // never starts, as when a reload fails, changes nothing; one that starts
 // applies from then on.
 //
-// Several handlers of one configuration share one Use; if they disagree
-// on a session-wide value, Attach fails with a *SettingsConflict.
-func (k *Keeper) Attach(owner any, s Settings, done <-chan struct{}) (*Use, error) {
+// Several handlers of one configuration share one use; if they disagree
+// on a session-wide value, Attach fails with a *settingsConflict.
+func (k *keeper) Attach(owner any, s settings, done <-chan struct{}) (*use, error) {
 	if k.clustered != (s.Store != nil) {
 		return nil, errors.New("lpauth: a clustered keeper needs a store, a local one none")
 	}
@@ -73,7 +73,7 @@ func (k *Keeper) Attach(owner any, s Settings, done <-chan struct{}) (*Use, erro
 		}
 	}
 	k.lastSeq++
-	u := &Use{k: k, owner: owner, s: s, done: done, seq: k.lastSeq, refs: 1}
+	u := &use{k: k, owner: owner, s: s, done: done, seq: k.lastSeq, refs: 1}
 	k.uses = append(k.uses, u)
 	k.appliedChangedLocked()
 	return u, nil
@@ -82,7 +82,7 @@ func (k *Keeper) Attach(owner any, s Settings, done <-chan struct{}) (*Use, erro
 // Start marks the configuration as running: from now on its settings
 // apply, until a newer one starts. A keeper with no credential begins to
 // obtain one at once, in the background, so the first request finds it.
-func (u *Use) Start() {
+func (u *use) Start() {
 	k := u.k
 	k.mu.Lock()
 	first := u.startSeq == 0
@@ -100,7 +100,7 @@ func (u *Use) Start() {
 
 // obtainInBackground starts the single obtain unless there is a credential
 // or the keeper is backing off (its retry is planned) or closed.
-func (k *Keeper) obtainInBackground() {
+func (k *keeper) obtainInBackground() {
 	if k.cur.Load() == nil {
 		k.startObtain()
 	}
@@ -108,7 +108,7 @@ func (k *Keeper) obtainInBackground() {
 
 // Detach drops one hold; when the last handler of the configuration lets
 // go, its settings no longer apply.
-func (u *Use) Detach() {
+func (u *use) Detach() {
 	k := u.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -134,7 +134,7 @@ func (u *Use) Detach() {
 // has ended is passed over at once, before it is detached: its instances
 // (a storage module) may be closed at any moment after. Without a lock
 // while nothing changes: the request path of lpdomain asks for the client.
-func (k *Keeper) settings() *Settings {
+func (k *keeper) settings() *settings {
 	if u := k.applied.Load(); u != nil && !ended(u.done) {
 		return &u.s
 	}
@@ -143,8 +143,8 @@ func (k *Keeper) settings() *Settings {
 	return k.settingsLocked()
 }
 
-func (k *Keeper) settingsLocked() *Settings {
-	var best *Use
+func (k *keeper) settingsLocked() *settings {
+	var best *use
 	for _, u := range k.uses {
 		if ended(u.done) {
 			continue
@@ -158,14 +158,14 @@ func (k *Keeper) settingsLocked() *Settings {
 		k.fallback = &best.s
 	}
 	if k.fallback == nil {
-		return &Settings{LoginTimeout: DefaultLoginTimeout, RefreshInterval: DefaultRefreshInterval}
+		return &settings{LoginTimeout: defaultLoginTimeout, RefreshInterval: defaultRefreshInterval}
 	}
 	return k.fallback
 }
 
 // appliedChangedLocked reschedules the renewal when the settings that apply
 // now ask for another interval than the one it was planned with.
-func (k *Keeper) appliedChangedLocked() {
+func (k *keeper) appliedChangedLocked() {
 	now := k.settingsLocked()
 	if c := k.cur.Load(); c != nil && !k.closed && k.renewal.every != now.RefreshInterval {
 		k.scheduleRenewalLocked(c, now.RefreshInterval)
@@ -181,22 +181,22 @@ func ended(done <-chan struct{}) bool {
 	}
 }
 
-// SettingsConflict is two blocks of one identity in one configuration that
+// settingsConflict is two blocks of one identity in one configuration that
 // disagree on a session-wide setting.
-type SettingsConflict struct {
-	Identity Identity
+type settingsConflict struct {
+	Identity identity
 	Setting  string // the Caddyfile name
 	A, B     string
 }
 
-func (e *SettingsConflict) Error() string {
+func (e *settingsConflict) Error() string {
 	return fmt.Sprintf("lpauth: two lpauth blocks for account %s, %s %q share one session but disagree on %s: %s and %s",
-		e.Identity.Account, e.Identity.Mode, e.Identity.Name, e.Setting, e.A, e.B)
+		e.Identity.Account, e.Identity.Kind, e.Identity.Name, e.Setting, e.A, e.B)
 }
 
-func compareSettings(id Identity, a, b Settings) error {
+func compareSettings(id identity, a, b settings) error {
 	conflict := func(name, x, y string) error {
-		return &SettingsConflict{Identity: id, Setting: name, A: x, B: y}
+		return &settingsConflict{Identity: id, Setting: name, A: x, B: y}
 	}
 	switch {
 	case a.RefreshInterval != b.RefreshInterval:
@@ -218,14 +218,14 @@ func pathOrNone(p string) string {
 	return p
 }
 
-// Keeper is the keeper this Use holds.
-func (u *Use) Keeper() *Keeper { return u.k }
+// Keeper is the keeper this use holds.
+func (u *use) Keeper() *keeper { return u.k }
 
-// Owner is the configuration the Use belongs to.
-func (u *Use) Owner() any { return u.owner }
+// Owner is the configuration the use belongs to.
+func (u *use) Owner() any { return u.owner }
 
 // AttachedTo says whether the configuration owner uses the keeper.
-func (k *Keeper) AttachedTo(owner any) bool {
+func (k *keeper) AttachedTo(owner any) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, u := range k.uses {

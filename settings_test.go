@@ -22,12 +22,12 @@ func TestKeeperSettingsApplyFromStart(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	clock := newFakeClock()
-	k := NewKeeper(NewLoginSource(userCreds()), clock, false)
+	k := newKeeper(newLoginSource(userCreds()), clock, false)
 	t.Cleanup(func() { _ = k.Close() })
 	var eventsA, eventsB atomic.Int32
-	settings := func(every time.Duration, events *atomic.Int32) Settings {
-		return Settings{Client: testClient(t, srv), RefreshInterval: every, LoginTimeout: 5 * time.Second,
-			Observer: func(Event) { events.Add(1) }}
+	settings := func(every time.Duration, events *atomic.Int32) settings {
+		return settings{Client: testClient(t, srv), RefreshInterval: every, LoginTimeout: 5 * time.Second,
+			Observer: func(event) { events.Add(1) }}
 	}
 
 	a, err := k.Attach("A", settings(time.Hour, &eventsA), nil)
@@ -98,20 +98,20 @@ func TestKeeperStorageOfEndedConfigIsNotUsed(t *testing.T) {
 	t.Parallel()
 	emu, srv := emulator(t, ccemu.Config{})
 	dir := t.TempDir()
-	k := NewKeeper(NewLoginSource(userCreds()), nil, true)
+	k := newKeeper(newLoginSource(userCreds()), nil, true)
 	t.Cleanup(func() { _ = k.Close() })
-	store := func(closed *atomic.Bool, calls *atomic.Int32) SharedStore {
-		return &guardedStore{SharedStore: loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil), closed: closed, calls: calls}
+	store := func(closed *atomic.Bool, calls *atomic.Int32) sharedStore {
+		return &guardedStore{sharedStore: loginClusterStore(&certmagic.FileStorage{Path: dir}, userCreds(), srv.URL, nil), closed: closed, calls: calls}
 	}
 	var closedA, closedB atomic.Bool
 	var callsA, callsB atomic.Int32
-	a, err := k.Attach("A", Settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, Store: store(&closedA, &callsA)}, nil)
+	a, err := k.Attach("A", settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, Store: store(&closedA, &callsA)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a.Start()
 	bDone := make(chan struct{})
-	b, err := k.Attach("B", Settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, Store: store(&closedB, &callsB)}, bDone)
+	b, err := k.Attach("B", settings{Client: testClient(t, srv), RefreshInterval: time.Hour, LoginTimeout: 5 * time.Second, Store: store(&closedB, &callsB)}, bDone)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestKeeperStorageOfEndedConfigIsNotUsed(t *testing.T) {
 		t.Fatal(err)
 	}
 	emu.ExpireSessions()
-	if out := k.Unauthorized(bg(), s1); out.Verdict != Retry {
+	if out := k.Unauthorized(bg(), s1); out.Verdict != verdictRetry {
 		t.Fatalf("after an expiry: %+v", out)
 	}
 	if callsB.Load() != 0 {
@@ -139,7 +139,7 @@ func TestKeeperStorageOfEndedConfigIsNotUsed(t *testing.T) {
 // guardedStore counts its calls and fails every one once closed, as
 // caddy-storage-redis does after its Cleanup.
 type guardedStore struct {
-	SharedStore
+	sharedStore
 	closed *atomic.Bool
 	calls  *atomic.Int32
 }
@@ -158,36 +158,36 @@ func (g *guardedStore) Load(ctx context.Context) ([]byte, error) {
 	if err := g.use(); err != nil {
 		return nil, err
 	}
-	return g.SharedStore.Load(ctx)
+	return g.sharedStore.Load(ctx)
 }
 
 func (g *guardedStore) Save(ctx context.Context, data []byte) error {
 	if err := g.use(); err != nil {
 		return err
 	}
-	return g.SharedStore.Save(ctx, data)
+	return g.sharedStore.Save(ctx, data)
 }
 
 func (g *guardedStore) Lock(ctx context.Context) error {
 	if err := g.use(); err != nil {
 		return err
 	}
-	return g.SharedStore.Lock(ctx)
+	return g.sharedStore.Lock(ctx)
 }
 
 func (g *guardedStore) Unlock(ctx context.Context) error {
 	if err := g.use(); err != nil {
 		return err
 	}
-	return g.SharedStore.Unlock(ctx)
+	return g.sharedStore.Unlock(ctx)
 }
 
 func TestKeeperConflictingSettingsInOneConfig(t *testing.T) {
 	t.Parallel()
 	_, srv := emulator(t, ccemu.Config{})
-	k := NewKeeper(NewLoginSource(userCreds()), nil, false)
+	k := newKeeper(newLoginSource(userCreds()), nil, false)
 	t.Cleanup(func() { _ = k.Close() })
-	base := Settings{Client: testClient(t, srv), RefreshInterval: 5 * time.Minute, LoginTimeout: 10 * time.Second}
+	base := settings{Client: testClient(t, srv), RefreshInterval: 5 * time.Minute, LoginTimeout: 10 * time.Second}
 	if _, err := k.Attach("cfg", base, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -197,17 +197,17 @@ func TestKeeperConflictingSettingsInOneConfig(t *testing.T) {
 		t.Fatalf("two blocks that agree: %v", err)
 	}
 	for _, tc := range []struct {
-		change func(*Settings)
+		change func(*settings)
 		want   []string
 	}{
-		{func(s *Settings) { s.RefreshInterval = time.Minute }, []string{"refresh_interval", "5m0s", "1m0s"}},
-		{func(s *Settings) { s.LoginTimeout = 3 * time.Second }, []string{"login_timeout", "10s", "3s"}},
-		{func(s *Settings) { s.LogoutOnStop = true }, []string{"logout_on_stop", "false", "true"}},
+		{func(s *settings) { s.RefreshInterval = time.Minute }, []string{"refresh_interval", "5m0s", "1m0s"}},
+		{func(s *settings) { s.LoginTimeout = 3 * time.Second }, []string{"login_timeout", "10s", "3s"}},
+		{func(s *settings) { s.LogoutOnStop = true }, []string{"logout_on_stop", "false", "true"}},
 	} {
 		other := base
 		tc.change(&other)
 		_, err := k.Attach("cfg", other, nil)
-		var conflict *SettingsConflict
+		var conflict *settingsConflict
 		if !errors.As(err, &conflict) {
 			t.Fatalf("conflicting %s: %v, want a SettingsConflict", tc.want[0], err)
 		}

@@ -32,8 +32,8 @@ func TestKeeperFailedCheckIsRememberedForAliveTrust(t *testing.T) {
 		for range clients {
 			wg.Go(func() {
 				out := k.Unauthorized(bg(), s1)
-				var u *UnavailableError
-				if out.Verdict != Unavailable || !errors.As(out.Err, &u) || !errors.Is(out.Err, ErrUnverified) {
+				var u *unavailableError
+				if out.Verdict != verdictUnavailable || !errors.As(out.Err, &u) || !errors.Is(out.Err, errUnverified) {
 					t.Errorf("wave %d: %+v while the check cannot tell; want Unavailable for ErrUnverified", w, out)
 					return
 				}
@@ -60,7 +60,7 @@ func TestKeeperFailedCheckIsRememberedForAliveTrust(t *testing.T) {
 	clock.Advance(aliveTrust)
 	before := emu.Counters().Refreshes
 	out := k.Unauthorized(bg(), s1)
-	if out.Verdict != Retry || out.Credential == nil || out.Credential == s1 {
+	if out.Verdict != verdictRetry || out.Credential == nil || out.Credential == s1 {
 		t.Fatalf("after the Login Service came back: %+v, want a retry with a new credential", out)
 	}
 	if n := emu.Counters(); n.Refreshes != before+1 || n.Logins != 2 {
@@ -75,7 +75,7 @@ func TestKeeperAliveCheckStillPassesThrough(t *testing.T) {
 	clock := newFakeClock()
 	emu, k, s1 := loggedInKeeper(t, clock)
 	for range 12 {
-		if out := k.Unauthorized(bg(), s1); out.Verdict != PassThrough {
+		if out := k.Unauthorized(bg(), s1); out.Verdict != verdictPassThrough {
 			t.Fatalf("401 with a live session: %+v, want PassThrough", out)
 		}
 		clock.Advance(500 * time.Millisecond)
@@ -116,7 +116,7 @@ func TestKeeperFailedCheckRefreshCallsIn5s(t *testing.T) {
 
 // loggedInKeeper is a keeper on clock (nil: the real one) that has logged
 // in to a fresh emulator.
-func loggedInKeeper(t *testing.T, clock cc.Clock) (*ccemu.Emulator, *Keeper, *Credential) {
+func loggedInKeeper(t *testing.T, clock cc.Clock) (*ccemu.Emulator, *keeper, *credential) {
 	t.Helper()
 	emu, srv := emulator(t, ccemu.Config{})
 	k := testKeeper(t, srv, userCreds(), clock, nil)

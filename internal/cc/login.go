@@ -34,8 +34,8 @@ type Credentials struct {
 	AccessTokenSecret string // OAuth1 only; empty = "dummy"
 }
 
-// Mode names the login flavour, for logs.
-func (c Credentials) Mode() string {
+// Kind names the login flavour, for logs.
+func (c Credentials) Kind() string {
 	if c.AppKey != "" {
 		return "application"
 	}
@@ -44,7 +44,7 @@ func (c Credentials) Mode() string {
 
 // String never shows a secret: Credentials can end up in a %v by accident.
 func (c Credentials) String() string {
-	return fmt.Sprintf("account %s, %s login as %q", c.AccountID, c.Mode(), c.Username)
+	return fmt.Sprintf("account %s, %s login as %q", c.AccountID, c.Kind(), c.Username)
 }
 
 // GoString keeps %#v as safe as %v.
