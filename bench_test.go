@@ -13,9 +13,12 @@ package lpauth
 // this suite.)
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -24,7 +27,7 @@ import (
 	"github.com/lpauth/caddy-lpauth/ccemu"
 )
 
-func hotPathKeeper(b *testing.B) *keeper {
+func hotPathKeeper(b testing.TB) *keeper {
 	_, srv := emulator(b, ccemu.Config{})
 	k := testKeeper(b, srv, userCreds(), nil, nil)
 	if _, err := k.Get(bg()); err != nil {
@@ -81,44 +84,156 @@ func BenchmarkHotPathFloorSharedSlice(b *testing.B) {
 	}
 }
 
-// staticSource hands out one long-lived token, as a login would.
-// The whole handler on the fast path, beside Caddy's stock headers handler
-// setting the same Authorization value, on the same request and writer, in
-// one run: what lpauth costs per request over a static header.
+// The whole handler as a server runs it: a fresh request per iteration (a
+// clone through caddyhttp.PrepareRequest, as Caddy's server prepares each
+// one), through a route list compiled per request, with a next handler that
+// does to the request what reverse_proxy does before sending it. lpauth
+// beside Caddy's stock headers handler setting the same Authorization, in
+// one run:
 //
-//	go test -run '^$' -bench Handler -benchmem -count 6 .
+//	go test -run '^$' -bench 'Handler$' -benchmem -count 20 . | tee new.txt
+//	benchstat -col /variant new.txt
+//
+// h3 and h20 are a flat route (the handler, then the proxy) with 3 and 20
+// request headers; grouped is example.Caddyfile's layout (the handler
+// inside the second of two handle blocks, so a route group is taken before
+// it runs); edit has a request_header edit between the handler and the
+// proxy, where a retry needs the request as it came.
 func BenchmarkHandler(b *testing.B) {
-	k := hotPathKeeper(b)
-	lp := &Handler{keeper: k, identity: &RequestIdentity{AccountID: ccemu.DefaultAccountID, keeper: k}, RetryBodyLimit: defaultRetryBodyLimit}
-	static := &headers.Handler{Request: &headers.HeaderOps{Set: http.Header{"Authorization": {k.Current().AuthorizationValue()}}}}
-	if err := static.Provision(caddy.Context{}); err != nil {
-		b.Fatal(err)
-	}
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		if r.Header.Get("Authorization") != k.Current().AuthorizationValue() {
-			return errors.New("no bearer reached the next handler")
+	hb := newHandlerBench(b)
+	for _, layout := range []string{"h3", "h20", "grouped", "edit"} {
+		for _, variant := range []string{"lpauth", "headers"} {
+			b.Run(layout+"/variant="+variant, func(b *testing.B) { hb.run(b, layout, variant) })
 		}
-		w.WriteHeader(http.StatusOK)
-		return nil
-	})
-	for _, tc := range []struct {
-		name string
-		h    caddyhttp.MiddlewareHandler
-	}{{"lpauth", lp}, {"headers", static}} {
-		b.Run(tc.name, func(b *testing.B) {
-			w := &discardWriter{header: http.Header{"Server": {"Caddy"}}}
-			req := httptest.NewRequest(http.MethodGet, "/api/account/1/x", nil)
-			req.Header.Set("User-Agent", "legacy-app/1.0")
-			req.Header.Set("Accept", "application/json")
-			req.Header.Set("Authorization", "Basic bm90OnVzZWQ=")
-			req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), w, nil)
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := tc.h.ServeHTTP(w, req, next); err != nil {
-					b.Fatal(err)
-				}
+	}
+}
+
+// handlerBench holds what every sub-benchmark of BenchmarkHandler shares.
+type handlerBench struct {
+	k      *keeper
+	lp     *Handler
+	static *headers.Handler
+	edit   *headers.Handler
+	want   string // the Authorization the proxy must see
+}
+
+func newHandlerBench(b testing.TB) *handlerBench {
+	k := hotPathKeeper(b)
+	hb := &handlerBench{
+		k:    k,
+		lp:   &Handler{keeper: k, identity: &RequestIdentity{AccountID: ccemu.DefaultAccountID, keeper: k}, RetryBodyLimit: defaultRetryBodyLimit},
+		want: k.Current().AuthorizationValue(),
+	}
+	hb.static = &headers.Handler{Request: &headers.HeaderOps{Set: http.Header{"Authorization": {hb.want}}}}
+	hb.edit = &headers.Handler{Request: &headers.HeaderOps{Set: http.Header{"X-Edited": {"yes"}}}}
+	for _, h := range []*headers.Handler{hb.static, hb.edit} {
+		if err := h.Provision(caddy.Context{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return hb
+}
+
+// proxyStandIn does to the request what reverse_proxy does before it sends
+// it (sets its placeholders, reads the header) and answers 200.
+type proxyStandIn struct {
+	want  string
+	calls *atomic.Int64 // so a layout that never reaches it fails
+}
+
+func (p proxyStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.reverse_proxy.upstream.address", "127.0.0.1:8080")
+	repl.Set("http.reverse_proxy.upstream.host", "127.0.0.1")
+	repl.Set("http.reverse_proxy.upstream.port", 8080)
+	repl.Set("http.reverse_proxy.upstream.requests", 0)
+	if r.Header.Get("Authorization") != p.want {
+		return errors.New("no bearer reached the proxy")
+	}
+	p.calls.Add(1)
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// server builds the routes of one layout around the handler under test.
+func (hb *handlerBench) server(layout string, h caddyhttp.MiddlewareHandler, calls *atomic.Int64) *caddyhttp.Server {
+	proxy := proxyStandIn{want: hb.want, calls: calls}
+	switch layout {
+	case "grouped":
+		// example.Caddyfile: handle_path /proactive/* { ... } then handle { ... }
+		other := &caddyhttp.Subroute{Routes: caddyhttp.RouteList{{Handlers: []caddyhttp.MiddlewareHandler{proxy}}}}
+		mine := &caddyhttp.Subroute{Routes: caddyhttp.RouteList{{Handlers: []caddyhttp.MiddlewareHandler{h}}, {Handlers: []caddyhttp.MiddlewareHandler{proxy}}}}
+		return &caddyhttp.Server{Routes: caddyhttp.RouteList{
+			{Group: "group0", MatcherSets: caddyhttp.MatcherSets{{caddyhttp.MatchPath{"/proactive/*"}}}, Handlers: []caddyhttp.MiddlewareHandler{other}},
+			{Group: "group0", Handlers: []caddyhttp.MiddlewareHandler{mine}},
+		}}
+	case "edit":
+		return &caddyhttp.Server{Routes: caddyhttp.RouteList{
+			{Handlers: []caddyhttp.MiddlewareHandler{h}},
+			{Handlers: []caddyhttp.MiddlewareHandler{hb.edit}},
+			{Handlers: []caddyhttp.MiddlewareHandler{proxy}},
+		}}
+	}
+	return &caddyhttp.Server{Routes: caddyhttp.RouteList{
+		{Handlers: []caddyhttp.MiddlewareHandler{h}},
+		{Handlers: []caddyhttp.MiddlewareHandler{proxy}},
+	}}
+}
+
+// provisionRoutes builds the middleware of routes made in Go, as Caddy's
+// provisioning does for routes loaded from JSON: without it a route runs
+// none of its handlers.
+func provisionRoutes(t testing.TB, routes caddyhttp.RouteList) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	for i := range routes {
+		if err := routes[i].ProvisionHandlers(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range routes[i].Handlers {
+			if sr, ok := h.(*caddyhttp.Subroute); ok {
+				provisionRoutes(t, sr.Routes)
 			}
-		})
+		}
+	}
+}
+
+// benchRequest is what a legacy client sends: 3 headers, or 20.
+func benchRequest(n int) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, "/api/account/12345678/campaigns?v=3.4", nil)
+	req.Header.Set("User-Agent", "legacy-app/1.0")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Basic bm90OnVzZWQ=")
+	for i := 3; i < n; i++ {
+		req.Header.Set(fmt.Sprintf("X-Legacy-Header-%02d", i), "some value of a usual length")
+	}
+	return req
+}
+
+func (hb *handlerBench) run(b *testing.B, layout, variant string) {
+	var h caddyhttp.MiddlewareHandler = hb.lp
+	if variant == "headers" {
+		h = hb.static
+	}
+	var calls atomic.Int64
+	srv := hb.server(layout, h, &calls)
+	provisionRoutes(b, srv.Routes)
+	nHeaders := 3
+	if layout == "h20" {
+		nHeaders = 20
+	}
+	base := benchRequest(nHeaders)
+	w := &discardWriter{header: http.Header{"Server": {"Caddy"}}}
+	// Compiled once, as the server does at provision (a subroute compiles
+	// its own routes per request).
+	chain := srv.Routes.Compile(caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil }))
+	b.ReportAllocs()
+	for b.Loop() {
+		r := base.Clone(context.Background())
+		r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, srv)
+		if err := chain.ServeHTTP(w, r); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
