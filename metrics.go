@@ -13,6 +13,29 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// requestCounters are one handler's request-path counters, resolved at
+// provision: looking a child up by its labels hashes them on every 401 or
+// 503.
+type requestCounters struct {
+	upstream401, unavailable prometheus.Counter
+	retries                  map[string]prometheus.Counter // by outcome
+}
+
+// retryOutcomes are the outcome labels of metricRetries.
+var retryOutcomes = []string{"retried", "retried_late", "passed", "unavailable", "not_replayable", "large_401"}
+
+func newRequestCounters(account string) *requestCounters {
+	c := &requestCounters{
+		upstream401: metricUpstream401.WithLabelValues(account),
+		unavailable: metricUnavailable.WithLabelValues(account),
+		retries:     make(map[string]prometheus.Counter, len(retryOutcomes)),
+	}
+	for _, o := range retryOutcomes {
+		c.retries[o] = metricRetries.WithLabelValues(account, o)
+	}
+	return c
+}
+
 // The collectors are package-level so that counts survive `caddy reload`;
 // each loaded config registers them into its own registry. Labels carry the
 // account id and a result, never a user name or a secret.

@@ -148,6 +148,8 @@ type Handler struct {
 	authPrefix string                     // the auth_scheme word and a space, or "" for the bare token
 	authCache  *atomic.Pointer[authValue] // nil for Bearer: the credential's own value serves
 	inner      *innerPlace                // which later handlers bring their own credential
+	untouched  *perServer[bool]           // whether nothing after it changes the request
+	counters   *requestCounters           // the request path's metrics, resolved at provision
 	poolKey    string
 	logger     *zap.Logger
 	// configuredHost is where the identity goes first, as configured
@@ -293,6 +295,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		public, secret = []string{cfg.jwt.AccountID, "app_jwt", cfg.jwt.ClientID, cfg.jwt.API}, cfg.jwt.ClientSecret
 	}
 	h.inner = new(innerPlace)
+	h.untouched = new(perServer[bool])
 	h.authPrefix = cfg.authScheme
 	if h.authPrefix != "Bearer " {
 		h.authCache = new(atomic.Pointer[authValue])
@@ -328,6 +331,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.identity = &RequestIdentity{AccountID: cfg.creds.AccountID, keeper: h.keeper}
+	h.counters = newRequestCounters(cfg.creds.AccountID)
 	h.configuredHost = cmp.Or(cfg.client.Domain, cfg.client.CSDS, cc.DefaultCSDS)
 	return nil
 }

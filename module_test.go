@@ -198,6 +198,7 @@ var justLoaded atomic.Bool
 type echoReply struct {
 	Method            string `json:"method"`
 	Path              string `json:"path"`
+	Query             string `json:"query"`
 	BodyLength        int64  `json:"body_length"`
 	BodySHA256        string `json:"body_sha256"`
 	AuthorizationSent bool   `json:"authorization_present"`

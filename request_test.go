@@ -80,6 +80,37 @@ func TestRequestRetryKeepsHeaderValuesAsTheyCame(t *testing.T) {
 	}
 }
 
+// A rewrite between lpauth and the proxy changes the path on the first
+// attempt; the retry after a re-login must run it on the path as it came,
+// not on its own first result (which would rewrite it twice). Beside it,
+// lpauth right before the proxy (no copy taken) sends the retry as it came
+// too.
+func TestRequestRetryAfterRewriteSeesPathAsItCame(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, testSite(srv, "", "\thandle /api/account/"+ccemu.DefaultAccountID+"/rw/* {\n\t\turi replace /rw/ /rw/again/\n\t\treverse_proxy "+hostport(srv)+"\n\t}\n"+
+		"\thandle {\n\t\treverse_proxy "+hostport(srv)+"\n\t}\n", ""))
+	if r := send(t, "GET", dataPath("warm"), nil); r.status != 200 {
+		t.Fatalf("warm-up: %d %s", r.status, r.body)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{dataPath("rw/x?q=1"), "/api/account/" + ccemu.DefaultAccountID + "/rw/again/x"},
+		{dataPath("plain/x?q=1"), "/api/account/" + ccemu.DefaultAccountID + "/plain/x"},
+	} {
+		emu.ExpireSessions()
+		before := emu.Counters().LoginAttempts
+		r := send(t, "GET", tc.path, nil, "X-Tag", "kept")
+		if r.status != 200 {
+			t.Fatalf("GET %s: %d %s", tc.path, r.status, r.body)
+		}
+		if e := r.echo(t); e.Path != tc.want || e.Query != "q=1" {
+			t.Errorf("the retry of %s reached upstream as %s?%s, want %s?q=1", tc.path, e.Path, e.Query, tc.want)
+		}
+		if n := emu.Counters().LoginAttempts - before; n != 1 {
+			t.Fatalf("%d logins for %s, want one re-login (so the request was retried)", n, tc.path)
+		}
+	}
+}
+
 // A client's Connection header naming Authorization, in any case, in a
 // list or in several headers, must not strip the injected bearer; the other
 // tokens keep their meaning (a header they name is still not forwarded, an

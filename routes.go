@@ -11,6 +11,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 // walkRoutes visits every handler of a provisioned route list in the order
@@ -358,4 +360,119 @@ func handlerKindOf(mh caddyhttp.MiddlewareHandler) handlerKind {
 		return handlerEnds
 	}
 	return handlerKinds[string(m.CaddyModule().ID)]
+}
+
+// What may change the request between a handler and the one that answers
+// it. A retry after a 401 starts from the request as it came, so the
+// handler keeps a copy of it, unless nothing that can run in between
+// touches the request: then the request is still as it came.
+
+// requestUntouched says whether every handler that may run after the one
+// at p, up to one that answers, is known to leave the request as it is:
+// the common case of lpauth right before reverse_proxy. It tries no
+// matcher: any route that might run counts. Doubt means false.
+func (p *handlerPlace) requestUntouched() bool {
+	if p == nil || len(p.path) == 0 {
+		return false
+	}
+	taken := map[string]bool{}
+	for _, c := range p.path {
+		if g := c.routes[c.route].Group; g != "" {
+			taken[g] = true // the routes of these groups are skipped
+		}
+	}
+	for i := len(p.path) - 1; i >= 0; i-- {
+		c := p.path[i]
+		rt := c.routes[c.route]
+		answered, ok := handlersUntouched(rt.Handlers[c.handler:], taken)
+		if !ok {
+			return false
+		}
+		if answered || rt.Terminal {
+			return true
+		}
+		if answered, ok = routesUntouched(c.routes[c.route+1:], taken); !ok || answered {
+			return ok
+		}
+	}
+	return true // past the server's last route Caddy runs nothing
+}
+
+// routesUntouched walks routes that may each run or not. answered: one of
+// them certainly runs (no matchers, its group free) and certainly answers,
+// or is terminal, so nothing after the list runs.
+func routesUntouched(routes caddyhttp.RouteList, taken map[string]bool) (answered, ok bool) {
+	for _, rt := range routes {
+		if rt.Group != "" && taken[rt.Group] {
+			continue
+		}
+		answered, ok := handlersUntouched(rt.Handlers, taken)
+		if !ok {
+			return false, false
+		}
+		if len(rt.MatcherSets) == 0 && (answered || rt.Terminal) {
+			return true, true
+		}
+	}
+	return false, true
+}
+
+// handlersUntouched walks the handlers of one route in order. answered:
+// one of them answers without calling the next. Error routes run only on
+// an error, after which lpauth does not retry: they never count.
+func handlersUntouched(handlers []caddyhttp.MiddlewareHandler, taken map[string]bool) (answered, ok bool) {
+	for _, mh := range handlers {
+		if sr, isSub := mh.(*caddyhttp.Subroute); isSub {
+			answered, ok := routesUntouched(sr.Routes, taken)
+			if !ok || answered {
+				return answered, ok
+			}
+			continue
+		}
+		switch leavesRequest(mh) {
+		case requestAnswered:
+			return true, true
+		case requestKept:
+		default:
+			return false, false
+		}
+	}
+	return false, true
+}
+
+type requestEffect int
+
+const (
+	requestMayChange requestEffect = iota // or unknown
+	requestKept                           // calls the next handler, the request as it was
+	requestAnswered                       // answers without changing the request
+)
+
+// leavesRequest tells what mh does to the request: a short list of
+// handlers read for it, anything else may change it.
+func leavesRequest(mh caddyhttp.MiddlewareHandler) requestEffect {
+	switch h := mh.(type) {
+	case *headers.Handler:
+		if h.Request == nil { // response headers only
+			return requestKept
+		}
+	case *reverseproxy.Handler:
+		// It sends a copy (header, URL and its rewrite included); only
+		// handle_response routes run on the request itself.
+		if len(h.HandleResponse) == 0 {
+			return requestAnswered
+		}
+	}
+	if m, ok := mh.(caddy.Module); ok {
+		return requestEffects[string(m.CaddyModule().ID)] // requestMayChange if absent
+	}
+	return requestMayChange
+}
+
+// requestEffects are the handlers, by module ID, whose effect on the
+// request does not depend on their config.
+var requestEffects = map[string]requestEffect{
+	"http.handlers.static_response": requestAnswered, // respond
+	"http.handlers.error":           requestAnswered, // an error: no retry follows
+	"http.handlers.vars":            requestKept,     // variables: a retry has its own copy
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -405,6 +406,43 @@ func TestReachesAfterHandler(t *testing.T) {
 				if blind := r.header.Get("Lpauth-Test-Reaches-Blind"); blind != strconv.FormatBool(p.blind) {
 					t.Errorf("GET %s, the route groups unknown: reaches %s, want %v", p.path, blind, p.blind)
 				}
+			}
+		})
+	}
+}
+
+// Which lpauth handlers may retry from the request itself, without a copy:
+// only where nothing that can run between them and the handler that
+// answers changes the request. The site-level handler comes first; an
+// inner one, when the layout has it, second.
+func TestRequestUntouchedAfterHandler(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	up := hostport(srv)
+	for _, tc := range []struct {
+		name     string
+		handlers string
+		want     []bool
+	}{
+		{"proxy right after", "\treverse_proxy " + up + "\n", []bool{true}},
+		{"request_header between", "\trequest_header X-Tag b\n\treverse_proxy " + up + "\n", []bool{false}},
+		{"uri before lpauth in directive order", "\turi strip_prefix /cc\n\treverse_proxy " + up + "\n", []bool{true}},
+		{"uri in a handle block", "\thandle {\n\t\turi strip_prefix /cc\n\t\treverse_proxy " + up + "\n\t}\n", []bool{false}},
+		{"rewrite in a handle block", "\thandle /x/* {\n\t\trewrite * /y{uri}\n\t\treverse_proxy " + up + "\n\t}\n\thandle {\n\t\treverse_proxy " + up + "\n\t}\n", []bool{false}},
+		{"encode edits If-None-Match", "\tencode gzip\n\treverse_proxy " + up + "\n", []bool{false}},
+		{"handle blocks of proxies and respond", "\thandle /a/* {\n\t\treverse_proxy " + up + "\n\t}\n\thandle {\n\t\trespond 404\n\t}\n", []bool{true}},
+		{"response header only", "\thandle {\n\t\theader X-Served lpauth\n\t\treverse_proxy " + up + "\n\t}\n", []bool{true}},
+		{"header_up edits the proxy's copy", "\treverse_proxy " + up + " {\n\t\theader_up X-Tag b\n\t}\n", []bool{true}},
+		{"handle_response runs on the request", "\treverse_proxy " + up + " {\n\t\t@bad status 500\n\t\thandle_response @bad {\n\t\t\trespond 502\n\t\t}\n\t}\n", []bool{false}},
+		{"an inner lpauth sets the header", proactiveBlock(srv, "/proactive/*") + "\thandle {\n\t\treverse_proxy " + up + "\n\t}\n", []bool{false, true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := loadedServer(t, srv, tc.handlers)
+			var got []bool
+			for _, h := range lpauthHandlersOf(s) {
+				got = append(got, placeOf(s, h).requestUntouched())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("untouched %v, want %v for\n%s", got, tc.want, tc.handlers)
 			}
 		})
 	}

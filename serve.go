@@ -87,7 +87,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var before headerRefs
 	before.take(w.Header())
 	var orig requestState
-	orig.take(r)
+	keepOrig := !h.requestKeptAsItCame(r)
+	if keepOrig {
+		orig.take(r)
+	}
 	groups, satisfied := routeGroups(r)
 	rec := newHoldBackWriter(w, true)
 	defer rec.release()
@@ -122,7 +125,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// The retry runs the same routes on the request as it came: handlers
 	// after this one (handle_path, rewrite, request_header) changed it.
 	r = withOwnVars(r)
-	orig.restore(r)
+	if keepOrig {
+		orig.restore(r)
+	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	forgetGroupsSince(groups, satisfied)
 	h.setAuthorization(r, out.Credential)
@@ -150,8 +155,8 @@ func withOwnVars(r *http.Request) *http.Request {
 }
 
 func (h *Handler) countUnauthorized(outcome string) {
-	metricUpstream401.WithLabelValues(h.identity.AccountID).Inc()
-	metricRetries.WithLabelValues(h.identity.AccountID, outcome).Inc()
+	h.counters.upstream401.Inc()
+	h.counters.retries[outcome].Inc()
 }
 
 // setAuthorization replaces whatever Authorization the client sent. The
@@ -322,6 +327,6 @@ func (h *Handler) unavailable(w http.ResponseWriter, err error) error {
 		wait = u.RetryAfter
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-	metricUnavailable.WithLabelValues(h.identity.AccountID).Inc()
+	h.counters.unavailable.Inc()
 	return caddyhttp.Error(http.StatusServiceUnavailable, err)
 }

@@ -13,7 +13,20 @@ import (
 	"slices"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
+
+// requestKeptAsItCame says whether, in r's server, nothing that may run
+// between h and the handler that answers can change the request, so that a
+// retry can start from r itself (routes.go, requestUntouched). Worked out
+// once per server instance; without a server the answer is no.
+func (h *Handler) requestKeptAsItCame(r *http.Request) bool {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if srv == nil || h.untouched == nil {
+		return false
+	}
+	return h.untouched.get(srv, func(srv *caddyhttp.Server) bool { return placeOf(srv, h).requestUntouched() })
+}
 
 // requestState is what later handlers may change on a request.
 type requestState struct {
