@@ -148,10 +148,12 @@ type Handler struct {
 	authPrefix string                     // the auth_scheme word and a space, or "" for the bare token
 	authCache  *atomic.Pointer[authValue] // nil for Bearer: the credential's own value serves
 	inner      *innerPlace                // which later handlers bring their own credential
-	untouched  *perServer[bool]           // whether nothing after it changes the request
+	retryNeeds *perServer[retryNeeds]     // what a retry must restore, from the routes after it
 	counters   *requestCounters           // the request path's metrics, resolved at provision
-	poolKey    string
-	logger     *zap.Logger
+	// placeholders is the provider of the last credential seen.
+	placeholders *atomic.Pointer[requestPlaceholders]
+	poolKey      string
+	logger       *zap.Logger
 	// configuredHost is where the identity goes first, as configured
 	// (domain, else csds), to tell identities apart in readiness.
 	configuredHost string
@@ -295,7 +297,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		public, secret = []string{cfg.jwt.AccountID, "app_jwt", cfg.jwt.ClientID, cfg.jwt.API}, cfg.jwt.ClientSecret
 	}
 	h.inner = new(innerPlace)
-	h.untouched = new(perServer[bool])
+	h.retryNeeds = new(perServer[retryNeeds])
+	h.placeholders = new(atomic.Pointer[requestPlaceholders])
 	h.authPrefix = cfg.authScheme
 	if h.authPrefix != "Bearer " {
 		h.authCache = new(atomic.Pointer[authValue])

@@ -46,8 +46,49 @@ func expandField(repl *caddy.Replacer, field, value string, secret bool) (string
 	return out, fmt.Errorf("%s: %w", field, err)
 }
 
+// requestPlaceholders answers {http.lpauth.*} for one handler and one
+// credential (nil: none yet). Made once per credential, it lets a request
+// add one provider to its replacer instead of four values to the
+// replacer's map (each insert takes a lock and may grow the map). What a
+// retry changes goes into the replacer's own values, which Caddy asks
+// before any provider.
+type requestPlaceholders struct {
+	cred   *credential
+	lookup caddy.ReplacerFunc
+}
+
+// placeholdersFor returns the provider of the request placeholders for c.
+func (h *Handler) placeholdersFor(c *credential) caddy.ReplacerFunc {
+	if p := h.placeholders.Load(); p != nil && p.cred == c {
+		return p.lookup
+	}
+	id := h.identity
+	p := &requestPlaceholders{cred: c, lookup: func(key string) (any, bool) {
+		if !strings.HasPrefix(key, "http.lpauth.") {
+			return nil, false
+		}
+		switch key[len("http.lpauth."):] {
+		case "account_id":
+			return id, true // a Stringer: no boxing per request
+		case "retried":
+			return false, true
+		case "domain":
+			if c != nil {
+				return (*issuerHost)(c), true
+			}
+		case "session_age":
+			if c != nil {
+				return (*credentialAge)(c), true
+			}
+		}
+		return nil, false
+	}}
+	h.placeholders.Store(p)
+	return p.lookup
+}
+
 // setCredentialPlaceholders sets the placeholders that describe the
-// credential.
+// credential, where it is not the one the request's provider describes.
 func setCredentialPlaceholders(repl *caddy.Replacer, c *credential) {
 	if repl != nil && c != nil {
 		repl.Set("http.lpauth.domain", (*issuerHost)(c))

@@ -375,12 +375,7 @@ func (p *handlerPlace) requestUntouched() bool {
 	if p == nil || len(p.path) == 0 {
 		return false
 	}
-	taken := map[string]bool{}
-	for _, c := range p.path {
-		if g := c.routes[c.route].Group; g != "" {
-			taken[g] = true // the routes of these groups are skipped
-		}
-	}
+	taken := p.takenGroups()
 	for i := len(p.path) - 1; i >= 0; i-- {
 		c := p.path[i]
 		rt := c.routes[c.route]
@@ -396,6 +391,56 @@ func (p *handlerPlace) requestUntouched() bool {
 		}
 	}
 	return true // past the server's last route Caddy runs nothing
+}
+
+// groupsAfter says whether a route that may run after the handler at p
+// belongs to a route group: only then can the first attempt take a group
+// that its retry must find free again. Doubt means true.
+func (p *handlerPlace) groupsAfter() bool {
+	if p == nil || len(p.path) == 0 {
+		return true
+	}
+	taken := p.takenGroups()
+	for _, c := range p.path {
+		rt := c.routes[c.route]
+		if handlersHaveGroups(rt.Handlers[c.handler:], taken) || routesHaveGroups(c.routes[c.route+1:], taken) {
+			return true
+		}
+	}
+	return false
+}
+
+// takenGroups are the groups of the routes that hold the handler at p: a
+// later route of one of them is skipped unseen.
+func (p *handlerPlace) takenGroups() map[string]bool {
+	taken := map[string]bool{}
+	for _, c := range p.path {
+		if g := c.routes[c.route].Group; g != "" {
+			taken[g] = true
+		}
+	}
+	return taken
+}
+
+func routesHaveGroups(routes caddyhttp.RouteList, taken map[string]bool) bool {
+	for _, rt := range routes {
+		if taken[rt.Group] {
+			continue // skipped unseen
+		}
+		if rt.Group != "" || handlersHaveGroups(rt.Handlers, taken) {
+			return true
+		}
+	}
+	return false
+}
+
+func handlersHaveGroups(handlers []caddyhttp.MiddlewareHandler, taken map[string]bool) bool {
+	for _, mh := range handlers {
+		if sr, ok := mh.(*caddyhttp.Subroute); ok && routesHaveGroups(sr.Routes, taken) {
+			return true
+		}
+	}
+	return false
 }
 
 // routesUntouched walks routes that may each run or not. answered: one of

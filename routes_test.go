@@ -411,38 +411,44 @@ func TestReachesAfterHandler(t *testing.T) {
 	}
 }
 
-// Which lpauth handlers may retry from the request itself, without a copy:
-// only where nothing that can run between them and the handler that
-// answers changes the request. The site-level handler comes first; an
-// inner one, when the layout has it, second.
-func TestRequestUntouchedAfterHandler(t *testing.T) {
+// What each lpauth handler's retry must restore: a copy of the request
+// only where a handler that can run between it and the handler that
+// answers may change the request; the route groups only where a route
+// after it is in one. The site-level handler comes first; an inner one,
+// when the layout has it, second.
+func TestRetryNeedsAfterHandler(t *testing.T) {
 	_, srv := emulator(t, ccemu.Config{})
 	up := hostport(srv)
+	copyReq, groups := retryNeeds{request: true}, retryNeeds{groups: true}
+	both, none := retryNeeds{request: true, groups: true}, retryNeeds{}
 	for _, tc := range []struct {
 		name     string
 		handlers string
-		want     []bool
+		want     []retryNeeds
 	}{
-		{"proxy right after", "\treverse_proxy " + up + "\n", []bool{true}},
-		{"request_header between", "\trequest_header X-Tag b\n\treverse_proxy " + up + "\n", []bool{false}},
-		{"uri before lpauth in directive order", "\turi strip_prefix /cc\n\treverse_proxy " + up + "\n", []bool{true}},
-		{"uri in a handle block", "\thandle {\n\t\turi strip_prefix /cc\n\t\treverse_proxy " + up + "\n\t}\n", []bool{false}},
-		{"rewrite in a handle block", "\thandle /x/* {\n\t\trewrite * /y{uri}\n\t\treverse_proxy " + up + "\n\t}\n\thandle {\n\t\treverse_proxy " + up + "\n\t}\n", []bool{false}},
-		{"encode edits If-None-Match", "\tencode gzip\n\treverse_proxy " + up + "\n", []bool{false}},
-		{"handle blocks of proxies and respond", "\thandle /a/* {\n\t\treverse_proxy " + up + "\n\t}\n\thandle {\n\t\trespond 404\n\t}\n", []bool{true}},
-		{"response header only", "\thandle {\n\t\theader X-Served lpauth\n\t\treverse_proxy " + up + "\n\t}\n", []bool{true}},
-		{"header_up edits the proxy's copy", "\treverse_proxy " + up + " {\n\t\theader_up X-Tag b\n\t}\n", []bool{true}},
-		{"handle_response runs on the request", "\treverse_proxy " + up + " {\n\t\t@bad status 500\n\t\thandle_response @bad {\n\t\t\trespond 502\n\t\t}\n\t}\n", []bool{false}},
-		{"an inner lpauth sets the header", proactiveBlock(srv, "/proactive/*") + "\thandle {\n\t\treverse_proxy " + up + "\n\t}\n", []bool{false, true}},
+		{"proxy right after", "\treverse_proxy " + up + "\n", []retryNeeds{none}},
+		{"request_header between", "\trequest_header X-Tag b\n\treverse_proxy " + up + "\n", []retryNeeds{copyReq}},
+		{"uri before lpauth in directive order", "\turi strip_prefix /cc\n\treverse_proxy " + up + "\n", []retryNeeds{none}},
+		// A lone handle block is in no group: Caddy's adapter drops it.
+		{"uri in a handle block", "\thandle {\n\t\turi strip_prefix /cc\n\t\treverse_proxy " + up + "\n\t}\n", []retryNeeds{copyReq}},
+		{"rewrite in a handle block", "\thandle /x/* {\n\t\trewrite * /y{uri}\n\t\treverse_proxy " + up + "\n\t}\n\thandle {\n\t\treverse_proxy " + up + "\n\t}\n", []retryNeeds{both}},
+		{"encode edits If-None-Match", "\tencode gzip\n\treverse_proxy " + up + "\n", []retryNeeds{copyReq}},
+		{"handle blocks of proxies and respond", "\thandle /a/* {\n\t\treverse_proxy " + up + "\n\t}\n\thandle {\n\t\trespond 404\n\t}\n", []retryNeeds{groups}},
+		{"response header only", "\thandle {\n\t\theader X-Served lpauth\n\t\treverse_proxy " + up + "\n\t}\n", []retryNeeds{none}},
+		{"header_up edits the proxy's copy", "\treverse_proxy " + up + " {\n\t\theader_up X-Tag b\n\t}\n", []retryNeeds{none}},
+		{"handle_response runs on the request", "\treverse_proxy " + up + " {\n\t\t@bad status 500\n\t\thandle_response @bad {\n\t\t\trespond 502\n\t\t}\n\t}\n", []retryNeeds{copyReq}},
+		// The inner handler's sibling handle block is in its group: skipped.
+		{"an inner lpauth sets the header", proactiveBlock(srv, "/proactive/*") + "\thandle {\n\t\treverse_proxy " + up + "\n\t}\n", []retryNeeds{both, none}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := loadedServer(t, srv, tc.handlers)
-			var got []bool
+			var got []retryNeeds
 			for _, h := range lpauthHandlersOf(s) {
-				got = append(got, placeOf(s, h).requestUntouched())
+				p := placeOf(s, h)
+				got = append(got, retryNeeds{request: !p.requestUntouched(), groups: p.groupsAfter()})
 			}
 			if !slices.Equal(got, tc.want) {
-				t.Fatalf("untouched %v, want %v for\n%s", got, tc.want, tc.handlers)
+				t.Fatalf("retry needs %+v, want %+v for\n%s", got, tc.want, tc.handlers)
 			}
 		})
 	}

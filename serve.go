@@ -4,10 +4,8 @@
 package lpauth
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"maps"
 	"math"
@@ -29,10 +27,11 @@ import (
 // ServeHTTP adds the bearer and handles an upstream 401.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	caddyhttp.SetVar(r.Context(), IdentityVar, h.identity)
+	cred := h.keeper.Current() // the fast path: one atomic load
+	mapped := cred             // the credential the placeholders describe
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
-		repl.Set("http.lpauth.account_id", h.identity) // a Stringer: no boxing per request
-		repl.Set("http.lpauth.retried", false)
+		repl.Map(h.placeholdersFor(cred))
 	}
 	if !keepAuthorizationEndToEnd(r.Header) && r.Method != http.MethodConnect {
 		// Counted, so that a logout after a reload waits for it; an
@@ -41,7 +40,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.keeper.BeginRequest()
 		defer h.keeper.EndRequest()
 	}
-	cred := h.keeper.Current() // the fast path: one atomic load
 	// Without a credential, a handler after this one that brings its own
 	// (see nested.go) spares the wait; should it not run after all, the
 	// 401 is handled below as for any credential, with this one's.
@@ -53,9 +51,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	dropAuthorizationTrailer(r)
+	bodyIn := r.Body
 	body, replayable, err := h.bufferBody(r)
 	if err != nil {
 		return err
+	}
+	if body != nil {
+		defer body.release()
 	}
 	if forInner && !replayable {
 		// Too late to fall back if the inner handler did not run.
@@ -67,7 +69,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		cred = cur // reading the body may have taken a while
 	}
 	h.setAuthorization(r, cred)
-	setCredentialPlaceholders(repl, cred)
+	if cred != mapped {
+		setCredentialPlaceholders(repl, cred)
+	}
 
 	if !replayable {
 		rec := newHoldBackWriter(w, false)
@@ -86,12 +90,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// header map (a held-back 401 fills it) and the request.
 	var before headerRefs
 	before.take(w.Header())
+	needs := h.retryNeedsFor(r)
 	var orig requestState
-	keepOrig := !h.requestKeptAsItCame(r)
-	if keepOrig {
+	if needs.request {
 		orig.take(r)
 	}
-	groups, satisfied := routeGroups(r)
+	var groups map[string]struct{}
+	var satisfied []string
+	if needs.groups {
+		groups, satisfied = routeGroups(r)
+	}
 	rec := newHoldBackWriter(w, true)
 	defer rec.release()
 	err = next.ServeHTTP(rec, r)
@@ -125,10 +133,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// The retry runs the same routes on the request as it came: handlers
 	// after this one (handle_path, rewrite, request_header) changed it.
 	r = withOwnVars(r)
-	if keepOrig {
+	if needs.request {
 		orig.restore(r)
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.Body = bodyIn // nil or http.NoBody, when it had none
+	if body != nil {
+		r.Body = body.reader()
+	}
 	forgetGroupsSince(groups, satisfied)
 	h.setAuthorization(r, out.Credential)
 	setCredentialPlaceholders(repl, out.Credential)
@@ -251,44 +262,6 @@ func namesAuthorization(v string) bool {
 // header it names.
 func isAuthorization(tok string) bool {
 	return len(tok) == len("Authorization") && strings.EqualFold(tok, "Authorization")
-}
-
-// bufferBody reads a body of up to the limit so it can be replayed. A
-// larger one is put back together (what was read, then the rest) and
-// streamed. It returns the buffered bytes and whether the request can be
-// replayed.
-func (h *Handler) bufferBody(r *http.Request) ([]byte, bool, error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, true, nil
-	}
-	limit := h.RetryBodyLimit
-	if r.ContentLength > limit {
-		return nil, false, nil
-	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		// Trust the client's length only so far: the body may never come.
-		buf.Grow(int(min(r.ContentLength, 1<<20)) + bytes.MinRead)
-	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, false, caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
-		}
-		return nil, false, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("lpauth: reading request body: %w", err))
-	}
-	if n > limit {
-		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf.Bytes()), r.Body), r.Body}
-		return nil, false, nil
-	}
-	r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
-	return buf.Bytes(), true, nil
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
 }
 
 // dropAuthorizationTrailer keeps a client's Authorization trailer from

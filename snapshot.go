@@ -16,16 +16,27 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// requestKeptAsItCame says whether, in r's server, nothing that may run
-// between h and the handler that answers can change the request, so that a
-// retry can start from r itself (routes.go, requestUntouched). Worked out
-// once per server instance; without a server the answer is no.
-func (h *Handler) requestKeptAsItCame(r *http.Request) bool {
+// retryNeeds is what a retry must restore, for one handler in one server
+// instance: worked out from the server's routes once (routes.go).
+type retryNeeds struct {
+	// request: a handler that may run between this one and the one that
+	// answers can change the request, so a copy of it is kept.
+	request bool
+	// groups: a route after this handler is in a route group, so the
+	// groups the first attempt took are freed for the retry.
+	groups bool
+}
+
+// retryNeedsFor answers for r's server; without one, everything is kept.
+func (h *Handler) retryNeedsFor(r *http.Request) retryNeeds {
 	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	if srv == nil || h.untouched == nil {
-		return false
+	if srv == nil || h.retryNeeds == nil {
+		return retryNeeds{request: true, groups: true}
 	}
-	return h.untouched.get(srv, func(srv *caddyhttp.Server) bool { return placeOf(srv, h).requestUntouched() })
+	return h.retryNeeds.get(srv, func(srv *caddyhttp.Server) retryNeeds {
+		p := placeOf(srv, h)
+		return retryNeeds{request: !p.requestUntouched(), groups: p.groupsAfter()}
+	})
 }
 
 // requestState is what later handlers may change on a request.
