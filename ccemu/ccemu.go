@@ -4,10 +4,13 @@
 // Package ccemu emulates the parts of LivePerson Conversational Cloud that a
 // client of the Login Service needs: the Domain API (CSDS), the Login Service
 // (agentVep: login, refresh, logout), Sentinel's application tokens (OAuth
-// 2.0 client_credentials, AppJWT) and a protected data API that echoes what
-// it received. It is meant for tests (mount it on an
+// 2.0 client_credentials, AppJWT), a protected data API that echoes what
+// it received and the agent messaging WebSocket (UMS) as far as its login
+// contract goes. It is meant for tests (mount it on an
 // httptest.Server), for demos and for users who want to exercise their own
-// apps without a real account. It imports only the standard library.
+// apps without a real account. Besides the standard library it imports
+// only github.com/coder/websocket, for the UMS socket: a well-kept library
+// does WebSocket framing and the close handshake better than code of ours.
 //
 // # Endpoints (Emulator.ServeHTTP)
 //
@@ -62,6 +65,34 @@
 //	GET  /sentinel/well-known/jwks
 //	     {"keys":[{"kty":"RSA","use":"sig","alg":"RS256","kid","n","e"}]}
 //
+// UMS, the agent messaging WebSocket, is served on the host the Domain API
+// names for services facadeMsg and asyncMessagingEnt (the emulator's own
+// host unless SetServiceHost moves them), as CC serves it there:
+//
+//	GET  /ws_api/account/{id}/messaging/brand/{bearer}?v=2.1   (v=2 too; a
+//	     trailing slash after the bearer is the same path; missing v
+//	     accepted unless Config.RequireVersion, any other v is a 400)
+//	     upgrades to a WebSocket only when {bearer} is the bearer of a live
+//	     Login Service session of account {id}. A dead, unknown or foreign
+//	     bearer, an AppJWT (not a UMS credential), a wrong {id} and a
+//	     FailNextUMSHandshakes answer 401 with the data API's envelope
+//	     (internalCode 1) and no upgrade; after Close, 503.
+//
+// On the socket, text frames carry JSON requests:
+// {"kind":"req","id":"1","type":"GetClock"} (or ".GetClock", as
+// node-agent-sdk spells it) is answered
+// {"kind":"resp","reqId":"1","code":200,"type":"GetClock$Response","body":{"currentTime":<ms>}}
+// with Config.Clock's time; any other request gets "code":400 and a body
+// {"msg":...} naming the problem. Pings get pongs. A socket closes with
+// 4401 "token expired" when its session ends, however it ends (TTL,
+// logout, a login of the same user, SetPassword, ExpireSessions, Reset):
+// at once where the emulator ends it, and within a sweep period (250 ms)
+// when the session only runs past its deadline by Config.Clock. A socket
+// with no frame from the client (request, ping or pong) for the UMS idle
+// timeout (default 60 s, real time) closes with 1000 "idle". Close closes
+// the open sockets with 1001 and stops the sweep; call it when the
+// emulator is no longer served.
+//
 // Both token endpoints also take the client's credentials as HTTP Basic
 // (RFC 6749 section 2.3.1, each half form-encoded) instead of the
 // client_id/client_secret parameters, so golang.org/x/oauth2/clientcredentials
@@ -94,7 +125,8 @@
 // and logout then get 401 as for an unknown session (counted in
 // sessions_ended_by_login). AppJWTs are not sessions and are never ended
 // this way. Config.MultipleSessions (or SetMultipleSessions) lets a user
-// hold several live sessions, for a test that needs them. "Now" is
+// hold several live sessions, for a test that needs them. A session's end
+// also closes its UMS sockets with 4401. "Now" is
 // Config.Clock's time (real time by default), so a test with a fake clock
 // expires sessions and moves the login rate-limit window by advancing it.
 //
@@ -121,9 +153,10 @@
 // ExpireSessions, SetPassword, SetSessionTTL, SetLoginRate, SetServiceHost,
 // SetMultipleSessions,
 // FailNextTokens, DelayNextTokens, SetTokenRate, SetTokenLifetime,
-// RevokeTokens and RequireBareToken change behaviour at run time; Counters,
-// LoginAttemptTimes and IssuedSecrets let tests observe it. ControlHandler exposes the same knobs (never the
-// secrets) over HTTP.
+// RevokeTokens, RequireBareToken, FailNextUMSHandshakes and
+// SetUMSIdleTimeout change behaviour at run time; Counters,
+// LoginAttemptTimes, UMSHandshakes and IssuedSecrets let tests observe it.
+// ControlHandler exposes the same knobs (never the secrets) over HTTP.
 package ccemu
 
 import (
@@ -228,7 +261,8 @@ type Config struct {
 	// {"baseURIs":[...]} (as the current docs show) instead of the object
 	// form real clients read.
 	DomainArrayForm bool
-	// RequireVersion makes a login without ?v= a 400; by default it is accepted.
+	// RequireVersion makes a login or a UMS handshake without ?v= a 400;
+	// by default it is accepted.
 	RequireVersion bool
 	// MultipleSessions lets one user hold several live sessions. By
 	// default, as in CC, a successful login ends the user's other sessions.
@@ -257,6 +291,11 @@ type Config struct {
 	// the "Bearer " word (see Emulator.RequireBareToken); by default both
 	// forms are accepted.
 	RequireBareToken bool
+
+	// UMSIdleTimeout is how long a UMS socket may go without a frame from
+	// the client before it is closed with 1000 "idle"; default
+	// DefaultUMSIdleTimeout (see Emulator.SetUMSIdleTimeout).
+	UMSIdleTimeout time.Duration
 }
 
 // Counters reports what the emulator has seen since New or Reset.
@@ -292,6 +331,23 @@ type Counters struct {
 	TokenRequestsServerError   int64 `json:"token_requests_server_error"`
 	TokensIssued               int64 `json:"tokens_issued"` // AppJWTs signed (equals TokenRequestsOK)
 	LiveTokens                 int   `json:"live_tokens"`   // issued, unexpired and not revoked
+
+	// UMS, the agent messaging WebSocket. Every request on its path counts
+	// in UMSHandshakes. Every socket opened counts in UMSUpgrades and,
+	// once the emulator or the client has ended it, in exactly one of the
+	// UMSCloses* counters (counted when the emulator decides to close,
+	// before the close frame is sent), so UMSUpgrades = UMSOpenSockets +
+	// the UMSCloses* counters.
+	UMSHandshakes     int64 `json:"ums_handshakes"`
+	UMSHandshake401s  int64 `json:"ums_handshake_401s"` // dead, unknown, foreign or AppJWT token, or FailNextUMSHandshakes
+	UMSUpgrades       int64 `json:"ums_upgrades"`
+	UMSRequests       int64 `json:"ums_requests"`         // data frames received on sockets
+	UMSGetClocks      int64 `json:"ums_get_clocks"`       // GetClock requests answered
+	UMSCloses4401     int64 `json:"ums_closes_4401"`      // closed because their session ended
+	UMSClosesIdle     int64 `json:"ums_closes_idle"`      // closed 1000 "idle"
+	UMSClosesShutdown int64 `json:"ums_closes_shutdown"`  // closed 1001 by Close
+	UMSClosesByClient int64 `json:"ums_closes_by_client"` // ended by the client: its close frame or a broken connection
+	UMSOpenSockets    int   `json:"ums_open_sockets"`
 }
 
 type session struct {
@@ -328,6 +384,7 @@ type Emulator struct {
 	secrets     []string
 
 	sentinel // the Sentinel side: application tokens
+	ums      umsState
 }
 
 // New returns an Emulator configured by cfg; empty fields take the defaults
@@ -371,6 +428,8 @@ func New(cfg Config) *Emulator {
 	e.SetLoginRate(cfg.LoginRate, cfg.LoginRateWindow)
 	e.multiple = cfg.MultipleSessions
 	e.initSentinel(cfg)
+	e.ums.open = map[*umsSocket]struct{}{}
+	e.SetUMSIdleTimeout(cfg.UMSIdleTimeout)
 	return e
 }
 
@@ -567,6 +626,7 @@ func (e *Emulator) ExpireSessions() int {
 	n := e.liveLocked(e.now())
 	e.sessions = map[string]*session{}
 	e.byBearer = map[string]*session{}
+	e.umsSessionEndedLocked(nil)
 	return n
 }
 
@@ -642,13 +702,16 @@ var (
 )
 
 // Reset clears the fault knobs, counters, login attempt times, the rate-limit
-// histories, all sessions and all AppJWTs. The session TTL, login rate,
-// token lifetime, token rate, RequireBareToken, SetMultipleSessions and
-// service hosts stay as set, and IssuedSecrets keeps its history because old secrets may
-// still be in logs.
+// histories, the UMS handshake log, all sessions (their UMS sockets close
+// with 4401 first) and all AppJWTs. The session TTL, login rate, token
+// lifetime, token rate, RequireBareToken, SetMultipleSessions, the UMS idle
+// timeout and service hosts stay as set, and IssuedSecrets keeps its
+// history because old secrets may still be in logs.
 func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.umsSessionEndedLocked(nil)
+	e.ums.failNext, e.ums.log = 0, nil
 	e.failLogins, e.delayLogins, e.failRefresh, e.failDomain = injection{}, delays{}, injection{}, injection{}
 	if e.hold.release != nil {
 		close(e.hold.release) // a held call goes on
@@ -671,6 +734,7 @@ func (e *Emulator) Counters() Counters {
 	c.LiveSessions = e.liveLocked(now)
 	c.HeldDataCalls = e.hold.held
 	c.LiveTokens = e.liveTokensLocked(now)
+	c.UMSOpenSockets = len(e.ums.open)
 	return c
 }
 
@@ -703,12 +767,15 @@ func (e *Emulator) liveLocked(now time.Time) int {
 	return n
 }
 
+// dropLocked ends a session, and with it its UMS sockets.
 func (e *Emulator) dropLocked(id string, s *session) {
 	delete(e.sessions, id)
 	delete(e.byBearer, s.bearer)
+	e.umsSessionEndedLocked(s)
 }
 
-// ServeHTTP answers the Domain API, the Login Service and the data API.
+// ServeHTTP answers the Domain API, the Login Service, Sentinel, the data
+// API and UMS handshakes.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	switch {
@@ -716,6 +783,9 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p = strings.TrimPrefix(p, "/api/account/")
 	case strings.HasPrefix(p, "/sentinel/"):
 		e.sentinelCall(w, r, strings.TrimPrefix(p, "/sentinel/"))
+		return
+	case strings.HasPrefix(p, "/ws_api/"):
+		e.umsHandshake(w, r, strings.TrimPrefix(p, "/ws_api/"))
 		return
 	case strings.HasPrefix(p, "/csdr/account/"):
 		// The legacy prefix only ever served the Domain API.

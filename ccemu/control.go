@@ -35,10 +35,13 @@ import (
 //	POST {prefix}/release-data                               let every held data API call go on
 //	POST {prefix}/set-password?user=demo-agent&end_sessions=true   {"user":...,"ended_sessions":N}
 //	     with the new password in a form body, password=... (never in the URL)
+//	POST {prefix}/fail-ums-handshakes?count=1                answer 401 to the next UMS handshakes, live bearer or not
+//	POST {prefix}/ums-idle-timeout?timeout=60s               close UMS sockets silent that long (1000 "idle")
+//	GET  {prefix}/ums-handshakes                             {"handshakes":[{"account","bearer_fingerprint","version","upgraded"},...]}
 //	POST {prefix}/reset
 //
-// count defaults to 1 and status to 500; retry_after, window, delay, ttl and
-// lifetime accept a Go duration or whole seconds. A bad parameter answers 400 naming it, a wrong
+// count defaults to 1 and status to 500; retry_after, window, delay, ttl,
+// lifetime and timeout accept a Go duration or whole seconds. A bad parameter answers 400 naming it, a wrong
 // method 405. set-password takes the password only from an
 // application/x-www-form-urlencoded body, so it never lands in an access
 // log or a proxy's URL log; end_sessions (true or false) is required.
@@ -70,13 +73,14 @@ func badParam(name, want string) error {
 
 func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) {
 	want := http.MethodPost
-	if name == "counters" {
+	if name == "counters" || name == "ums-handshakes" {
 		want = http.MethodGet
 	}
 	switch name {
 	case "counters", "expire", "fail-logins", "delay-logins", "fail-refreshes", "fail-domain-lookups",
 		"service-host", "login-rate", "session-ttl", "reset", "fail-tokens", "delay-tokens", "token-rate",
-		"token-lifetime", "revoke-tokens", "require-bare-token", "set-password", "multiple-sessions", "hold-data", "release-data":
+		"token-lifetime", "revoke-tokens", "require-bare-token", "set-password", "multiple-sessions", "hold-data", "release-data",
+		"fail-ums-handshakes", "ums-idle-timeout", "ums-handshakes":
 	default:
 		e.writeError(w, http.StatusNotFound, codeNotFound, "Unknown control endpoint "+name)
 		return
@@ -111,6 +115,20 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 	case "release-data":
 		e.ReleaseDataCalls()
 		out = map[string]bool{"released": true}
+	case "fail-ums-handshakes":
+		var n int
+		if n, err = intParam(q, "count", 1, 0); err == nil {
+			e.FailNextUMSHandshakes(n)
+			out = map[string]int{"count": n}
+		}
+	case "ums-idle-timeout":
+		var d time.Duration
+		if d, err = durationParam(q, "timeout", -1, true); err == nil {
+			e.SetUMSIdleTimeout(d)
+			out = map[string]string{"timeout": d.String()}
+		}
+	case "ums-handshakes":
+		out = map[string][]UMSHandshake{"handshakes": append([]UMSHandshake{}, e.UMSHandshakes()...)}
 	case "fail-logins", "fail-tokens":
 		var n, status int
 		var retry time.Duration

@@ -13,7 +13,7 @@ import (
 
 // The client lpauth uses gets a token from both endpoints whichever way it
 // sends the client's credentials. (Only this test imports x/oauth2; the
-// emulator itself uses the standard library only.)
+// emulator itself does not.)
 func TestSentinelWithOAuth2Client(t *testing.T) {
 	t.Parallel()
 	e, srv := newServer(t, Config{})

@@ -337,14 +337,13 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 		e.mu.Lock()
 		e.counters.UnauthorizedDataCalls++
 		e.mu.Unlock()
-		w.Header().Set("WWW-Authenticate", `Bearer realm="ccemu"`)
-		w.Header().Set("X-Ccemu-Error", "unauthorized")
 		if refusal != "" {
 			// A JWT-shaped credential gets the messaging APIs' body.
+			setUnauthorizedHeaders(w)
 			writeJSON(w, http.StatusUnauthorized, map[string]any{"code": 0, "message": refusal})
 			return
 		}
-		e.writeError(w, http.StatusUnauthorized, codeBearer, msg)
+		e.writeUnauthorized(w, msg)
 		return
 	}
 
@@ -354,7 +353,6 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 		e.writeError(w, http.StatusBadRequest, codeBadRequest, "Could not read request body")
 		return
 	}
-	fp := sha256.Sum256([]byte(cred))
 	e.mu.Lock()
 	switch {
 	case status >= 200 && status < 300:
@@ -377,13 +375,36 @@ func (e *Emulator) data(w http.ResponseWriter, r *http.Request, id, rest string)
 		AuthorizationPresent: hasAuth,
 		AuthorizationScheme:  scheme,
 		CredentialKind:       kind,
-		BearerFingerprint:    hex.EncodeToString(fp[:4]),
+		BearerFingerprint:    BearerFingerprint(cred),
 		CookiePresent:        len(r.Cookies()) > 0,
 		UserAgent:            r.UserAgent(),
 		XRequestID:           r.Header.Get("X-Request-Id"),
 		LoginName:            loginName,
 		ClientID:             clientID,
 	})
+}
+
+// BearerFingerprint returns the short fingerprint by which the emulator
+// names a credential where it must not show it: the data API's
+// bearer_fingerprint and UMSHandshake.BearerFingerprint. It is the first 4
+// bytes of the credential's SHA-256 in hex, enough for a test to tell
+// which of its tokens was used.
+func BearerFingerprint(credential string) string {
+	fp := sha256.Sum256([]byte(credential))
+	return hex.EncodeToString(fp[:4])
+}
+
+// writeUnauthorized refuses a credential as the data API does: 401, the
+// envelope with internal code 1 and the headers a client may look at. UMS
+// handshakes are refused the same way.
+func (e *Emulator) writeUnauthorized(w http.ResponseWriter, msg string) {
+	setUnauthorizedHeaders(w)
+	e.writeError(w, http.StatusUnauthorized, codeBearer, msg)
+}
+
+func setUnauthorizedHeaders(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="ccemu"`)
+	w.Header().Set("X-Ccemu-Error", "unauthorized")
 }
 
 // credential reads the Authorization header: "Bearer <token>" (the word in

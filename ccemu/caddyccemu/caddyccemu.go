@@ -4,7 +4,9 @@
 // Package caddyccemu serves the ccemu Conversational Cloud emulator from
 // Caddy as the terminal handler "http.handlers.ccemu" (Caddyfile directive
 // "ccemu"). Emulators are pooled by account, base URI and domain form, so
-// sessions and counters survive a config reload.
+// sessions, counters and open UMS sockets survive a config reload. The UMS
+// WebSocket upgrades through Caddy: the emulator's library finds the
+// connection to hijack by unwrapping Caddy's response writer.
 package caddyccemu
 
 import (
@@ -30,13 +32,17 @@ func init() {
 // pool keeps emulators alive across reloads.
 var pool = caddy.NewUsagePool()
 
-// pooled adapts an Emulator to caddy.Destructor; it holds only memory.
+// pooled adapts an Emulator to caddy.Destructor.
 type pooled struct{ *ccemu.Emulator }
 
-func (pooled) Destruct() error { return nil }
+// Destruct runs when no loaded config uses the emulator any more: it closes
+// the emulator's UMS sockets (1001) and stops their expiry sweep, which
+// would otherwise outlive the config.
+func (p pooled) Destruct() error { return p.Close() }
 
-// Handler serves the emulator (Domain API, Login Service, data API) and,
-// under ControlPath, its control API. It never calls the next handler.
+// Handler serves the emulator (Domain API, Login Service, Sentinel, data
+// API, UMS WebSocket) and, under ControlPath, its control API. It never
+// calls the next handler.
 type Handler struct {
 	// AccountID is the emulated account. Default "12345678".
 	AccountID string `json:"account_id,omitempty"`
@@ -77,6 +83,9 @@ type Handler struct {
 	// MultipleSessions lets one user hold several live sessions. Default
 	// false: as in CC, a login ends that user's other sessions.
 	MultipleSessions bool `json:"multiple_sessions,omitempty"`
+	// UMSIdleTimeout is how long a UMS socket may go without a frame from
+	// the client before the emulator closes it (1000 "idle"). Default 60s.
+	UMSIdleTimeout caddy.Duration `json:"ums_idle_timeout,omitempty"`
 
 	emu     *ccemu.Emulator
 	control http.Handler
@@ -98,7 +107,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.AccountID = ccemu.DefaultAccountID
 	}
 	if h.SessionTTL < 0 || h.LoginRate < 0 || h.LoginRateWindow < 0 ||
-		h.TokenLifetime < 0 || h.TokenRate < 0 || h.TokenRateWindow < 0 {
+		h.TokenLifetime < 0 || h.TokenRate < 0 || h.TokenRateWindow < 0 || h.UMSIdleTimeout < 0 {
 		return errNegative
 	}
 	if h.ControlPath != "" && !strings.HasPrefix(h.ControlPath, "/") {
@@ -129,6 +138,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.emu.SetTokenRate(h.TokenRate, time.Duration(h.TokenRateWindow))
 	h.emu.RequireBareToken(h.RequireBareToken)
 	h.emu.SetMultipleSessions(h.MultipleSessions)
+	h.emu.SetUMSIdleTimeout(time.Duration(h.UMSIdleTimeout))
 	if h.ControlPath != "" {
 		h.control = h.emu.ControlHandler(h.ControlPath)
 	}
@@ -140,7 +150,7 @@ type configError string
 func (e configError) Error() string { return string(e) }
 
 const (
-	errNegative    = configError("ccemu: session_ttl, login_rate, login_rate_window, token_lifetime, token_rate and token_rate_window must not be negative")
+	errNegative    = configError("ccemu: session_ttl, login_rate, login_rate_window, token_lifetime, token_rate, token_rate_window and ums_idle_timeout must not be negative")
 	errControlPath = configError("ccemu: control_path must start with /")
 )
 
@@ -186,6 +196,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    token_rate     <n> [<window>]
 //	    require_bare_token
 //	    multiple_sessions
+//	    ums_idle_timeout <duration>
 //	}
 //
 // Every subdirective is optional; the block may be omitted.
@@ -217,7 +228,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "client_secret":
 				h.ClientSecret = v
 			}
-		case "session_ttl", "token_lifetime":
+		case "session_ttl", "token_lifetime", "ums_idle_timeout":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -226,10 +237,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || dur <= 0 {
 				return d.Errf("%s: invalid duration %q", sub, v)
 			}
-			if sub == "session_ttl" {
+			switch sub {
+			case "session_ttl":
 				h.SessionTTL = caddy.Duration(dur)
-			} else {
+			case "token_lifetime":
 				h.TokenLifetime = caddy.Duration(dur)
+			default:
+				h.UMSIdleTimeout = caddy.Duration(dur)
 			}
 		case "login_rate", "token_rate":
 			args := d.RemainingArgs()

@@ -29,6 +29,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		token_rate     3 2s
 		require_bare_token
 		multiple_sessions
+		ums_idle_timeout 90s
 	}`)
 	var h Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -40,7 +41,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		ControlPath: "/_ccemu", DomainArrayForm: true,
 		ClientID: "app-1", ClientSecret: "app-1-secret", TokenLifetime: caddy.Duration(5 * time.Second),
 		TokenRate: 3, TokenRateWindow: caddy.Duration(2 * time.Second), RequireBareToken: true,
-		MultipleSessions: true,
+		MultipleSessions: true, UMSIdleTimeout: caddy.Duration(90 * time.Second),
 	}
 	if h != want {
 		t.Errorf("got %+v\nwant %+v", h, want)
@@ -66,6 +67,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		"ccemu {\n client_secret\n}":         "argument",
 		"ccemu {\n require_bare_token on\n}": "argument",
 		"ccemu {\n multiple_sessions yes\n}": "argument",
+		"ccemu {\n ums_idle_timeout -1s\n}":  "ums_idle_timeout",
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
