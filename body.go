@@ -25,6 +25,11 @@ func (h *Handler) bufferBody(r *http.Request) (_ *replayBody, replayable bool, _
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, true, nil
 	}
+	if r.Method == http.MethodConnect {
+		// An HTTP/2 extended CONNECT (a WebSocket over HTTP/2): its body
+		// is the stream itself, which never ends while the socket lives.
+		return nil, false, nil
+	}
 	limit := h.RetryBodyLimit
 	if r.ContentLength > limit {
 		return nil, false, nil

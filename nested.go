@@ -53,3 +53,18 @@ func bringsOwnCredential(mh caddyhttp.MiddlewareHandler) bool {
 func (h *Handler) nestedRan(r *http.Request) bool {
 	return IdentityFrom(r) != h.identity
 }
+
+// laterServesAccount says whether, for r, a handler after h that certainly
+// runs is an lpauth with a session of account: a messaging WebSocket path
+// naming that account is then passed on for it.
+func (h *Handler) laterServesAccount(r *http.Request, account string) bool {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if srv == nil || h.inner == nil {
+		return false
+	}
+	place := h.inner.get(srv, func(srv *caddyhttp.Server) *handlerPlace { return placeOf(srv, h) })
+	return place.reaches(r, func(mh caddyhttp.MiddlewareHandler) bool {
+		lp, ok := mh.(*Handler)
+		return ok && lp.identity.AccountID == account && lp.keeper.Identity().Kind != appJWTKind
+	})
+}

@@ -33,7 +33,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if repl != nil {
 		repl.Map(h.placeholdersFor(cred))
 	}
-	if !keepAuthorizationEndToEnd(r.Header) && r.Method != http.MethodConnect {
+	ums, isUMS := umsPathOf(r)
+	if isUMS && ums.account != h.identity.AccountID {
+		if !h.laterServesAccount(r, ums.account) {
+			return h.umsForbidden(ums)
+		}
+		isUMS = false // passed on unchanged, for the handler that serves it
+	}
+	isUMS = isUMS && h.keeper.Identity().Kind != appJWTKind // an AppJWT is no UMS credential
+	upgrade := keepAuthorizationEndToEnd(r.Header)
+	if !upgrade && r.Method != http.MethodConnect {
 		// Counted, so that a logout after a reload waits for it; an
 		// upgraded connection (HTTP/1.1 Upgrade, HTTP/2 CONNECT) may last
 		// for hours and is not waited for.
@@ -73,10 +82,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		setCredentialPlaceholders(repl, cred)
 	}
 
+	// What the handlers after this one get: r, or for the messaging
+	// WebSocket a copy with the bearer in its path, and for its upgrade a
+	// writer that watches CC's close frames.
+	serveNext := func(w http.ResponseWriter, r *http.Request, c *credential) error {
+		if isUMS && c != nil {
+			r = withBearerInPath(r, ums, c.Token)
+			if upgrade {
+				w = &closeWatchWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, onClose: func(code int) { h.umsClosed(c, code) }}
+			}
+		}
+		return next.ServeHTTP(w, r)
+	}
+
 	if !replayable {
 		rec := newHoldBackWriter(w, false)
 		defer rec.release()
-		err := next.ServeHTTP(rec, r)
+		err := serveNext(rec, r, cred)
 		if rec.status == http.StatusUnauthorized && !h.nestedRan(r) {
 			// Too late to retry this one, but the next requests should
 			// find a live credential.
@@ -102,7 +124,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	rec := newHoldBackWriter(w, true)
 	defer rec.release()
-	err = next.ServeHTTP(rec, r)
+	err = serveNext(rec, r, cred)
 	if rec.Large401() {
 		h.countUnauthorized("large_401") // the endpoint's own: streamed, the session not asked
 	}
@@ -149,7 +171,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if c := h.logger.Check(zapcore.DebugLevel, "retrying after upstream 401"); c != nil {
 		c.Write(zap.String("account_id", h.identity.AccountID), zap.String("uri", r.RequestURI), zap.Bool("token_already_replaced", out.Verdict == verdictRetryLate))
 	}
-	return next.ServeHTTP(w, r)
+	return serveNext(w, r, out.Credential)
 }
 
 // withOwnVars gives the retry a copy of the request's variables. The first

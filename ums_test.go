@@ -1,0 +1,261 @@
+// Copyright 2026 The lpauth Authors
+// SPDX-License-Identifier: Apache-2.0
+
+package lpauth
+
+// The agent messaging WebSocket (UMS) through a real Caddy, against the
+// emulator's UMS, with a real WebSocket client: the bearer goes into the
+// path, a dead session at the handshake costs one re-login, and CC's 4401
+// closes start the re-login before the bots reconnect.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/lpauth/caddy-lpauth/ccemu"
+)
+
+// umsPathFor is the messaging WebSocket path of account, without a bearer,
+// then suffix.
+func umsPathFor(account, suffix string) string {
+	return "/ws_api/account/" + account + "/messaging/brand" + suffix + "?v=2.1"
+}
+
+// dialUMS opens a socket through the proxy, as a bot with no token would.
+func dialUMS(t *testing.T, path string) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, "ws://"+proxyAddr+path, nil)
+	if c != nil {
+		t.Cleanup(func() { c.CloseNow() })
+	}
+	return c, resp, err
+}
+
+// mustDialUMS fails the test unless the socket opens (101).
+func mustDialUMS(t *testing.T, path string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := dialUMS(t, path)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: status %d: %v", path, status, err)
+	}
+	return c
+}
+
+// getClock does one GetClock round trip.
+func getClock(t *testing.T, c *websocket.Conn, id int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := fmt.Sprintf(`{"kind":"req","id":"%d","type":"GetClock"}`, id)
+	if err := c.Write(ctx, websocket.MessageText, []byte(req)); err != nil {
+		t.Fatalf("GetClock: %v", err)
+	}
+	_, msg, err := c.Read(ctx)
+	if err != nil {
+		t.Fatalf("GetClock answer: %v", err)
+	}
+	var resp struct {
+		Kind, ReqID, Type string
+		Code              int
+		Body              struct {
+			CurrentTime int64 `json:"currentTime"`
+		}
+	}
+	if err := json.Unmarshal(msg, &resp); err != nil || resp.Code != 200 || resp.Type != "GetClock$Response" || resp.ReqID != fmt.Sprint(id) || resp.Body.CurrentTime == 0 {
+		t.Fatalf("GetClock answered %s (%v)", msg, err)
+	}
+}
+
+// lastHandshake is the emulator's record of the latest UMS handshake.
+func lastHandshake(t *testing.T, emu *ccemu.Emulator) ccemu.UMSHandshake {
+	t.Helper()
+	hs := emu.UMSHandshakes()
+	if len(hs) == 0 {
+		t.Fatal("the emulator saw no UMS handshake")
+	}
+	return hs[len(hs)-1]
+}
+
+// A bot with no token, with a trailing slash, or with a dummy token of its
+// own gets a socket opened with the live bearer and ?v=2.1; GetClock works;
+// normal closes cost CC neither a refresh nor a login.
+func TestUMSBearerGoesIntoThePath(t *testing.T) {
+	emu := loggedInProxy(t)
+	live := send(t, "GET", dataPath("who"), nil).echo(t).BearerFingerprint
+	for i, suffix := range []string{"", "/", "/dummy-token-of-the-bot"} {
+		c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, suffix))
+		getClock(t, c, i+1)
+		if h := lastHandshake(t, emu); !h.Upgraded || h.Version != "2.1" || h.BearerFingerprint != live || h.Account != ccemu.DefaultAccountID {
+			t.Errorf("suffix %q: the emulator saw %+v, want an upgrade with the live bearer (%s) and v=2.1", suffix, h, live)
+		}
+		if err := c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	}
+	if n := emu.Counters(); n.LoginAttempts != 1 || n.Refreshes != 0 || n.UMSUpgrades != 3 {
+		t.Fatalf("%+v: want 1 login, no refresh and 3 upgrades", n)
+	}
+}
+
+// A UMS path naming another account is refused with 403 and never sent
+// upstream: the bearer of one account never goes into another's URL.
+func TestUMSOtherAccountIsForbidden(t *testing.T) {
+	emu := loggedInProxy(t)
+	_, resp, err := dialUMS(t, umsPathFor("99999999", ""))
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial of another account's path: status %d, err %v; want 403", status, err)
+	}
+	if n := emu.Counters().UMSHandshakes; n != 0 {
+		t.Fatalf("the emulator saw %d UMS handshakes, want none", n)
+	}
+}
+
+// A session that died before the handshake: CC answers the upgrade 401,
+// lpauth logs in once and retries it with the new bearer in the path; the
+// bot sees 101.
+func TestUMSDeadSessionAtHandshakeCostsOneRelogin(t *testing.T) {
+	emu := loggedInProxy(t)
+	emu.ExpireSessions()
+	c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+	getClock(t, c, 1)
+	if n := emu.Counters(); n.LoginAttempts != 2 || n.UMSHandshake401s != 1 || n.UMSUpgrades != 1 {
+		t.Fatalf("%+v: want one re-login, one refused handshake, one upgrade", n)
+	}
+}
+
+// Eight bots connected; CC ends the session and closes all eight with
+// 4401. lpauth logs in again on its own, once, before any bot comes back;
+// when they reconnect, every one gets 101 at once and CC sees no other
+// login.
+func TestUMS4401StartsOneReloginBeforeReconnects(t *testing.T) {
+	emu := loggedInProxy(t)
+	const bots = 8
+	conns := make([]*websocket.Conn, bots)
+	for i := range conns {
+		conns[i] = mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+		getClock(t, conns[i], i+1)
+	}
+	emu.ExpireSessions()
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, _, err := c.Read(ctx)
+			if got := websocket.CloseStatus(err); got != 4401 {
+				t.Errorf("bot %d: the socket ended with %v (status %d), want 4401", i, err, got)
+			}
+		})
+	}
+	wg.Wait()
+	handshakes := emu.Counters().UMSHandshakes
+	eventually(t, 5*time.Second, "the re-login the 4401s started", func() bool { return emu.Counters().Logins == 2 })
+	if n := emu.Counters().UMSHandshakes; n != handshakes {
+		t.Fatalf("%d handshakes before the re-login, want none", n-handshakes)
+	}
+	for i := range bots {
+		c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+		getClock(t, c, 100+i)
+	}
+	if n := emu.Counters(); n.LoginAttempts != 2 || n.UMSHandshake401s != 0 {
+		t.Fatalf("%+v: want 2 logins in all and no refused handshake", n)
+	}
+}
+
+// Bots that reconnect as soon as CC closes their sockets all get 101 on
+// the first try, and CC sees one re-login in all.
+func TestUMSImmediateReconnectsAfter4401(t *testing.T) {
+	emu := loggedInProxy(t)
+	const bots = 8
+	var wg sync.WaitGroup
+	ready := make(chan *websocket.Conn, bots)
+	for i := range bots {
+		c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+		getClock(t, c, i+1)
+		ready <- c
+	}
+	close(ready)
+	emu.ExpireSessions()
+	for c := range ready {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != 4401 {
+				t.Errorf("the socket ended with %v, want 4401", err)
+				return
+			}
+			c2, resp, err := dialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+			if err != nil {
+				status := 0
+				if resp != nil {
+					status = resp.StatusCode
+				}
+				t.Errorf("reconnect: status %d: %v", status, err)
+				return
+			}
+			c2.CloseNow()
+		})
+	}
+	wg.Wait()
+	if n := emu.Counters().LoginAttempts; n != 2 {
+		t.Fatalf("%d logins, want 2 (one re-login for 8 bots)", n)
+	}
+}
+
+// With debug and access logs on, no bearer reaches a log line: not from
+// the handshake that succeeds, not from one CC refuses, not from the
+// retry; the access log shows the path the bot sent.
+func TestUMSNoBearerInLogs(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	global := fmt.Sprintf("log {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n\tdebug", logFile)
+	loadCaddy(t, testSite(srv, "", "\tlog {\n\t\toutput file "+logFile+"\n\t}\n"+reverseProxyTo(srv), global))
+	c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, "/bot-dummy"))
+	getClock(t, c, 1)
+	c.Close(websocket.StatusNormalClosure, "")
+	emu.ExpireSessions()
+	c = mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+	getClock(t, c, 2)
+	emu.ExpireSessions() // a 4401 on an open socket
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != 4401 {
+		t.Fatalf("the socket ended with %v, want 4401", err)
+	}
+	eventually(t, 5*time.Second, "the re-login after the 4401", func() bool { return emu.Counters().Logins == 3 })
+	unloadCaddy(t)
+
+	logs, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"/messaging/brand/bot-dummy", "messaging WebSocket closed for a new token", "retrying after upstream 401"} {
+		if !bytes.Contains(logs, []byte(want)) {
+			t.Fatalf("the log lacks %q: this test would see nothing", want)
+		}
+	}
+	for _, s := range emu.IssuedSecrets() {
+		if bytes.Contains(logs, []byte(s)) {
+			t.Errorf("a secret (%d chars) appears in the log", len(s))
+		}
+	}
+}
