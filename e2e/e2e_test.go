@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
@@ -113,9 +114,15 @@ func TestE2EQuickStart(t *testing.T) {
 		t.Fatalf("counters %+v; want 2 logins", counters)
 	}
 
-	// caddy reload with the same file keeps the session, and the emulator's
-	// counters (its sessions live in a usage pool too).
-	reload := exec.Command(builtCaddy(t), "reload", "--config", exampleCaddyfile, "--address", fmt.Sprintf("localhost:%d", admin))
+	// A bot with no token opens the messaging WebSocket through the
+	// /ws_api/* block: the bearer goes into the path, GetClock answers.
+	ws := dialUMS(t, fmt.Sprintf("ws://127.0.0.1:%d/ws_api/account/%s/messaging/brand?v=2.1", proxyPort, ccemu.DefaultAccountID))
+	umsGetClock(t, ws, 1)
+
+	// caddy reload (forced: the same file) keeps the session, the
+	// emulator's counters (its sessions live in a usage pool too), and,
+	// thanks to stream_close_delay, the open socket.
+	reload := exec.Command(builtCaddy(t), "reload", "--force", "--config", exampleCaddyfile, "--address", fmt.Sprintf("localhost:%d", admin))
 	reload.Env = env
 	if out, err := reload.CombinedOutput(); err != nil {
 		t.Fatalf("caddy reload: %v\n%s", err, out)
@@ -127,6 +134,11 @@ func TestE2EQuickStart(t *testing.T) {
 	if counters.LoginAttempts != 2 || counters.TokenRequests != 1 {
 		t.Fatalf("reload logged in again or fetched another token: %+v", counters)
 	}
+	umsGetClock(t, ws, 2)
+	if counters.UMSUpgrades != 1 || counters.UMSClosesByClient+counters.UMSCloses4401 != 0 {
+		t.Fatalf("the socket did not live through the reload: %+v", counters)
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
 
 	p.stop(t, 10*time.Second)
 	logs := p.out.String()

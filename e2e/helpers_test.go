@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
 )
@@ -385,4 +387,35 @@ func redisAddr(t *testing.T) string {
 		t.Fatal("redis-server: ", err)
 	}
 	return addr
+}
+
+// dialUMS opens a messaging WebSocket at url, as a bot with no token does.
+func dialUMS(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: status %d: %v", url, status, err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// umsGetClock does one GetClock round trip on c.
+func umsGetClock(t *testing.T, c *websocket.Conn, id int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"kind":"req","id":"%d","type":"GetClock"}`, id)); err != nil {
+		t.Fatalf("GetClock %d: %v", id, err)
+	}
+	_, msg, err := c.Read(ctx)
+	if err != nil || !bytes.Contains(msg, []byte(`"code":200`)) || !bytes.Contains(msg, []byte("GetClock$Response")) {
+		t.Fatalf("GetClock %d answered %s (%v)", id, msg, err)
+	}
 }
