@@ -5,9 +5,12 @@ package lpauth
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,3 +181,25 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 func bg() context.Context { return context.Background() }
+
+// fileLog returns global options that send Caddy's log at level (INFO,
+// DEBUG; DEBUG also turns on debug mode) to a file of the test's, and
+// that file.
+func fileLog(t testing.TB, level string) (global, file string) {
+	file = filepath.Join(t.TempDir(), "caddy.log")
+	global = fmt.Sprintf("log {\n\t\toutput file %s\n\t\tlevel %s\n\t}", file, level)
+	if level == "DEBUG" {
+		global += "\n\tdebug"
+	}
+	return global, file
+}
+
+// replaceOnce edits a generated config: old must be in s, or the test
+// fails (a silent no-op would test the unedited config).
+func replaceOnce(t testing.TB, s, old, new string) string {
+	t.Helper()
+	if !strings.Contains(s, old) {
+		t.Fatalf("config edit: %q is not in the config", old)
+	}
+	return strings.Replace(s, old, new, 1)
+}

@@ -82,6 +82,9 @@ type keeper struct {
 	conflict conflict    // short-lived sessions: another holder of the user
 	cluster  clusterState
 	renewal  renewalSchedule
+	// forcedAt is when a refused messaging WebSocket handshake last made
+	// this keeper log in although its session checked alive.
+	forcedAt time.Time
 
 	// heir is the keeper of the same CC user whose configuration replaced
 	// this one's (a rotated password or secret): once set, this keeper
@@ -226,6 +229,35 @@ func (k *keeper) Relogin(ctx context.Context) (*credential, error) {
 		k.releaseInBackground(k.settings(), old)
 	}
 	return c, err
+}
+
+// ReloginRefused answers a messaging WebSocket handshake CC refused with
+// 401 although a refresh says the session is alive (node-agent-sdk logs in
+// again on it): one forced re-login per one-session window
+// (ShortLivedWindow), never while backing off or in the conflict wait, and
+// never by a replaced or closed keeper. It returns the credential to retry
+// the handshake with, or nil to pass the 401 on.
+func (k *keeper) ReloginRefused(ctx context.Context, refused *credential) *credential {
+	k.mu.Lock()
+	now := k.clock.Now()
+	switch cur := k.cur.Load(); {
+	case k.closed || k.successor() != nil || k.id.Kind == appJWTKind || k.retry.next.After(now):
+		k.mu.Unlock()
+		return nil
+	case cur != nil && !sameToken(cur, refused):
+		k.mu.Unlock()
+		return cur // replaced meanwhile: retry with the new one
+	case !k.forcedAt.IsZero() && now.Sub(k.forcedAt) < ShortLivedWindow:
+		k.mu.Unlock()
+		return nil
+	}
+	k.forcedAt = now
+	k.mu.Unlock()
+	c, err := k.Relogin(ctx)
+	if err != nil {
+		return nil
+	}
+	return c
 }
 
 // The states of a keeper, as Status and the readiness probe report them.

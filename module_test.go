@@ -771,15 +771,20 @@ func TestProxyTwoSitesShareOneSession(t *testing.T) {
 	}
 }
 
+// applicationLoginConfig is caddyConfig with the emulator's application
+// login (app_key and secret) instead of the user's password.
+func applicationLoginConfig(t *testing.T, srv *httptest.Server) string {
+	t.Setenv("LPAUTH_TEST_APP_SECRET", ccemu.DefaultAppSecret)
+	return replaceOnce(t, caddyConfig(srv, "", ""),
+		"username demo-agent\n\t\tpassword {env."+testPasswordEnv+"}",
+		"username demo-bot\n\t\tapp_key demo-app-key\n\t\tsecret {env.LPAUTH_TEST_APP_SECRET}")
+}
+
 func TestProxyApplicationLogin(t *testing.T) {
 	// No user accounts: only the application login can succeed, so a
 	// rewrite that left the user login in place fails the test.
 	emu, srv := emulator(t, ccemu.Config{Users: map[string]string{}})
-	t.Setenv("LPAUTH_TEST_APP_SECRET", ccemu.DefaultAppSecret)
-	cfg := strings.Replace(caddyConfig(srv, "", ""),
-		"username demo-agent\n\t\tpassword {env."+testPasswordEnv+"}",
-		"username demo-bot\n\t\tapp_key demo-app-key\n\t\tsecret {env.LPAUTH_TEST_APP_SECRET}", 1)
-	loadCaddy(t, cfg)
+	loadCaddy(t, applicationLoginConfig(t, srv))
 	if r := send(t, "GET", dataPath("x"), nil); r.status != 200 {
 		t.Fatalf("status %d: %s", r.status, r.body)
 	}
@@ -866,8 +871,7 @@ func TestProxyJSONNullStorageIsAbsent(t *testing.T) {
 // the admin API.
 func TestProxyNoSecretsInDebugLogs(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
-	logFile := filepath.Join(t.TempDir(), "caddy.log")
-	global := fmt.Sprintf("log {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n\tdebug", logFile)
+	global, logFile := fileLog(t, "DEBUG")
 	loadCaddy(t, caddyConfig(srv, "refresh_interval 1s", global)+"\n")
 	// A login, a normal call, an endpoint 401, an expiry with re-login and
 	// retry, refreshes, a failed login, and a logout.

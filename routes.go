@@ -397,13 +397,69 @@ func (p *handlerPlace) requestUntouched() bool {
 // belongs to a route group: only then can the first attempt take a group
 // that its retry must find free again. Doubt means true.
 func (p *handlerPlace) groupsAfter() bool {
+	return p.anyAfter(func(rt *caddyhttp.Route) bool { return rt.Group != "" }, nil)
+}
+
+// rewritesAfter says whether a handler that may run after the one at p
+// rewrites the URI (rewrite, uri, method; reverse_proxy's own rewrite):
+// for the messaging WebSocket that can drop the bearer from the path, or
+// copy it into what is logged. Doubt means true.
+func (p *handlerPlace) rewritesAfter() bool {
+	return p.anyAfter(nil, func(mh caddyhttp.MiddlewareHandler) bool {
+		if rp, ok := mh.(*reverseproxy.Handler); ok {
+			return rp.Rewrite != nil
+		}
+		return handlerKindOf(mh) == handlerChanges
+	})
+}
+
+// anyAfter says whether a route that may run after the handler at p (the
+// rest of its own route, the later routes at every level, the routes of
+// subroutes in them; a route of a group p's routes took is skipped) is one
+// routeIs accepts or holds a handler handlerIs accepts. Either may be nil.
+// No matcher is tried. Doubt means true.
+func (p *handlerPlace) anyAfter(routeIs func(*caddyhttp.Route) bool, handlerIs func(caddyhttp.MiddlewareHandler) bool) bool {
 	if p == nil || len(p.path) == 0 {
 		return true
 	}
-	taken := p.takenGroups()
+	w := afterWalk{taken: p.takenGroups(), routeIs: routeIs, handlerIs: handlerIs}
 	for _, c := range p.path {
-		rt := c.routes[c.route]
-		if handlersHaveGroups(rt.Handlers[c.handler:], taken) || routesHaveGroups(c.routes[c.route+1:], taken) {
+		if w.handlers(c.routes[c.route].Handlers[c.handler:]) || w.routes(c.routes[c.route+1:]) {
+			return true
+		}
+	}
+	return false
+}
+
+// afterWalk is one anyAfter question.
+type afterWalk struct {
+	taken     map[string]bool
+	routeIs   func(*caddyhttp.Route) bool
+	handlerIs func(caddyhttp.MiddlewareHandler) bool
+}
+
+func (w afterWalk) routes(routes caddyhttp.RouteList) bool {
+	for i := range routes {
+		rt := &routes[i]
+		if w.taken[rt.Group] {
+			continue // skipped unseen
+		}
+		if (w.routeIs != nil && w.routeIs(rt)) || w.handlers(rt.Handlers) {
+			return true
+		}
+	}
+	return false
+}
+
+func (w afterWalk) handlers(handlers []caddyhttp.MiddlewareHandler) bool {
+	for _, mh := range handlers {
+		if sr, ok := mh.(*caddyhttp.Subroute); ok {
+			if w.routes(sr.Routes) {
+				return true
+			}
+			continue
+		}
+		if w.handlerIs != nil && w.handlerIs(mh) {
 			return true
 		}
 	}
@@ -420,27 +476,6 @@ func (p *handlerPlace) takenGroups() map[string]bool {
 		}
 	}
 	return taken
-}
-
-func routesHaveGroups(routes caddyhttp.RouteList, taken map[string]bool) bool {
-	for _, rt := range routes {
-		if taken[rt.Group] {
-			continue // skipped unseen
-		}
-		if rt.Group != "" || handlersHaveGroups(rt.Handlers, taken) {
-			return true
-		}
-	}
-	return false
-}
-
-func handlersHaveGroups(handlers []caddyhttp.MiddlewareHandler, taken map[string]bool) bool {
-	for _, mh := range handlers {
-		if sr, ok := mh.(*caddyhttp.Subroute); ok && routesHaveGroups(sr.Routes, taken) {
-			return true
-		}
-	}
-	return false
 }
 
 // routesUntouched walks routes that may each run or not. answered: one of

@@ -453,3 +453,32 @@ func TestRetryNeedsAfterHandler(t *testing.T) {
 		})
 	}
 }
+
+// Which lpauth handlers have a URI rewrite after them, which the messaging
+// WebSocket's bearer in the path would not survive (lpauth warns).
+func TestRewritesAfterHandler(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	up := hostport(srv)
+	for _, tc := range []struct {
+		name, handlers string
+		want           []bool
+	}{
+		{"proxy right after", "\treverse_proxy " + up + "\n", []bool{false}},
+		{"uri before lpauth in directive order", "\turi strip_prefix /cc\n\treverse_proxy " + up + "\n", []bool{false}},
+		{"uri in a handle block", "\thandle {\n\t\turi strip_prefix /cc\n\t\treverse_proxy " + up + "\n\t}\n", []bool{true}},
+		{"handle_path strips after a site-level lpauth", "\thandle_path /ums/* {\n\t\treverse_proxy " + up + "\n\t}\n", []bool{true}},
+		{"reverse_proxy's own rewrite", "\treverse_proxy " + up + " {\n\t\trewrite /other{uri}\n\t}\n", []bool{true}},
+		{"request_header only", "\trequest_header X-Tag b\n\treverse_proxy " + up + "\n", []bool{false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := loadedServer(t, srv, tc.handlers)
+			var got []bool
+			for _, h := range lpauthHandlersOf(s) {
+				got = append(got, placeOf(s, h).rewritesAfter())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("rewrites after %v, want %v for\n%s", got, tc.want, tc.handlers)
+			}
+		})
+	}
+}

@@ -41,6 +41,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		isUMS = false // passed on unchanged, for the handler that serves it
 	}
 	isUMS = isUMS && h.keeper.Identity().Kind != appJWTKind // an AppJWT is no UMS credential
+	if isUMS {
+		h.warnUMSRewrite(r)
+	}
 	upgrade := keepAuthorizationEndToEnd(r.Header)
 	if !upgrade && r.Method != http.MethodConnect {
 		// Counted, so that a logout after a reload waits for it; an
@@ -137,6 +140,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return rec.writeHeld()
 	}
 	out := h.keeper.Unauthorized(r.Context(), cred)
+	if out.Verdict == verdictPassThrough && isUMS && upgrade {
+		if c := h.keeper.ReloginRefused(r.Context(), cred); c != nil {
+			out = outcome{Verdict: verdictRetry, Credential: c}
+		}
+	}
 	if out.Verdict == verdictPassThrough {
 		h.countUnauthorized("passed")
 		return rec.writeHeld() // the 401 is the endpoint's own

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -25,6 +26,10 @@ type retryNeeds struct {
 	// groups: a route after this handler is in a route group, so the
 	// groups the first attempt took are freed for the retry.
 	groups bool
+	// rewrites: a handler after this one may rewrite the URI, which the
+	// messaging WebSocket's bearer is part of; warned once per server.
+	rewrites bool
+	warned   *atomic.Bool
 }
 
 // retryNeedsFor answers for r's server; without one, everything is kept.
@@ -35,7 +40,7 @@ func (h *Handler) retryNeedsFor(r *http.Request) retryNeeds {
 	}
 	return h.retryNeeds.get(srv, func(srv *caddyhttp.Server) retryNeeds {
 		p := placeOf(srv, h)
-		return retryNeeds{request: !p.requestUntouched(), groups: p.groupsAfter()}
+		return retryNeeds{request: !p.requestUntouched(), groups: p.groupsAfter(), rewrites: p.rewritesAfter(), warned: new(atomic.Bool)}
 	})
 }
 

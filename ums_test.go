@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -226,8 +225,7 @@ func TestUMSImmediateReconnectsAfter4401(t *testing.T) {
 // retry; the access log shows the path the bot sent.
 func TestUMSNoBearerInLogs(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
-	logFile := filepath.Join(t.TempDir(), "caddy.log")
-	global := fmt.Sprintf("log {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n\tdebug", logFile)
+	global, logFile := fileLog(t, "DEBUG")
 	loadCaddy(t, testSite(srv, "", "\tlog {\n\t\toutput file "+logFile+"\n\t}\n"+reverseProxyTo(srv), global))
 	c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, "/bot-dummy"))
 	getClock(t, c, 1)
@@ -257,5 +255,64 @@ func TestUMSNoBearerInLogs(t *testing.T) {
 		if bytes.Contains(logs, []byte(s)) {
 			t.Errorf("a secret (%d chars) appears in the log", len(s))
 		}
+	}
+}
+
+// CC refuses a handshake with 401 although a refresh says the session is
+// alive: lpauth logs in again once and retries, as node-agent-sdk would; a
+// second refusal within the one-session window goes to the bot, so a
+// handshake that CC keeps refusing cannot turn into a login storm.
+func TestUMSRefusedHandshakeWithLiveSession(t *testing.T) {
+	emu := loggedInProxy(t)
+	emu.FailNextUMSHandshakes(1)
+	c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+	getClock(t, c, 1)
+	if n := emu.Counters(); n.LoginAttempts != 2 || n.UMSHandshake401s != 1 || n.UMSUpgrades != 1 {
+		t.Fatalf("%+v: want one forced re-login, one refused handshake, one upgrade", n)
+	}
+	emu.FailNextUMSHandshakes(1)
+	_, resp, err := dialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a second refusal in the window: err %v, response %v; want the 401 passed on", err, resp)
+	}
+	if n := emu.Counters().LoginAttempts; n != 2 {
+		t.Fatalf("%d logins, want 2: one forced re-login per window", n)
+	}
+}
+
+// A bot with an application login (app_key and secret, no user password)
+// opens its socket the same way.
+func TestUMSApplicationLoginBot(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{Users: map[string]string{}})
+	loadCaddy(t, applicationLoginConfig(t, srv))
+	c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+	getClock(t, c, 1)
+	if n := emu.Counters(); n.Logins != 1 || n.UMSUpgrades != 1 {
+		t.Fatalf("%+v: want one application login and one upgrade", n)
+	}
+}
+
+// A rewrite between lpauth and the proxy may drop the bearer from the
+// path or copy it into a log: lpauth warns, once per server, at the first
+// messaging WebSocket request.
+func TestUMSWarnsOnceOfARewriteAfterIt(t *testing.T) {
+	_, srv := emulator(t, ccemu.Config{})
+	global, logFile := fileLog(t, "INFO")
+	loadCaddy(t, testSite(srv, "", "\thandle {\n\t\turi replace /nothing-here /nothing\n"+"\t"+reverseProxyTo(srv)+"\t}\n", global))
+	if r := send(t, "GET", dataPath("plain"), nil); r.status != 200 {
+		t.Fatalf("a plain request: %d", r.status)
+	}
+	for i := range 2 {
+		c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+		getClock(t, c, i+1)
+		c.Close(websocket.StatusNormalClosure, "")
+	}
+	unloadCaddy(t)
+	logs, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(logs, []byte("may rewrite the messaging WebSocket's path")); n != 1 {
+		t.Fatalf("the warning appears %d times, want once", n)
 	}
 }
