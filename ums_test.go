@@ -316,3 +316,38 @@ func TestUMSWarnsOnceOfARewriteAfterIt(t *testing.T) {
 		t.Fatalf("the warning appears %d times, want once", n)
 	}
 }
+
+// A password rotation while a bot's socket is open (stream_close_delay
+// keeps it through the reload): the new identity's login ends the old
+// session, CC closes the socket with 4401, and the replaced identity's
+// keeper does not log in for it. The bot reconnects through the new
+// identity: two logins in all.
+func TestUMSRotationClosesOldSocketsWithoutLoginByTheOldKeeper(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	global, logFile := fileLog(t, "DEBUG")
+	handlers := "\treverse_proxy " + hostport(srv) + " {\n\t\tstream_close_delay 1m\n\t}\n"
+	loadCaddy(t, testSite(srv, "", handlers, global))
+	c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+	getClock(t, c, 1)
+
+	const rotated = "rotated-ums-pw"
+	if err := emu.SetPassword(ccemu.DefaultUsername, rotated, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LPAUTH_TEST_ROTATED", rotated)
+	loadCaddy(t, replaceOnce(t, testSite(srv, "", handlers, global), "{env."+testPasswordEnv+"}", "{env.LPAUTH_TEST_ROTATED}"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != 4401 {
+		t.Fatalf("the old socket ended with %v, want 4401 (the new login ended its session)", err)
+	}
+	eventually(t, 5*time.Second, "the old keeper told of the 4401", func() bool {
+		logs, _ := os.ReadFile(logFile)
+		return bytes.Contains(logs, []byte("messaging WebSocket closed for a new token"))
+	})
+	c = mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+	getClock(t, c, 2)
+	if n := emu.Counters(); n.LoginAttempts != 2 || n.Logins != 2 {
+		t.Fatalf("%+v: want 2 logins (the first identity's, the rotated one's), none for the old socket's 4401", n)
+	}
+}
