@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"sync"
 	"testing"
@@ -349,5 +350,43 @@ func TestUMSRotationClosesOldSocketsWithoutLoginByTheOldKeeper(t *testing.T) {
 	getClock(t, c, 2)
 	if n := emu.Counters(); n.LoginAttempts != 2 || n.Logins != 2 {
 		t.Fatalf("%+v: want 2 logins (the first identity's, the rotated one's), none for the old socket's 4401", n)
+	}
+}
+
+// The UMS path rule, on the escaped path lpauth receives.
+func TestUMSPathRule(t *testing.T) {
+	base := "/ws_api/account/12345678/messaging/brand"
+	for _, tc := range []struct {
+		path string
+		ums  bool
+	}{
+		{base, true},
+		{base + "/", true},
+		{base + "/a-token", true},
+		{base + "/a-token/", true},
+		{base + "/a/b", false},
+		{base + "//", false},
+		{"/ws_api/account/12345678/messaging/brand/..", false},
+		{"/ws_api/account/12345678/messaging/./brand", false},
+		{"/ws_api/account/12345678/messaging/brand/a%2Fb", false},
+		{"/ws_api/account/1234%2f5678/messaging/brand", false},
+		{"/ws_api/account//messaging/brand", false},
+		{"/ws_api/account/12345678/messaging", false},
+		{"/ws_api/account/12345678/messaging/brands", false},
+		{"/api/account/12345678/messaging/brand", false},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "http://proxy"+tc.path+"?v=2.1", nil)
+		p, ok := umsPathOf(r)
+		if ok != tc.ums {
+			t.Errorf("%s: UMS %v, want %v", tc.path, ok, tc.ums)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		out := withBearerInPath(r, p, "BEARER")
+		if out.URL.Path != base+"/BEARER" || out.URL.RawQuery != "v=2.1" || out.RequestURI != r.RequestURI || r.URL.Path != tc.path || out.URL == r.URL {
+			t.Errorf("%s: sent as %s?%s (RequestURI %q), client's path now %s", tc.path, out.URL.Path, out.URL.RawQuery, out.RequestURI, r.URL.Path)
+		}
 	}
 }
