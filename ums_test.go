@@ -227,7 +227,13 @@ func TestUMSImmediateReconnectsAfter4401(t *testing.T) {
 func TestUMSNoBearerInLogs(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
 	global, logFile := fileLog(t, "DEBUG")
-	loadCaddy(t, testSite(srv, "", "\tlog {\n\t\toutput file "+logFile+"\n\t}\n"+reverseProxyTo(srv), global))
+	// Under /refused/ an inner lpauth sends the socket to a port where
+	// nothing listens: the error path of the proxy logs too.
+	refused := "\thandle_path /refused/* {\n" + testProxy(srv, "", "", "").LpauthBlock("\t\t") + "\t\treverse_proxy 127.0.0.1:" + loopbackPort(t) + "\n\t}\n"
+	loadCaddy(t, testSite(srv, "", "\tlog {\n\t\toutput file "+logFile+"\n\t}\n"+refused+reverseProxyTo(srv), global))
+	if _, resp, err := dialUMS(t, "/refused"+umsPathFor(ccemu.DefaultAccountID, "")); err == nil || resp == nil || resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("a socket to a refusing upstream: %v %v; want 502", err, resp)
+	}
 	c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, "/bot-dummy"))
 	getClock(t, c, 1)
 	c.Close(websocket.StatusNormalClosure, "")
@@ -247,7 +253,7 @@ func TestUMSNoBearerInLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"/messaging/brand/bot-dummy", "messaging WebSocket closed for a new token", "retrying after upstream 401"} {
+	for _, want := range []string{"/messaging/brand/bot-dummy", "messaging WebSocket closed for a new token", "retrying after upstream 401", "connection refused"} {
 		if !bytes.Contains(logs, []byte(want)) {
 			t.Fatalf("the log lacks %q: this test would see nothing", want)
 		}
