@@ -91,7 +91,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	serveNext := func(w http.ResponseWriter, r *http.Request, c *credential) error {
 		if isUMS && c != nil {
 			r = withBearerInPath(r, ums, c.Token)
-			if upgrade {
+			if upgrade || r.Method == http.MethodConnect {
 				w = &closeWatchWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, onClose: func(code int) { h.umsClosed(c, code) }}
 			}
 		}

@@ -120,11 +120,26 @@ func (h *Handler) umsForbidden(p umsPath) error {
 func needsNewToken(code int) bool { return code == 4401 || code == 4407 || code == 1011 }
 
 // closeWatchWriter is the writer the handlers after lpauth get for a
-// messaging WebSocket upgrade: the connection it hijacks reports the
-// close frames written to the client.
+// messaging WebSocket upgrade: the connection it hijacks (HTTP/1.1
+// Upgrade) reports the close frames written to the client, and so do its
+// own writes (an HTTP/2 extended CONNECT, whose stream reverse_proxy
+// writes through the response writer).
 type closeWatchWriter struct {
 	caddyhttp.ResponseWriterWrapper
 	onClose func(code int)
+	mu      sync.Mutex
+	frames  wsclose.Reader
+}
+
+func (w *closeWatchWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.mu.Lock()
+	code, ok := w.frames.Feed(p[:n])
+	w.mu.Unlock()
+	if ok && needsNewToken(code) {
+		w.onClose(code)
+	}
+	return n, err
 }
 
 func (w *closeWatchWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {

@@ -16,10 +16,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/coder/websocket"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 )
@@ -394,5 +396,28 @@ func TestUMSPathRule(t *testing.T) {
 		if out.URL.Path != base+"/BEARER" || out.URL.RawQuery != "v=2.1" || out.RequestURI != r.RequestURI || r.URL.Path != tc.path || out.URL == r.URL {
 			t.Errorf("%s: sent as %s?%s (RequestURI %q), client's path now %s", tc.path, out.URL.Path, out.URL.RawQuery, out.RequestURI, r.URL.Path)
 		}
+	}
+}
+
+// Over HTTP/2 (extended CONNECT) reverse_proxy writes the socket's frames
+// through the response writer: they pass unchanged, and a 4401 close split
+// across writes is reported once.
+func TestUMSCloseWatchOnWrittenFrames(t *testing.T) {
+	rec := httptest.NewRecorder()
+	var codes []int
+	w := &closeWatchWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: rec}, onClose: func(code int) { codes = append(codes, code) }}
+	text := append([]byte{0x81, 5}, "hello"...)
+	closeFrame := append([]byte{0x88, 7, 0x11, 0x31}, "token"...) // 4401
+	stream := append(append([]byte{}, text...), closeFrame...)
+	for _, part := range [][]byte{stream[:8], stream[8:10], stream[10:]} {
+		if n, err := w.Write(part); n != len(part) || err != nil {
+			t.Fatalf("write: %d %v", n, err)
+		}
+	}
+	if !bytes.Equal(rec.Body.Bytes(), stream) {
+		t.Fatalf("the client got %x, want %x unchanged", rec.Body.Bytes(), stream)
+	}
+	if !slices.Equal(codes, []int{4401}) {
+		t.Fatalf("close codes reported %v, want [4401] once", codes)
 	}
 }
