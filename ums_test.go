@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -249,6 +250,7 @@ func TestUMSNoBearerInLogs(t *testing.T) {
 		t.Fatalf("the socket ended with %v, want 4401", err)
 	}
 	eventually(t, 5*time.Second, "the re-login after the 4401", func() bool { return emu.Counters().Logins == 3 })
+
 	unloadCaddy(t)
 
 	logs, err := os.ReadFile(logFile)
@@ -419,5 +421,47 @@ func TestUMSCloseWatchOnWrittenFrames(t *testing.T) {
 	}
 	if !slices.Equal(codes, []int{4401}) {
 		t.Fatalf("close codes reported %v, want [4401] once", codes)
+	}
+}
+
+// The error paths of a handshake, with debug and access logs on: CC
+// answers 503, and a bot goes away in the middle of its handshake (the
+// session dead, the re-login held). No bearer reaches a log line.
+func TestUMSNoBearerInLogsOnHandshakeErrors(t *testing.T) {
+	// A handshake CC answers 503, and a bot that goes away in the middle
+	// of its handshake (the session dead, the re-login held).
+	emu, srv := emulator(t, ccemu.Config{})
+	global, logFile := fileLog(t, "DEBUG")
+	loadCaddy(t, testSite(srv, "", "\tlog {\n\t\toutput file "+logFile+"\n\t}\n"+reverseProxyTo(srv), global))
+	c := mustDialUMS(t, umsPathFor(ccemu.DefaultAccountID, ""))
+	getClock(t, c, 1)
+	c.CloseNow()
+	emu.FailNextUMSHandshakesWith(1, http.StatusServiceUnavailable)
+	if _, resp, err := dialUMS(t, umsPathFor(ccemu.DefaultAccountID, "")); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a handshake answered 503: %v %v", err, resp)
+	}
+	emu.ExpireSessions()
+	emu.DelayNextLogins(1, 300*time.Millisecond)
+	attempts, logins := emu.Counters().LoginAttempts, emu.Counters().Logins
+	conn, err := net.Dial("tcp", proxyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", umsPathFor(ccemu.DefaultAccountID, ""), proxyAddr)
+	eventually(t, 5*time.Second, "the held re-login to start", func() bool { return emu.Counters().LoginAttempts > attempts })
+	conn.Close()
+	eventually(t, 5*time.Second, "the held re-login to end", func() bool { return emu.Counters().Logins > logins })
+	unloadCaddy(t)
+	logs, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(logs, []byte(`"status":503`)) {
+		t.Fatal("the access log lacks the 503: this test would see nothing")
+	}
+	for _, s := range emu.IssuedSecrets() {
+		if bytes.Contains(logs, []byte(s)) {
+			t.Errorf("a secret (%d chars) appears in the log", len(s))
+		}
 	}
 }

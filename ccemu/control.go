@@ -35,7 +35,7 @@ import (
 //	POST {prefix}/release-data                               let every held data API call go on
 //	POST {prefix}/set-password?user=demo-agent&end_sessions=true   {"user":...,"ended_sessions":N}
 //	     with the new password in a form body, password=... (never in the URL)
-//	POST {prefix}/fail-ums-handshakes?count=1                answer 401 to the next UMS handshakes, live bearer or not
+//	POST {prefix}/fail-ums-handshakes?count=1[&status=503]   answer 401 (or status) to the next UMS handshakes, live bearer or not
 //	POST {prefix}/ums-idle-timeout?timeout=60s               close UMS sockets silent that long (1000 "idle")
 //	GET  {prefix}/ums-handshakes                             {"handshakes":[{"account","bearer_fingerprint","version","upgraded"},...]}
 //	POST {prefix}/reset
@@ -117,9 +117,13 @@ func (e *Emulator) control(w http.ResponseWriter, r *http.Request, name string) 
 		out = map[string]bool{"released": true}
 	case "fail-ums-handshakes":
 		var n int
-		if n, err = intParam(q, "count", 1, 0); err == nil {
-			e.FailNextUMSHandshakes(n)
-			out = map[string]int{"count": n}
+		status := http.StatusUnauthorized
+		if n, err = intParam(q, "count", 1, 0); err == nil && q.Has("status") {
+			status, err = statusParam(q)
+		}
+		if err == nil {
+			e.FailNextUMSHandshakesWith(n, status)
+			out = map[string]int{"count": n, "status": status}
 		}
 	case "ums-idle-timeout":
 		var d time.Duration

@@ -70,6 +70,7 @@ type UMSHandshake struct {
 type umsState struct {
 	idleTimeout time.Duration
 	failNext    int             // FailNextUMSHandshakes
+	failStatus  int             // and the status they get
 	log         []*UMSHandshake // pointers: a failed upgrade corrects its entry
 	open        map[*umsSocket]struct{}
 	sweepStop   chan struct{} // nil while no sweep runs
@@ -116,8 +117,14 @@ func (e *Emulator) SetUMSIdleTimeout(d time.Duration) {
 // a socket while refresh still says the session is alive, and a client
 // must cope. n <= 0 cancels the knob.
 func (e *Emulator) FailNextUMSHandshakes(n int) {
+	e.FailNextUMSHandshakesWith(n, http.StatusUnauthorized)
+}
+
+// FailNextUMSHandshakesWith is FailNextUMSHandshakes with another status,
+// such as a 5xx from an overloaded messaging host.
+func (e *Emulator) FailNextUMSHandshakesWith(n, status int) {
 	e.mu.Lock()
-	e.ums.failNext = max(n, 0)
+	e.ums.failNext, e.ums.failStatus = max(n, 0), status
 	e.mu.Unlock()
 }
 
@@ -213,6 +220,7 @@ func (e *Emulator) umsHandshake(w http.ResponseWriter, r *http.Request, rest str
 	if injected {
 		e.ums.failNext--
 	}
+	failStatus := e.ums.failStatus
 	// Only a session bearer opens a socket: AppJWTs live elsewhere
 	// (e.tokens) and are not UMS credentials.
 	sess := e.byBearer[token]
@@ -227,6 +235,10 @@ func (e *Emulator) umsHandshake(w http.ResponseWriter, r *http.Request, rest str
 	case e.ums.closed:
 		e.mu.Unlock()
 		e.writeError(w, http.StatusServiceUnavailable, codeUnavailable, "Messaging is not available")
+		return
+	case injected && failStatus != http.StatusUnauthorized:
+		e.mu.Unlock()
+		e.writeError(w, failStatus, codeUnavailable, "Messaging is not available")
 		return
 	case injected || sess == nil:
 		e.counters.UMSHandshake401s++

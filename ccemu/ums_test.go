@@ -317,10 +317,17 @@ func TestFailNextUMSHandshakes(t *testing.T) {
 		envelope(t, refusedUMS(t, u), 401, codeBearer, "UNAUTHORIZED")
 	}
 	dialUMS(t, u)
-	if r := post(t, srv.URL+"/_ccemu/fail-ums-handshakes?count=1", "", nil); r.status != 200 || string(r.body) != `{"count":1}` {
+	if r := post(t, srv.URL+"/_ccemu/fail-ums-handshakes?count=1", "", nil); r.status != 200 || string(r.body) != `{"count":1,"status":401}` {
 		t.Fatalf("control: %d %s", r.status, r.body)
 	}
 	envelope(t, refusedUMS(t, u), 401, codeBearer, "UNAUTHORIZED")
+	// An overloaded messaging host: a 5xx, not counted as a 401.
+	if r := post(t, srv.URL+"/_ccemu/fail-ums-handshakes?count=1&status=503", "", nil); r.status != 200 || string(r.body) != `{"count":1,"status":503}` {
+		t.Fatalf("control: %d %s", r.status, r.body)
+	}
+	if r := refusedUMS(t, u); r.status != 503 {
+		t.Fatalf("a handshake after status=503: %d %s", r.status, r.body)
+	}
 	// The refusals ended nothing: refresh says the session is alive.
 	if r := s.refresh(t, srv, "refresh", s.csrf); r.status != 200 {
 		t.Errorf("refresh: %d", r.status)
