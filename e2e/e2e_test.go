@@ -37,6 +37,13 @@ var hexSecret = regexp.MustCompile(`[0-9a-f]{64}`)
 // environment, for `caddy reload`.
 func quickStart(t *testing.T, admin, emuPort, proxyPort, ccPort int) (*caddyProc, []string) {
 	t.Helper()
+	return quickStartConfig(t, exampleCaddyfile, admin, emuPort, proxyPort, ccPort)
+}
+
+// quickStartConfig is quickStart with another Caddyfile (a variant of the
+// example's).
+func quickStartConfig(t *testing.T, config string, admin, emuPort, proxyPort, ccPort int) (*caddyProc, []string) {
+	t.Helper()
 	env := caddyEnv(t,
 		fmt.Sprintf("LP_ADMIN=localhost:%d", admin),
 		"LP_EMULATOR_ADDR="+caddyproc.Addr(emuPort),
@@ -45,7 +52,7 @@ func quickStart(t *testing.T, admin, emuPort, proxyPort, ccPort int) (*caddyProc
 		"LP_UPSTREAM=http://"+caddyproc.Addr(ccPort),
 		"LP_PROACTIVE_UPSTREAM=http://"+caddyproc.Addr(ccPort),
 	)
-	return startCaddy(t, env, caddyproc.Addr(proxyPort), "run", "--config", exampleCaddyfile, "--envfile", demoEnv), env
+	return startCaddy(t, env, caddyproc.Addr(proxyPort), "run", "--config", config, "--envfile", demoEnv), env
 }
 
 // The quick start as a user runs it: one process serves the emulator and
