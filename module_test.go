@@ -719,8 +719,14 @@ func TestProxyHugeDeclaredLengthIsNotPreallocated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 67108864\r\n\r\nonly this", dataPath("x"), proxyAddr)
-	time.Sleep(300 * time.Millisecond) // the server must be reading the body when the client goes: nothing to wait on but time
+	// Expect: 100-continue makes Go's server answer 100 when the handler
+	// first reads the body: the sign that lpauth is reading it.
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 67108864\r\nExpect: 100-continue\r\n\r\n", dataPath("x"), proxyAddr)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("waiting for lpauth to read the body: %q %v", line, err)
+	}
+	fmt.Fprint(conn, "only this")
 	conn.Close()
 	if r := send(t, "GET", dataPath("y"), nil); r.status != 200 {
 		t.Fatalf("after a request that declared 500 GiB: %d", r.status)
