@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/cc"
+	"github.com/lpauth/caddy-lpauth/internal/testkit"
 )
 
 // emulator starts a CC emulator over real HTTP on loopback.
@@ -109,17 +110,11 @@ func dataCall(t testing.TB, srv *httptest.Server, cred any) int {
 	return resp.StatusCode
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond) // the poll's interval: real time passes between looks
-	}
-}
+// eventually and hostport are the shared test kit's (internal/testkit).
+var (
+	eventually = testkit.Eventually
+	hostport   = testkit.Hostport
+)
 
 // fakeClock is a Clock whose time moves only when the test says so.
 type fakeClock struct {

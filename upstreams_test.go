@@ -25,34 +25,11 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/cc"
+	"github.com/lpauth/caddy-lpauth/internal/testkit"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
-
-// countingListener serves an emulator on another loopback address and
-// counts the calls that carry a bearer (data API calls), so a test can tell
-// which host a request reached. A second listener of the same emulator
-// accepts the first one's bearer.
-type countingListener struct {
-	srv   *httptest.Server
-	calls atomic.Int64
-}
-
-func newCountingListener(t testing.TB, h http.Handler) *countingListener {
-	t.Helper()
-	l := &countingListener{}
-	l.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "" {
-			l.calls.Add(1)
-		}
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(l.srv.Close)
-	return l
-}
-
-func hostport(srv *httptest.Server) string { return strings.TrimPrefix(srv.URL, "http://") }
 
 // provisionDomain provisions d outside Caddy and records its logs.
 func provisionDomain(t testing.TB, d *DomainUpstreams) *observer.ObservedLogs {
@@ -393,8 +370,8 @@ func route(prefix, service, block string) string {
 
 func TestUpstreamTwoServicesOneCaddyfile(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
-	other := newCountingListener(t, emu) // a second host of the same CC
-	emu.SetServiceHost("accountConfigReadOnly", hostport(other.srv))
+	other := testkit.NewCountingListener(t, emu) // a second host of the same CC
+	emu.SetServiceHost("accountConfigReadOnly", hostport(other.Srv))
 	loadCaddy(t, domainCaddyConfig(srv,
 		route("/svc1", "msgHist", "")+route("/svc2", "accountConfigReadOnly", "refresh 10m"), ""))
 	// The login at start asks the Domain API once; lpdomain shares it.
@@ -410,8 +387,8 @@ func TestUpstreamTwoServicesOneCaddyfile(t *testing.T) {
 		if e := r.echo(t); e.Path != dataPath("history") || !e.AuthorizationSent {
 			t.Fatalf("/svc1 echo %+v", e)
 		}
-		if n := emu.Counters().DataCalls; n != int64(2*i-1) || other.calls.Load() != int64(i-1) {
-			t.Fatalf("/svc1 (msgHist, the default host) reached the other host: data calls %d, other host %d", n, other.calls.Load())
+		if n := emu.Counters().DataCalls; n != int64(2*i-1) || other.Calls.Load() != int64(i-1) {
+			t.Fatalf("/svc1 (msgHist, the default host) reached the other host: data calls %d, other host %d", n, other.Calls.Load())
 		}
 		r = send(t, "GET", "/svc2"+dataPath("config"), nil)
 		if r.status != 200 {
@@ -420,8 +397,8 @@ func TestUpstreamTwoServicesOneCaddyfile(t *testing.T) {
 		if e := r.echo(t); e.Path != dataPath("config") || !e.AuthorizationSent {
 			t.Fatalf("/svc2 echo %+v", e)
 		}
-		if other.calls.Load() != int64(i) {
-			t.Fatalf("/svc2 (accountConfigReadOnly) did not reach its host: %d calls there", other.calls.Load())
+		if other.Calls.Load() != int64(i) {
+			t.Fatalf("/svc2 (accountConfigReadOnly) did not reach its host: %d calls there", other.Calls.Load())
 		}
 	}
 	// One lookup each for agentVep (login), msgHist and accountConfigReadOnly.
@@ -437,13 +414,13 @@ func TestUpstreamDomainAPIDownKeepsLastHost(t *testing.T) {
 	clock := newFakeClock()
 	setLpdomainClock(t, clock)
 	emu, srv := emulator(t, ccemu.Config{})
-	other := newCountingListener(t, emu)
-	emu.SetServiceHost("msgHist", hostport(other.srv))
+	other := testkit.NewCountingListener(t, emu)
+	emu.SetServiceHost("msgHist", hostport(other.Srv))
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	loadCaddy(t, domainCaddyConfig(srv, route("/svc1", "msgHist", "refresh 1s"),
 		fmt.Sprintf("log {\n\t\toutput file %s\n\t}", logFile)))
-	if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 || other.calls.Load() != 1 {
-		t.Fatalf("first request: %d, %d calls at the msgHist host", r.status, other.calls.Load())
+	if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 || other.Calls.Load() != 1 {
+		t.Fatalf("first request: %d, %d calls at the msgHist host", r.status, other.Calls.Load())
 	}
 	lookups := emu.Counters().DomainLookups
 	const warning = "CC Domain API lookup failed; still using the last known host"
@@ -454,13 +431,13 @@ func TestUpstreamDomainAPIDownKeepsLastHost(t *testing.T) {
 	// served sends n requests and checks each reached the last good host.
 	served := func(n int) {
 		t.Helper()
-		before := other.calls.Load()
+		before := other.Calls.Load()
 		for i := range n {
 			if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 {
 				t.Fatalf("request %d while the Domain API fails: %d %s", i, r.status, r.body)
 			}
 		}
-		if got := other.calls.Load() - before; got != int64(n) {
+		if got := other.Calls.Load() - before; got != int64(n) {
 			t.Fatalf("%d of %d requests reached the last good host", got, n)
 		}
 	}
@@ -500,35 +477,35 @@ func TestUpstreamHostChangePickedUpAfterRefresh(t *testing.T) {
 	clock := newFakeClock()
 	setLpdomainClock(t, clock)
 	emu, srv := emulator(t, ccemu.Config{})
-	moved := newCountingListener(t, emu)
+	moved := testkit.NewCountingListener(t, emu)
 	loadCaddy(t, domainCaddyConfig(srv, route("/svc1", "msgHist", "refresh 1s"), ""))
-	if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 || moved.calls.Load() != 0 {
+	if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 || moved.Calls.Load() != 0 {
 		t.Fatalf("first request: %d", r.status)
 	}
-	emu.SetServiceHost("msgHist", hostport(moved.srv))
+	emu.SetServiceHost("msgHist", hostport(moved.Srv))
 	clock.Advance(time.Second) // refresh 1s: stale, renewed in the background
 	eventually(t, 5*time.Second, "requests to reach the moved host", func() bool {
 		if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 {
 			t.Fatalf("status %d while the host moves", r.status)
 		}
-		return moved.calls.Load() > 0
+		return moved.Calls.Load() > 0
 	})
 	// Once moved, every request goes to the new host.
-	oldHost := emu.Counters().DataCalls - moved.calls.Load()
+	oldHost := emu.Counters().DataCalls - moved.Calls.Load()
 	for range 5 {
 		if r := send(t, "GET", "/svc1"+dataPath("x"), nil); r.status != 200 {
 			t.Fatalf("status %d", r.status)
 		}
 	}
-	if got := emu.Counters().DataCalls - moved.calls.Load(); got != oldHost {
+	if got := emu.Counters().DataCalls - moved.Calls.Load(); got != oldHost {
 		t.Fatalf("%d requests still reached the old host after the move", got-oldHost)
 	}
 }
 
 func TestUpstreamExplicitAccountWithoutLpauth(t *testing.T) {
 	emu, srv := emulator(t, ccemu.Config{})
-	other := newCountingListener(t, emu)
-	emu.SetServiceHost("msgHist", hostport(other.srv))
+	other := testkit.NewCountingListener(t, emu)
+	emu.SetServiceHost("msgHist", hostport(other.Srv))
 	t.Setenv("LPAUTH_TEST_ACCOUNT", ccemu.DefaultAccountID)
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	loadCaddy(t, fmt.Sprintf(`{
@@ -564,8 +541,8 @@ http://%s {
 	}
 	before := emu.Counters().DomainLookups
 	r := send(t, "GET", "/explicit"+dataPath("x"), nil, "Authorization", "Bearer "+sess.Bearer)
-	if r.status != 200 || other.calls.Load() != 1 {
-		t.Fatalf("explicit account_id and csds: %d %s, %d calls at the msgHist host", r.status, r.body, other.calls.Load())
+	if r.status != 200 || other.Calls.Load() != 1 {
+		t.Fatalf("explicit account_id and csds: %d %s, %d calls at the msgHist host", r.status, r.body, other.Calls.Load())
 	}
 	if e := r.echo(t); e.BearerFingerprint != fingerprint(sess.Bearer) {
 		t.Fatalf("the client's bearer did not pass through: %+v", e)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/lpauth/caddy-lpauth/internal/testkit"
 )
 
 // newUMSServer is newServer plus Close at the end of the test, so no
@@ -107,19 +108,6 @@ func closedWith(t *testing.T, c *websocket.Conn, within time.Duration) websocket
 	}
 }
 
-// eventually waits, at most 5 s, for cond; what it waits for is the
-// server's side of an exchange the client has already seen end.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond) // polling, not ordering: cond decides
-	}
-}
-
 func TestUMSUpgradeAndGetClock(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -193,7 +181,7 @@ func TestUMSUpgradeAndGetClock(t *testing.T) {
 	if err := c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the client's close to be counted", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the client's close to be counted", func() bool {
 		c := e.Counters()
 		return c.UMSClosesByClient == 1 && c.UMSOpenSockets == 0
 	})
@@ -598,7 +586,7 @@ func TestUMSCloseLeavesNothing(t *testing.T) {
 	}
 	// Close has waited for them; a goroutine may still be returning from
 	// its last deferred call.
-	eventually(t, "no UMS goroutine left after Close", func() bool { return umsGoroutines() == 0 })
+	testkit.Eventually(t, 5*time.Second, "no UMS goroutine left after Close", func() bool { return umsGoroutines() == 0 })
 	if c := e.Counters(); c.UMSClosesShutdown != 2 || c.UMSOpenSockets != 0 {
 		t.Errorf("counters %+v", c)
 	}
@@ -639,7 +627,7 @@ func TestUMSSweepStopsWithLastSocket(t *testing.T) {
 		t.Fatal("no sweep while a socket is open")
 	}
 	_ = c.Close(websocket.StatusNormalClosure, "")
-	eventually(t, "the sweep to stop", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the sweep to stop", func() bool {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		return e.ums.sweepStop == nil

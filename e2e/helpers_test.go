@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +28,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/caddyproc"
+	"github.com/lpauth/caddy-lpauth/internal/testkit"
 )
 
 // TestMain takes a relative LPAUTH_CADDY_BIN as relative to the repository
@@ -158,7 +158,6 @@ func emulator(t testing.TB, cfg ccemu.Config) (*ccemu.Emulator, *httptest.Server
 }
 
 // hostport is srv's address, as a reverse_proxy upstream.
-func hostport(srv *httptest.Server) string { return strings.TrimPrefix(srv.URL, "http://") }
 
 // dataPath is a path of the emulator's data API, which echoes the request.
 func dataPath(rest string) string { return "/api/account/" + ccemu.DefaultAccountID + "/" + rest }
@@ -173,17 +172,11 @@ func randomBody(t testing.TB, n int) ([]byte, string) {
 	return b, hex.EncodeToString(sum[:])
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond) // the poll interval
-	}
-}
+// eventually and hostport are the shared test kit's (internal/testkit).
+var (
+	eventually = testkit.Eventually
+	hostport   = testkit.Hostport
+)
 
 var httpClient = &http.Client{Timeout: 30 * time.Second}
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
+	"github.com/lpauth/caddy-lpauth/internal/testkit"
 )
 
 // cachedAnswer is what the resolver holds for c's account and service.
@@ -55,12 +56,12 @@ func TestDomainLoginHostSharedStaleAndKeptOnFailure(t *testing.T) {
 
 	// Stale: answered from the cache (the old host: it did not wait for
 	// the lookup) while one background lookup renews.
-	moved := newCountingListener(t, emu)
-	emu.SetServiceHost("agentVep", hostport(moved.srv))
+	moved := testkit.NewCountingListener(t, emu)
+	emu.SetServiceHost("agentVep", hostport(moved.Srv))
 	clock.Advance(DefaultDomainRefresh)
 	base(c)
 	eventually(t, 5*time.Second, "the background renewal", func() bool { return lookups() == 2 })
-	want = moved.srv.URL
+	want = moved.Srv.URL
 	eventually(t, 5*time.Second, "the renewed host", func() bool {
 		got, _ := c.LoginBaseURL(bg(), ccemu.DefaultAccountID)
 		return got == want
@@ -95,17 +96,17 @@ func TestDomainForgetRechecksAndKeepsHostOnFailure(t *testing.T) {
 	}
 
 	// After a connection error the next login waits for a fresh answer.
-	moved := newCountingListener(t, emu)
-	emu.SetServiceHost("agentVep", hostport(moved.srv))
+	moved := testkit.NewCountingListener(t, emu)
+	emu.SetServiceHost("agentVep", hostport(moved.Srv))
 	c.ForgetDomain(ccemu.DefaultAccountID)
-	if got, err := c.LoginBaseURL(bg(), ccemu.DefaultAccountID); err != nil || got != moved.srv.URL {
-		t.Fatalf("after ForgetDomain: %q, %v; want the moved host %s", got, err, moved.srv.URL)
+	if got, err := c.LoginBaseURL(bg(), ccemu.DefaultAccountID); err != nil || got != moved.Srv.URL {
+		t.Fatalf("after ForgetDomain: %q, %v; want the moved host %s", got, err, moved.Srv.URL)
 	}
 
 	// If the Domain API fails then, the last good host is still used.
 	emu.FailNextDomainLookups(100, 500)
 	c.ForgetDomain(ccemu.DefaultAccountID)
-	if got, err := c.LoginBaseURL(bg(), ccemu.DefaultAccountID); err != nil || got != moved.srv.URL {
+	if got, err := c.LoginBaseURL(bg(), ccemu.DefaultAccountID); err != nil || got != moved.Srv.URL {
 		t.Fatalf("ForgetDomain and a failing Domain API: %q, %v; want the last good host", got, err)
 	}
 	if n := emu.Counters().DomainLookups; n != 3 {

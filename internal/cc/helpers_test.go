@@ -10,12 +10,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/sentinelstub"
+	"github.com/lpauth/caddy-lpauth/internal/testkit"
 )
 
 // emulator starts a CC emulator over real HTTP on loopback.
@@ -58,41 +58,11 @@ func dataCall(t testing.TB, srv *httptest.Server, s *Session) int {
 	return resp.StatusCode
 }
 
-// countingListener serves an emulator on another loopback address and
-// counts the calls that carry a bearer (data API calls), so a test can tell
-// which host a request reached. A second listener of the same emulator
-// accepts the first one's bearer.
-type countingListener struct {
-	srv   *httptest.Server
-	calls atomic.Int64
-}
-
-func newCountingListener(t testing.TB, h http.Handler) *countingListener {
-	t.Helper()
-	l := &countingListener{}
-	l.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "" {
-			l.calls.Add(1)
-		}
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(l.srv.Close)
-	return l
-}
-
-func hostport(srv *httptest.Server) string { return strings.TrimPrefix(srv.URL, "http://") }
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond) // the poll's interval: real time passes between looks
-	}
-}
+// eventually and hostport are the shared test kit's (internal/testkit).
+var (
+	eventually = testkit.Eventually
+	hostport   = testkit.Hostport
+)
 
 // fakeClock is a Clock whose time moves only when the test says so. The
 // wire client only reads it: it sets no timers.
