@@ -92,7 +92,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if isUMS && c != nil {
 			r = withBearerInPath(r, ums, c.Token)
 			if upgrade || r.Method == http.MethodConnect {
-				w = &closeWatchWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, onClose: func(code int) { h.umsClosed(c, code) }}
+				w = &closeWatchWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, watch: &closeWatch{onClose: func(code int) { h.umsClosed(c, code) }}}
 			}
 		}
 		return next.ServeHTTP(w, r)

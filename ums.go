@@ -126,19 +126,12 @@ func needsNewToken(code int) bool { return code == 4401 || code == 4407 || code 
 // writes through the response writer).
 type closeWatchWriter struct {
 	caddyhttp.ResponseWriterWrapper
-	onClose func(code int)
-	mu      sync.Mutex
-	frames  wsclose.Reader
+	watch *closeWatch
 }
 
 func (w *closeWatchWriter) Write(p []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(p)
-	w.mu.Lock()
-	code, ok := w.frames.Feed(p[:n])
-	w.mu.Unlock()
-	if ok && needsNewToken(code) {
-		w.onClose(code)
-	}
+	w.watch.written(p[:n])
 	return n, err
 }
 
@@ -147,28 +140,39 @@ func (w *closeWatchWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &closeWatchConn{Conn: conn, onClose: w.onClose}, brw, nil
+	return &closeWatchConn{Conn: conn, watch: w.watch}, brw, nil
 }
 
-// closeWatchConn passes every byte through and feeds what was written to a
-// frame reader. Caddy may write its own close (1001, when a config is
-// unloaded) from another goroutine, even in the middle of a frame: the
-// reader tolerates that, and acts only on the codes above.
-type closeWatchConn struct {
-	net.Conn
+// closeWatch follows the frames written to the client, through whichever
+// of the two above carries them. Caddy may write its own close (1001, when
+// a config is unloaded) from another goroutine, even in the middle of a
+// frame: the reader tolerates that, and acts only on the codes above.
+type closeWatch struct {
 	onClose func(code int)
 	mu      sync.Mutex
 	frames  wsclose.Reader
 }
 
+// written is told of the bytes that reached the client.
+func (cw *closeWatch) written(p []byte) {
+	cw.mu.Lock()
+	code, ok := cw.frames.Feed(p)
+	cw.mu.Unlock()
+	if ok && needsNewToken(code) {
+		cw.onClose(code)
+	}
+}
+
+// closeWatchConn passes every byte through and tells its watch what was
+// written.
+type closeWatchConn struct {
+	net.Conn
+	watch *closeWatch
+}
+
 func (c *closeWatchConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	c.mu.Lock()
-	code, ok := c.frames.Feed(p[:n])
-	c.mu.Unlock()
-	if ok && needsNewToken(code) {
-		c.onClose(code)
-	}
+	c.watch.written(p[:n])
 	return n, err
 }
 

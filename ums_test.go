@@ -407,7 +407,7 @@ func TestUMSPathRule(t *testing.T) {
 func TestUMSCloseWatchOnWrittenFrames(t *testing.T) {
 	rec := httptest.NewRecorder()
 	var codes []int
-	w := &closeWatchWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: rec}, onClose: func(code int) { codes = append(codes, code) }}
+	w := &closeWatchWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: rec}, watch: &closeWatch{onClose: func(code int) { codes = append(codes, code) }}}
 	text := append([]byte{0x81, 5}, "hello"...)
 	closeFrame := append([]byte{0x88, 7, 0x11, 0x31}, "token"...) // 4401
 	stream := append(append([]byte{}, text...), closeFrame...)
