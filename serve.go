@@ -34,13 +34,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Map(h.placeholdersFor(cred))
 	}
 	ums, isUMS := umsPathOf(r)
+	isUMS = isUMS && h.keeper.Identity().Kind != appJWTKind // an AppJWT is no UMS credential: the path is left alone
 	if isUMS && ums.account != h.identity.AccountID {
 		if !h.laterServesAccount(r, ums.account) {
 			return h.umsForbidden(ums)
 		}
 		isUMS = false // passed on unchanged, for the handler that serves it
 	}
-	isUMS = isUMS && h.keeper.Identity().Kind != appJWTKind // an AppJWT is no UMS credential
 	if isUMS {
 		h.warnUMSRewrite(r)
 	}

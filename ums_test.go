@@ -465,3 +465,19 @@ func TestUMSNoBearerInLogsOnHandshakeErrors(t *testing.T) {
 		}
 	}
 }
+
+// An AppJWT identity leaves a UMS path alone, whatever account it names:
+// no bearer goes into it, and it is not refused.
+func TestUMSAppJWTIdentityLeavesThePathAlone(t *testing.T) {
+	emu, srv := emulator(t, ccemu.Config{})
+	loadCaddy(t, appJWTSite(srv, ""))
+	for _, account := range []string{ccemu.DefaultAccountID, "99999999"} {
+		_, resp, err := dialUMS(t, umsPathFor(account, "/bot-token"))
+		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("account %s: %v %v; want CC's 401 for the bot's own token, passed on unchanged", account, err, resp)
+		}
+	}
+	if n := emu.Counters(); n.UMSHandshakes != 2 || n.UMSUpgrades != 0 {
+		t.Fatalf("%+v: want both handshakes sent upstream unchanged, none upgraded", n)
+	}
+}
