@@ -59,20 +59,6 @@ func appJWTFixture(t testing.TB, api string) (*sentinelStub, *fakeClock, *appJWT
 	return s, clock, newAppJWTSource(testAppJWTConfig(api, clock.Now)), stubClient(t, s)
 }
 
-// noSecret fails if err shows the client secret or any of the tokens.
-func noSecret(t testing.TB, err error, tokens ...string) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	msg := err.Error() + fmt.Sprintf(" %v %+v %#v", err, err, err)
-	for _, s := range append([]string{testAppSecret, "s3cret"}, tokens...) {
-		if s != "" && strings.Contains(msg, s) {
-			t.Errorf("error shows a secret %q: %s", s, msg)
-		}
-	}
-}
-
 func TestAppJWTObtainV2(t *testing.T) {
 	s := newSentinelStub(t)
 	clock := newFakeClock()

@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/lpauth/caddy-lpauth/ccemu"
 	"github.com/lpauth/caddy-lpauth/internal/cc"
+	"github.com/lpauth/caddy-lpauth/internal/sentinelstub"
 	"github.com/lpauth/caddy-lpauth/internal/testkit"
 )
 
@@ -110,10 +111,13 @@ func dataCall(t testing.TB, srv *httptest.Server, cred any) int {
 	return resp.StatusCode
 }
 
-// eventually and hostport are the shared test kit's (internal/testkit).
+// eventually, hostport, randomBody and noSecret are the shared test kit's
+// (internal/testkit, internal/sentinelstub).
 var (
 	eventually = testkit.Eventually
 	hostport   = testkit.Hostport
+	randomBody = testkit.RandomBody
+	noSecret   = sentinelstub.NoSecret
 )
 
 // fakeClock is a Clock whose time moves only when the test says so.

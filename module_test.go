@@ -12,7 +12,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -327,15 +326,6 @@ func (r result) echo(t testing.TB) echoReply {
 }
 
 func dataPath(rest string) string { return "/api/account/" + ccemu.DefaultAccountID + "/" + rest }
-
-func randomBody(t testing.TB, n int) ([]byte, string) {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	return b, hex.EncodeToString(sum[:])
-}
 
 func fingerprint(s string) string {
 	sum := sha256.Sum256([]byte(s))

@@ -9,9 +9,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -157,25 +154,15 @@ func emulator(t testing.TB, cfg ccemu.Config) (*ccemu.Emulator, *httptest.Server
 	return emu, srv
 }
 
-// hostport is srv's address, as a reverse_proxy upstream.
-
 // dataPath is a path of the emulator's data API, which echoes the request.
 func dataPath(rest string) string { return "/api/account/" + ccemu.DefaultAccountID + "/" + rest }
 
-// randomBody is n random bytes and their SHA-256 in hex.
-func randomBody(t testing.TB, n int) ([]byte, string) {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	return b, hex.EncodeToString(sum[:])
-}
-
-// eventually and hostport are the shared test kit's (internal/testkit).
+// eventually, hostport and randomBody are the shared test kit's
+// (internal/testkit).
 var (
 	eventually = testkit.Eventually
 	hostport   = testkit.Hostport
+	randomBody = testkit.RandomBody
 )
 
 var httpClient = &http.Client{Timeout: 30 * time.Second}

@@ -5,10 +5,8 @@ package cc
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,10 +56,13 @@ func dataCall(t testing.TB, srv *httptest.Server, s *Session) int {
 	return resp.StatusCode
 }
 
-// eventually and hostport are the shared test kit's (internal/testkit).
+// eventually, hostport, randomBody and noSecret are the shared test kit's
+// (internal/testkit, internal/sentinelstub).
 var (
 	eventually = testkit.Eventually
 	hostport   = testkit.Hostport
+	randomBody = testkit.RandomBody
+	noSecret   = sentinelstub.NoSecret
 )
 
 // fakeClock is a Clock whose time moves only when the test says so. The
@@ -123,18 +124,4 @@ func stubClient(t testing.TB, s *sentinelStub) *Client {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// noSecret fails if err shows the client secret or any of the tokens.
-func noSecret(t testing.TB, err error, tokens ...string) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	msg := err.Error() + fmt.Sprintf(" %v %+v %#v", err, err, err)
-	for _, s := range append([]string{testAppSecret, "s3cret"}, tokens...) {
-		if s != "" && strings.Contains(msg, s) {
-			t.Errorf("error shows a secret %q: %s", s, msg)
-		}
-	}
 }

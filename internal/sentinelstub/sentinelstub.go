@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,4 +148,19 @@ func JWT(claims map[string]any) string {
 	}
 	p, _ := json.Marshal(full)
 	return enc.EncodeToString(h) + "." + enc.EncodeToString(p) + "." + enc.EncodeToString([]byte("signature"))
+}
+
+// NoSecret fails the test if err, in any of its printed forms, shows the
+// stub's client secret or any of tokens.
+func NoSecret(t testing.TB, err error, tokens ...string) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	msg := err.Error() + fmt.Sprintf(" %v %+v %#v", err, err, err)
+	for _, s := range append([]string{Secret, "s3cret"}, tokens...) {
+		if s != "" && strings.Contains(msg, s) {
+			t.Errorf("error shows a secret %q: %s", s, msg)
+		}
+	}
 }

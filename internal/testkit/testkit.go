@@ -7,6 +7,9 @@
 package testkit
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -54,3 +57,13 @@ func NewCountingListener(t testing.TB, h http.Handler) *CountingListener {
 
 // Hostport is srv's host:port, for a Caddyfile.
 func Hostport(srv *httptest.Server) string { return strings.TrimPrefix(srv.URL, "http://") }
+
+// RandomBody is n random bytes and their SHA-256 in hex.
+func RandomBody(t testing.TB, n int) ([]byte, string) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return b, hex.EncodeToString(sum[:])
+}
