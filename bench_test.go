@@ -121,7 +121,7 @@ func newHandlerBench(b testing.TB) *handlerBench {
 	k := hotPathKeeper(b)
 	hb := &handlerBench{
 		k:    k,
-		lp:   &Handler{keeper: k, identity: &RequestIdentity{AccountID: ccemu.DefaultAccountID, keeper: k}, RetryBodyLimit: defaultRetryBodyLimit, retryNeeds: new(perServer[retryNeeds]), placeholders: new(atomic.Pointer[requestPlaceholders])},
+		lp:   &Handler{keeper: k, identity: &RequestIdentity{AccountID: ccemu.DefaultAccountID, keeper: k}, RetryBodyLimit: defaultRetryBodyLimit, after: new(perServer[*afterHandler]), placeholders: new(atomic.Pointer[requestPlaceholders])},
 		want: k.Current().AuthorizationValue(),
 	}
 	hb.static = &headers.Handler{Request: &headers.HeaderOps{Set: http.Header{"Authorization": {hb.want}}}}

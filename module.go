@@ -147,8 +147,7 @@ type Handler struct {
 	identity   *RequestIdentity
 	authPrefix string                     // the auth_scheme word and a space, or "" for the bare token
 	authCache  *atomic.Pointer[authValue] // nil for Bearer: the credential's own value serves
-	inner      *innerPlace                // which later handlers bring their own credential
-	retryNeeds *perServer[retryNeeds]     // what a retry must restore, from the routes after it
+	after      *perServer[*afterHandler]  // what the routes after it imply, per server instance
 	counters   *requestCounters           // the request path's metrics, resolved at provision
 	// placeholders is the provider of the last credential seen.
 	placeholders *atomic.Pointer[requestPlaceholders]
@@ -296,8 +295,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		settings.LogoutOnStop = false // nothing to release
 		public, secret = []string{cfg.jwt.AccountID, "app_jwt", cfg.jwt.ClientID, cfg.jwt.API}, cfg.jwt.ClientSecret
 	}
-	h.inner = new(innerPlace)
-	h.retryNeeds = new(perServer[retryNeeds])
+	h.after = new(perServer[*afterHandler])
 	h.placeholders = new(atomic.Pointer[requestPlaceholders])
 	h.authPrefix = cfg.authScheme
 	if h.authPrefix != "Bearer " {

@@ -17,10 +17,6 @@ import (
 // told after the fact (nestedRan); the first must be known before, from the
 // server's routes.
 
-// innerPlace is, for one handler in one server instance, where it sits in
-// the server's routes, from which reaches tells what certainly runs after.
-type innerPlace = perServer[*handlerPlace]
-
 // innerWillServe says whether, for r, a handler after h will certainly set
 // the credential itself (or answer without one), so h need not wait for its
 // own. Asked only when h has no credential: the fast path never walks.
@@ -29,12 +25,8 @@ type innerPlace = perServer[*handlerPlace]
 // is no and h waits, as it would alone: a request never leaves for the
 // proxy without a credential.
 func (h *Handler) innerWillServe(r *http.Request) bool {
-	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	if srv == nil {
-		return false
-	}
-	place := h.inner.get(srv, func(srv *caddyhttp.Server) *handlerPlace { return placeOf(srv, h) })
-	return place.reaches(r, bringsOwnCredential)
+	a := h.afterFor(r)
+	return a != nil && a.place.reaches(r, bringsOwnCredential)
 }
 
 // bringsOwnCredential says whether mh serves a request without the
@@ -58,12 +50,8 @@ func (h *Handler) nestedRan(r *http.Request) bool {
 // runs is an lpauth with a session of account: a messaging WebSocket path
 // naming that account is then passed on for it.
 func (h *Handler) laterServesAccount(r *http.Request, account string) bool {
-	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	if srv == nil || h.inner == nil {
-		return false
-	}
-	place := h.inner.get(srv, func(srv *caddyhttp.Server) *handlerPlace { return placeOf(srv, h) })
-	return place.reaches(r, func(mh caddyhttp.MiddlewareHandler) bool {
+	a := h.afterFor(r)
+	return a != nil && a.place.reaches(r, func(mh caddyhttp.MiddlewareHandler) bool {
 		lp, ok := mh.(*Handler)
 		return ok && lp.identity.AccountID == account && lp.keeper.Identity().Kind != appJWTKind
 	})

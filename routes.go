@@ -109,6 +109,32 @@ func (c *perServer[T]) get(srv *caddyhttp.Server, build func(*caddyhttp.Server) 
 	return sv.v
 }
 
+// afterHandler is what one lpauth handler works out, once per server
+// instance, from where it sits in the server's routes.
+type afterHandler struct {
+	place    *handlerPlace // asked per request what certainly runs after it (reaches)
+	retry    retryNeeds
+	rewrites bool        // a URI rewrite may follow: the messaging WebSocket warns
+	warned   atomic.Bool // of it, once
+}
+
+// afterFor answers for r's server; nil without one (or for a handler made
+// without Provision).
+func (h *Handler) afterFor(r *http.Request) *afterHandler {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if srv == nil || h.after == nil {
+		return nil
+	}
+	return h.after.get(srv, func(srv *caddyhttp.Server) *afterHandler {
+		p := placeOf(srv, h)
+		return &afterHandler{
+			place:    p,
+			retry:    retryNeeds{request: !p.requestUntouched(), groups: p.groupsAfter()},
+			rewrites: p.rewritesAfter(),
+		}
+	})
+}
+
 // What certainly runs after a handler, for one request. Caddy dispatches a
 // route list in order: a route whose group an earlier route took is
 // skipped unseen (the Caddyfile's sibling handle and handle_path blocks

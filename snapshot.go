@@ -11,10 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // retryNeeds is what a retry must restore, for one handler in one server
@@ -26,22 +24,14 @@ type retryNeeds struct {
 	// groups: a route after this handler is in a route group, so the
 	// groups the first attempt took are freed for the retry.
 	groups bool
-	// rewrites: a handler after this one may rewrite the URI, which the
-	// messaging WebSocket's bearer is part of; warned once per server.
-	rewrites bool
-	warned   *atomic.Bool
 }
 
 // retryNeedsFor answers for r's server; without one, everything is kept.
 func (h *Handler) retryNeedsFor(r *http.Request) retryNeeds {
-	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	if srv == nil || h.retryNeeds == nil {
-		return retryNeeds{request: true, groups: true}
+	if a := h.afterFor(r); a != nil {
+		return a.retry
 	}
-	return h.retryNeeds.get(srv, func(srv *caddyhttp.Server) retryNeeds {
-		p := placeOf(srv, h)
-		return retryNeeds{request: !p.requestUntouched(), groups: p.groupsAfter(), rewrites: p.rewritesAfter(), warned: new(atomic.Bool)}
-	})
+	return retryNeeds{request: true, groups: true}
 }
 
 // requestState is what later handlers may change on a request.

@@ -94,8 +94,7 @@ func withBearerInPath(r *http.Request, p umsPath, bearer string) *http.Request {
 // messaging WebSocket request (a handler cannot see its server's routes at
 // provision), when a handler after lpauth may rewrite the URI.
 func (h *Handler) warnUMSRewrite(r *http.Request) {
-	needs := h.retryNeedsFor(r)
-	if !needs.rewrites || needs.warned == nil || needs.warned.Swap(true) {
+	if a := h.afterFor(r); a == nil || !a.rewrites || a.warned.Swap(true) {
 		return
 	}
 	h.logger.Warn("a handler after lpauth may rewrite the messaging WebSocket's path: it can drop the bearer lpauth puts there, or copy it into what is logged; put lpauth right before reverse_proxy, without rewrite, uri or reverse_proxy's own rewrite in between",
